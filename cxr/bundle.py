@@ -1,0 +1,158 @@
+"""The model bundle: the Keras CNN, the joblib ensemble, the OOD statistics and the model card,
+loaded once per process. `ModelBundle.predict` runs one forward pass per image that yields the
+64-d features, the CNN's own probabilities and the Grad-CAM maps for every class."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxr.decision import decide
+from cxr.errors import ModelBundleError
+from cxr.ood import FeatureDistance
+from cxr.preprocess import PARAMETERS, preprocess
+
+CNN_FILE = "cnn.keras"
+ENSEMBLE_FILE = "ensemble.joblib"
+OOD_FILE = "ood.npz"
+CARD_FILE = "model_card.json"
+HASHED_FILES = (CNN_FILE, ENSEMBLE_FILE, OOD_FILE)
+RETRAIN_HINT = (
+    "Restore the shipped models/ folder (git checkout -- models) or train a new model with "
+    "`python -m training.train --data ../shared/data/cxr/manifest.csv --out models/`."
+)
+
+
+def embed(cnn, feature_layer: str, tensors: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(64-d features, CNN probabilities) for a batch of preprocessed images, without Grad-CAM."""
+    import keras
+
+    model = keras.Model(cnn.inputs, [cnn.get_layer(feature_layer).output, cnn.outputs[0]])
+    feats, probs = model.predict(np.asarray(tensors, dtype=np.float32), batch_size=batch_size, verbose=0)
+    return feats, probs
+
+
+def artifact_version(directory: Path) -> str:
+    """Content hash of the model artifacts: the version written into and checked against the card."""
+    digest = hashlib.sha256()
+    for name in HASHED_FILES:
+        digest.update(name.encode())
+        digest.update((Path(directory) / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probabilities: dict[str, float]  # the ensemble's, which decide the label
+    cnn_probabilities: dict[str, float]
+    threshold: float | None
+    heatmap: np.ndarray  # Grad-CAM of the predicted class over the crop box, in [0, 1]
+    box: tuple[int, int, int, int]  # (top, bottom, left, right) in the decoded image
+    features: np.ndarray
+    ood_distance: float
+    ood_threshold: float
+    model_version: str
+    elapsed_ms: float
+
+    @property
+    def in_distribution(self) -> bool:
+        return self.ood_distance <= self.ood_threshold
+
+
+class ModelBundle:
+    """Everything needed to predict, loaded from one model directory."""
+
+    def __init__(self, directory: Path) -> None:
+        directory = Path(directory)
+        missing = [n for n in (*HASHED_FILES, CARD_FILE) if not (directory / n).is_file()]
+        if missing:
+            raise ModelBundleError(f"The model directory {directory} lacks {', '.join(missing)}. {RETRAIN_HINT}")
+        self.directory = directory
+        self.card: dict = json.loads((directory / CARD_FILE).read_text())
+        self.version = artifact_version(directory)
+        if self.card.get("version") != self.version:
+            raise ModelBundleError(
+                f"The model files in {directory} do not match its {CARD_FILE} (card version "
+                f"{self.card.get('version')}, files hash to {self.version}). {RETRAIN_HINT}"
+            )
+        if self.card.get("preprocessing") != PARAMETERS:
+            raise ModelBundleError(
+                f"The model in {directory} was trained with other preprocessing parameters than this code uses. "
+                + RETRAIN_HINT
+            )
+        self.classes: list[str] = list(self.card["classes"])
+        self.input_size: int = int(self.card["input_size"])
+        self.threshold: float | None = self.card.get("threshold", {}).get("value")
+        self._load_models()
+
+    def _load_models(self) -> None:
+        import joblib
+        import keras
+        import tensorflow as tf
+
+        self.cnn = keras.saving.load_model(self.directory / CNN_FILE, compile=False)
+        self.ensemble = joblib.load(self.directory / ENSEMBLE_FILE)
+        self.ood = FeatureDistance.load(self.directory / OOD_FILE)
+        shape = tuple(self.cnn.inputs[0].shape[1:])
+        if shape != (self.input_size, self.input_size, 1) or self.cnn.outputs[0].shape[-1] != len(self.classes):
+            raise ModelBundleError(
+                f"The CNN in {self.directory} takes {shape} and gives {self.cnn.outputs[0].shape[-1]} classes, "
+                f"but the card says {self.input_size} px and classes {self.classes}. {RETRAIN_HINT}"
+            )
+        conv = self.cnn.get_layer(self.card["gradcam_layer"]).output
+        features = self.cnn.get_layer(self.card["feature_layer"]).output
+        explainer = keras.Model(self.cnn.inputs, [conv, features, self.cnn.outputs[0]])
+        n_classes = len(self.classes)
+        signature = [tf.TensorSpec((None, self.input_size, self.input_size, 1), tf.float32)]
+
+        @tf.function(input_signature=signature)
+        def forward(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            # keras.io Grad-CAM: gradients of each class score w.r.t. the last conv map, channel
+            # weights by their global average, ReLU, normalised with an epsilon (a flat map stays 0).
+            with tf.GradientTape(persistent=True) as tape:
+                conv_maps, feats, probs = explainer(images, training=False)
+                scores = [probs[:, k] for k in range(n_classes)]
+            grads = tf.stack([tape.gradient(s, conv_maps) for s in scores], axis=1)
+            weights = tf.reduce_mean(grads, axis=(2, 3))
+            cams = tf.nn.relu(tf.einsum("nhwc,nkc->nkhw", conv_maps, weights))
+            cams = cams / (tf.reduce_max(cams, axis=(2, 3), keepdims=True) + 1e-8)
+            return feats, probs, cams
+
+        self._forward = forward
+        forward(tf.zeros((1, self.input_size, self.input_size, 1)))  # trace once at load, not on the first upload
+
+    def forward(self, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features n × 64, CNN probabilities n × k, Grad-CAM maps n × k × h × w) in one pass."""
+        feats, probs, cams = self._forward(np.asarray(tensors, dtype=np.float32))
+        return feats.numpy(), probs.numpy(), cams.numpy()
+
+    def embed(self, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Batch features and CNN probabilities, for evaluation over many images."""
+        return embed(self.cnn, self.card["feature_layer"], tensors)
+
+    def predict(self, pixels: np.ndarray) -> Prediction:
+        """Predict one decoded radiograph (2-D [0, 1] pixels)."""
+        started = time.perf_counter()
+        prepared = preprocess(pixels, self.input_size)
+        feats, cnn_probs, cams = self.forward(prepared.tensor[np.newaxis])
+        probs = self.ensemble.predict_proba(feats)[0]
+        index = int(decide(probs[np.newaxis], self.classes, self.threshold)[0])
+        return Prediction(
+            label=self.classes[index],
+            probabilities=dict(zip(self.classes, map(float, probs))),
+            cnn_probabilities=dict(zip(self.classes, map(float, cnn_probs[0]))),
+            threshold=self.threshold,
+            heatmap=cams[0, index],
+            box=prepared.box,
+            features=feats[0],
+            ood_distance=float(self.ood.distance(feats)[0]),
+            ood_threshold=self.ood.threshold,
+            model_version=self.version,
+            elapsed_ms=(time.perf_counter() - started) * 1000.0,
+        )

@@ -1,0 +1,196 @@
+"""The whole training pipeline on a tiny synthetic data set: loaders, patient split, bad rows,
+training, export, loading the bundle back, and evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr.bundle import ModelBundle, artifact_version
+from training import evaluate, train
+from training.data import DataError, canonical_label, load_dataset, patient_split
+
+TINY = ["--input-size", "32", "--base-filters", "4", "--blocks", "2", "--epochs", "1", "--no-cache"]
+
+
+def synthetic_xray(label: str, rng: np.random.Generator, size: int = 160) -> Image.Image:
+    """A chest-like film: a bright body with two dark lung fields; 'covid' adds hazy patches."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    body = np.exp(-(((xx - 0.5) / 0.42) ** 2 + ((yy - 0.55) / 0.5) ** 2) ** 2)
+    lungs = sum(np.exp(-(((xx - cx) / 0.13) ** 2 + ((yy - 0.5) / 0.25) ** 2)) for cx in (0.32, 0.68))
+    image = 0.15 + 0.7 * body - 0.45 * lungs
+    if label == "covid":
+        image += 0.35 * lungs * (rng.random((size, size)) > 0.5)
+    elif label == "viral_pneumonia":
+        image += 0.3 * np.exp(-(((xx - 0.3) / 0.08) ** 2 + ((yy - 0.6) / 0.08) ** 2))
+    image += rng.normal(0, 0.03, image.shape)
+    return Image.fromarray(np.clip(image * 255, 0, 255).astype(np.uint8), mode="L")
+
+
+def write_manifest(root: Path, rows: list[dict[str, str]]) -> Path:
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "label", "patient_id", "view", "notes"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """36 images per class in a manifest with extra columns; patients have 1-3 images, some none."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    rows = []
+    for label in ("covid", "normal", "viral_pneumonia"):
+        for i in range(36):
+            name = f"{label[:5]}src_{i:04d}.png"
+            synthetic_xray(label, rng).save(root / name)
+            patient = f"{label}:{i // 3}" if i < 24 else ""
+            rows.append({"file": name, "label": label, "patient_id": patient, "view": "PA", "notes": "synthetic"})
+    return write_manifest(root, rows)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model")
+    assert train.main(["--data", str(dataset), "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_labels_are_spelled_as_in_the_radiography_database():
+    assert [canonical_label(x) for x in ("COVID", "Normal", "Viral Pneumonia", "Lung_Opacity", "COVID-19")] == [
+        "covid", "normal", "viral_pneumonia", "lung_opacity", "covid"]
+
+
+def test_split_keeps_patients_together_and_is_stratified(dataset):
+    samples, excluded = load_dataset(dataset)
+    assert excluded == {"viral_pneumonia": 36}
+    split = patient_split(samples, (0.7, 0.2, 0.1), seed=1)
+    assert sorted(sum(split.values(), [])) == list(range(len(samples)))
+    owner = {}
+    for name, indices in split.items():
+        for i in indices:
+            assert owner.setdefault(samples[i].patient, name) == name, "a patient is in two splits"
+    for name, fraction in (("train", 0.7), ("val", 0.2), ("test", 0.1)):
+        labels = [samples[i].label for i in split[name]]
+        assert abs(len(labels) / len(samples) - fraction) < 0.1
+        assert set(labels) == {"covid", "normal"}
+    assert split == patient_split(samples, (0.7, 0.2, 0.1), seed=1), "the split must be reproducible"
+
+
+def test_folder_tree_in_both_layouts(tmp_path):
+    rng = np.random.default_rng(1)
+    for folder in ("COVID/images", "Normal/images", "Viral Pneumonia/images", "Lung_Opacity"):
+        (tmp_path / folder).mkdir(parents=True)
+        for i in range(2):
+            synthetic_xray("normal", rng).save(tmp_path / folder / f"img-{i}.png")
+    samples, excluded = load_dataset(tmp_path)
+    assert sorted({s.label for s in samples}) == ["covid", "normal"]
+    assert excluded == {"viral_pneumonia": 2, "lung_opacity": 2}
+    assert all(s.path.is_file() for s in samples)
+    samples, _ = load_dataset(tmp_path, ["covid", "normal", "viral_pneumonia", "lung_opacity"])
+    assert len(samples) == 8 and len({s.patient for s in samples}) == 8
+
+
+def test_exported_bundle_loads_and_predicts(trained, dataset):
+    card = json.loads((trained / "model_card.json").read_text())
+    assert card["version"] == artifact_version(trained)
+    assert card["classes"] == ["covid", "normal"] and card["input_size"] == 32
+    for split in ("val", "test"):
+        assert {"cnn", "decision_tree", "svm", "random_forest", "adaboost", "ensemble"} <= set(card["metrics"][split])
+        assert 0.0 <= card["metrics"][split]["ensemble"]["ece"] <= 1.0
+    assert 0.0 <= card["threshold"]["value"] <= 1.0
+    assert all((trained / "report" / f"{name}.png").is_file() for name in ("training_curves", "confusion_matrix", "roc"))
+    saved = list(csv.DictReader((trained / "split.csv").open()))
+    patients = {}
+    for row in saved:
+        assert patients.setdefault(row["patient_id"], row["split"]) == row["split"]
+
+    bundle = ModelBundle(trained)
+    image = np.asarray(Image.open(dataset.parent / "covidsrc_0001.png"), dtype=np.float32) / 255.0
+    prediction = bundle.predict(image)
+    assert prediction.label in ("covid", "normal")
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert sum(prediction.cnn_probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert prediction.features.shape == (64,)
+    assert prediction.heatmap.ndim == 2 and np.isfinite(prediction.heatmap).all()
+    assert 0.0 <= prediction.heatmap.min() and prediction.heatmap.max() <= 1.0 + 1e-6
+
+
+def test_evaluate_writes_metrics_and_predictions(trained, dataset, tmp_path, capsys):
+    out, preds = tmp_path / "metrics.json", tmp_path / "preds.csv"
+    argv = ["--model", str(trained), "--data", str(dataset), "--out", str(out), "--predictions", str(preds)]
+    assert evaluate.main(argv) == 0
+    assert "Ensemble (operating threshold)" in capsys.readouterr().out
+    metrics = json.loads(out.read_text())
+    assert metrics["n"] == 72 and metrics["left_out_by_class"] == {"viral_pneumonia": 36}
+    rows = list(csv.DictReader(preds.open()))
+    assert list(rows[0]) == ["file", "label", "predicted", "p_covid", "p_normal"]
+    assert len(rows) == 72
+    assert all(abs(float(r["p_covid"]) + float(r["p_normal"]) - 1) < 1e-4 for r in rows)
+    assert evaluate.main([*argv[:4], "--split", "test"]) == 0
+
+
+def test_evaluate_accepts_folder_spelling_and_fails_on_unreadable_data(trained, tmp_path):
+    rng = np.random.default_rng(2)
+    for folder in ("COVID/images", "Normal/images"):
+        (tmp_path / folder).mkdir(parents=True)
+        for i in range(3):
+            synthetic_xray(folder.split("/")[0].lower(), rng).save(tmp_path / folder / f"x{i}.png")
+    assert evaluate.main(["--model", str(trained), "--data", str(tmp_path)]) == 0
+    (tmp_path / "Normal/images/broken.png").write_bytes(b"not a png")
+    assert evaluate.main(["--model", str(trained), "--data", str(tmp_path)]) == 2
+    assert evaluate.main(["--model", str(trained), "--data", str(tmp_path / "missing.csv")]) == 2
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"file": "nowhere.png", "label": "covid"}, "line 3 (nowhere.png): the file cannot be read"),
+        ({"file": "broken.png", "label": "normal"}, "line 3 (broken.png): the image cannot be used"),
+        ({"file": "good.png", "label": "covd"}, "line 3 (good.png): unknown label 'covd'"),
+    ],
+)
+def test_bad_rows_are_named_or_skipped(tmp_path, capsys, row, message):
+    rng = np.random.default_rng(3)
+    synthetic_xray("normal", rng).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    manifest = write_manifest(tmp_path, [{"file": "good.png", "label": "normal"}, row])
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        from training.images import load_images
+
+        samples, _ = load_dataset(manifest)
+        load_images(samples, 32)
+    assert train.main(["--data", str(manifest), "--out", str(tmp_path / "m"), *TINY]) == 2
+    assert message.split(": ", 1)[1] in capsys.readouterr().err
+
+
+def test_skip_bad_leaves_bad_rows_out_with_a_count(dataset, tmp_path, capsys):
+    rows = list(csv.DictReader(dataset.open()))
+    for row in rows:
+        row["file"] = str(dataset.parent / row["file"])
+    rows.append({"file": str(tmp_path / "gone.png"), "label": "covid", "patient_id": "", "view": "", "notes": ""})
+    manifest = write_manifest(tmp_path, rows)
+    from training.images import load_images
+
+    samples, _ = load_dataset(manifest)
+    images, kept = load_images(samples, 32, skip_bad=True)
+    assert len(kept) == len(samples) - 1 == images.shape[0]
+    assert "skipped 1 bad row(s)" in capsys.readouterr().out
+
+
+def test_three_class_model_trains_and_serves(dataset, tmp_path):
+    out = tmp_path / "model3"
+    assert train.main(["--data", str(dataset), "--out", str(out), "--classes", "covid,normal,viral_pneumonia", *TINY]) == 0
+    bundle = ModelBundle(out)
+    assert bundle.classes == ["covid", "normal", "viral_pneumonia"]
+    image = np.asarray(Image.open(dataset.parent / "viralsrc_0000.png"), dtype=np.float32) / 255.0
+    prediction = bundle.predict(image)
+    assert len(prediction.probabilities) == 3
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-6)

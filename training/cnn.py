@@ -1,0 +1,39 @@
+"""The EMCNet-style CNN: stacked Conv2D/ReLU/MaxPool/Dropout blocks, a named 64-unit feature layer
+and a softmax head, built with the Keras functional API (Grad-CAM needs `model.inputs`).
+
+Departures from the published EMCNet, each measured (see README, "Training"): batch normalisation
+after every convolution (it converges in a third of the epochs, which is what lets a CPU train it)
+and global average pooling before the feature layer instead of flattening (fewer weights, less
+overfitting to where things sit in the frame).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+FEATURE_LAYER = "features"
+OUTPUT_LAYER = "probabilities"
+
+
+def last_conv_layer_name(blocks: int) -> str:
+    """The activation of the last convolution, whose feature map Grad-CAM explains."""
+    return f"block{blocks}_relu2"
+
+
+def build_cnn(input_size: int, n_classes: int, base_filters: int = 16, blocks: int = 4) -> keras.Model:
+    inputs = keras.Input(shape=(input_size, input_size, 1), name="image")
+    x = inputs
+    for block in range(1, blocks + 1):
+        filters = base_filters * 2 ** (block - 1)
+        for conv in (1, 2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv{conv}")(x)
+            x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+            x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+        x = layers.Dropout(0.25, name=f"block{block}_dropout")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    features = layers.Dense(64, activation="relu", name=FEATURE_LAYER)(x)
+    x = layers.Dropout(0.5, name="head_dropout")(features)
+    outputs = layers.Dense(n_classes, activation="softmax", name=OUTPUT_LAYER)(x)
+    return keras.Model(inputs, outputs, name="emcnet_style_cnn")

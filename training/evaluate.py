@@ -1,0 +1,94 @@
+"""Evaluate a model bundle on any labelled manifest or class-folder tree.
+
+    python -m training.evaluate --model models/ --data PATH --out metrics.json [--predictions preds.csv]
+    python -m training.evaluate --model models/ --data ../shared/data/cxr/manifest.csv --split test
+
+Prints a table of every classifier (CNN softmax, each ensemble member, the ensemble) and writes the
+same metrics as JSON. Exits with status 2 when the data cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cxr.bundle import ModelBundle
+from cxr.decision import decide
+from cxr.errors import ModelBundleError
+from training.data import SPLIT_FILE, SPLITS, DataError, load_dataset, read_split
+from training.images import load_images
+from training.scoring import classifier_probabilities, format_table, score_all
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("models"), help="model directory (default models/)")
+    parser.add_argument("--data", type=Path, required=True, help="manifest CSV or class-folder tree")
+    parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    parser.add_argument("--predictions", type=Path, help="write one CSV row per image here")
+    parser.add_argument("--split", choices=SPLITS, help="only the images the model's saved split puts here")
+    parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable rows instead of stopping")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        bundle = ModelBundle(args.model)
+    except ModelBundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    classes = bundle.classes
+    try:
+        samples, excluded = load_dataset(args.data, classes, known_labels=None)
+        if args.split:
+            saved = read_split(args.model / SPLIT_FILE)
+            samples = [s for s in samples if saved.get(s.file) == args.split]
+            if not samples:
+                raise DataError(f"no image of {args.data} is in the model's {args.split} split")
+        images, kept = load_images(samples, bundle.input_size, skip_bad=args.skip_bad)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if excluded:
+        print(f"left out {sum(excluded.values())} image(s) of classes the model does not know: {dict(excluded)}")
+    samples = [samples[i] for i in kept]
+    labels = np.array([classes.index(s.label) for s in samples])
+    forward_started = time.perf_counter()
+    features, cnn_probs = bundle.embed(images)
+    probabilities = classifier_probabilities(bundle.ensemble, features, cnn_probs)
+    rate = len(samples) / (time.perf_counter() - started)
+    metrics = score_all(probabilities, labels, classes, bundle.threshold, [s.source for s in samples])
+    title = f"{args.data}{f' ({args.split} split)' if args.split else ''}: {len(samples)} images, model {bundle.version}"
+    print(format_table(metrics, classes, title))
+    print(f"{rate:.1f} images/s end to end ({len(samples) / (time.perf_counter() - forward_started):.1f} after decoding)")
+    if args.out:
+        result = {
+            "model_version": bundle.version,
+            "data": str(args.data),
+            "split": args.split,
+            "n": len(samples),
+            "left_out_by_class": dict(excluded),
+            "threshold": bundle.threshold,
+            "metrics": metrics,
+        }
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.predictions:
+        predicted = decide(probabilities["ensemble"], classes, bundle.threshold)
+        with args.predictions.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "label", "predicted"] + [f"p_{c}" for c in classes])
+            for sample, index, probs in zip(samples, predicted, probabilities["ensemble"]):
+                writer.writerow([sample.file, sample.label, classes[index]] + [f"{p:.6f}" for p in probs])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Scores of every classifier (the CNN's softmax, each ensemble member, the soft-voting ensemble)
+on one set of images, shared by training (for the model card) and `training.evaluate`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cxr.decision import decide
+from training.metrics import classification_metrics
+
+MEMBER_TITLES = {
+    "cnn": "CNN softmax",
+    "decision_tree": "Decision tree",
+    "svm": "SVM",
+    "random_forest": "Random forest",
+    "adaboost": "AdaBoost",
+    "ensemble_argmax": "Ensemble (argmax)",
+    "ensemble": "Ensemble (operating threshold)",
+}
+
+
+def classifier_probabilities(ensemble, features: np.ndarray, cnn_probabilities: np.ndarray) -> dict[str, np.ndarray]:
+    """Probabilities (n × k) of each classifier; `ensemble` is the fitted scaler + voting pipeline."""
+    scaled = ensemble[:-1].transform(features)
+    voting = ensemble[-1]
+    result = {"cnn": cnn_probabilities}
+    for name, member in voting.named_estimators_.items():
+        result[name] = member.predict_proba(scaled)
+    result["ensemble"] = ensemble.predict_proba(features)
+    return result
+
+
+def score_all(
+    probabilities: dict[str, np.ndarray],
+    y_true: np.ndarray,
+    classes: Sequence[str],
+    threshold: float | None,
+    sources: Sequence[str],
+) -> dict:
+    """Metrics per classifier, plus the ensemble's metrics per source."""
+    results = {}
+    for name, probs in probabilities.items():
+        if name == "ensemble":
+            results["ensemble_argmax"] = classification_metrics(y_true, probs, probs.argmax(1), classes)
+            results["ensemble"] = classification_metrics(y_true, probs, decide(probs, classes, threshold), classes)
+        else:
+            results[name] = classification_metrics(y_true, probs, probs.argmax(1), classes)
+    ensemble = probabilities["ensemble"]
+    decided = decide(ensemble, classes, threshold)
+    sources = np.asarray(sources)
+    results["ensemble_per_source"] = {
+        source: classification_metrics(y_true[sources == source], ensemble[sources == source],
+                                       decided[sources == source], classes)
+        for source in sorted(set(sources.tolist()))
+    }
+    return results
+
+
+def format_table(metrics: dict, classes: Sequence[str], title: str) -> str:
+    """A plain-text table of accuracy, AUC, per-class recall, Brier and ECE per classifier."""
+    header = f"{'classifier':<32}{'n':>6}{'acc':>8}{'AUC':>8}" + "".join(f"{'rec_' + c[:10]:>16}" for c in classes)
+    header += f"{'Brier':>8}{'ECE':>8}"
+    lines = [title, header, "-" * len(header)]
+
+    def row(label: str, m: dict) -> str:
+        auc = f"{m['roc_auc']:.4f}" if m["roc_auc"] is not None else "n/a"
+        recalls = "".join(f"{m['per_class'][c]['recall']:>16.4f}" for c in classes)
+        return f"{label:<32}{m['n']:>6}{m['accuracy']:>8.4f}{auc:>8}{recalls}{m['brier']:>8.4f}{m['ece']:>8.4f}"
+
+    for name, title_ in MEMBER_TITLES.items():
+        if name in metrics:
+            lines.append(row(title_, metrics[name]))
+    for source, m in metrics.get("ensemble_per_source", {}).items():
+        lines.append(row(f"  ensemble on {source}", m))
+    return "\n".join(lines)
