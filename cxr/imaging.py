@@ -17,19 +17,35 @@ from cxr.errors import CorruptImage, InputError, NotAChestXray, UnsupportedForma
 
 MIN_SIDE = 128  # px on the short side; below this a chest X-ray is not readable
 MAX_ASPECT = 3.0  # long side / short side; a chest film is close to square
-MAX_PIXELS = 60_000_000  # checked on the header, before any pixel is decoded
-RASTER_FORMATS = {"PNG", "JPEG", "TIFF"}
-# Projection radiography modalities; CT, MR, US, NM, PT, MG (mammography) and others are refused.
+# Checked on the header, before any pixel is decoded. The largest chest detectors give ~4300² ≈ 18 MP;
+# decoding 40 MP of RGB to float already takes ~1 GB, so anything bigger is refused as a bomb.
+MAX_PIXELS = 40_000_000
+# Only these parsers ever see upload bytes: Pillow's other plugins (EPS, PSD, FITS, ...) are attack surface.
+RASTER_FORMATS = ["PNG", "JPEG", "TIFF"]
+ACCEPTED = "Upload a PNG, JPEG, TIFF or DICOM chest X-ray."
+# File signatures, to tell a damaged PNG/JPEG/TIFF (400) from another format (415) and to name the latter.
+SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+    b"GIF8": "GIF", b"BM": "BMP", b"%PDF": "PDF", b"\x00\x00\x01\x00": "ICO",
+}
+# Projection radiography modalities; CT, MR, US, NM, PT, MG (mammography), XA, RF and others are refused.
 RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT"}
-CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "TORSO", "PORT CHEST")
+CHEST_BODY_PARTS = ("CHEST", "THORAX", "TORAX", "LUNG", "TORSO")
+UNINFORMATIVE_BODY_PARTS = {"", "UNKNOWN", "OTHER", "NONE"}
+NON_FRONTAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLO", "RLO"}  # DICOM ViewPosition: laterals, obliques
 
-# Pillow's own bomb check warns (or raises) at its own limits; ours is stricter and says so clearly.
+# Pillow's own bomb error (at twice its limit) then becomes our 413; between one and two times the
+# limit it only warns, and `_check_geometry` refuses those itself with a clearer message.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """A decoded radiograph: `pixels` is 2-D float32 in [0, 1], higher is brighter (bone is white)."""
+    """A decoded radiograph: `pixels` is 2-D float32 in [0, 1], higher is brighter (bone is white).
+
+    `metadata` holds only what the history shows (DICOM modality, body part, view): never patient data.
+    """
 
     pixels: np.ndarray
     format: str
@@ -49,9 +65,18 @@ def decode_image(data: bytes) -> DecodedImage:
     """Decode PNG/JPEG/TIFF/DICOM bytes, or raise an `InputError` whose message says what is wrong."""
     if not data:
         raise CorruptImage("The file is empty.")
-    if _looks_like_dicom(data):
-        return _decode_dicom(data)
-    return _decode_raster(data)
+    dicom = _looks_like_dicom(data)
+    try:
+        return _decode_dicom(data) if dicom else _decode_raster(data)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError("The image is too large to decode on this server.", status=413) from None
+    except Exception as exc:  # noqa: BLE001
+        # Parsers of untrusted bytes fail in many ways (struct.error, IndexError, ValueError, SyntaxError, ...);
+        # each means the file is damaged. DICOM errors are not echoed: they can quote element values.
+        kind, detail = ("DICOM", "") if dicom else (_signature(data) or "image", f" ({exc})")
+        raise CorruptImage(f"The {kind} file is truncated or corrupt and could not be decoded{detail}.") from None
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -83,59 +108,53 @@ def _check_geometry(width: int, height: int) -> None:
 
 def _decode_raster(data: bytes) -> DecodedImage:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"The image has more than {MAX_PIXELS // 1_000_000} megapixels.", status=413) from None
-    except UnidentifiedImageError:
-        raise UnsupportedFormat(
-            "This file is not an image the service can read. Upload a PNG, JPEG, TIFF or DICOM chest X-ray."
+        image = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"The image has more than {MAX_PIXELS // 1_000_000} megapixels, the most accepted.", status=413
         ) from None
-    except OSError as exc:
-        raise CorruptImage(f"The image could not be read: {exc}.") from None
-    if image.format not in RASTER_FORMATS:
-        raise UnsupportedFormat(
-            f"{image.format} images are not accepted. Upload a PNG, JPEG, TIFF or DICOM chest X-ray."
-        )
-    if getattr(image, "n_frames", 1) > 1:
+    except UnidentifiedImageError:
+        name = _signature(data)
+        if name in RASTER_FORMATS:
+            raise CorruptImage(f"The {name} file is corrupt: its header could not be read.") from None
+        what = f"{name} files are not accepted." if name else "This file is not an image the service can read."
+        raise UnsupportedFormat(f"{what} {ACCEPTED}") from None
+    # Cameras write JPEGs with a preview as a second picture ("MPO"); the first is the photograph itself.
+    if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
         raise NotAChestXray("The file holds several frames (an animation or a stack); upload a single X-ray image.")
     _check_geometry(*image.size)
-    try:
-        image.load()
-        if image.format == "JPEG":
-            image = ImageOps.exif_transpose(image)
-        pixels, colourfulness = _pil_to_gray(image)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise CorruptImage(f"The image is truncated or corrupt and could not be decoded ({exc}).") from None
-    return DecodedImage(pixels=pixels, format=image.format or "IMAGE", colourfulness=colourfulness)
+    kind = "JPEG" if image.format == "MPO" else str(image.format)
+    image.load()
+    # Cameras and phones store the picture as the sensor saw it and say in EXIF how to turn it upright.
+    pixels, colour = _pil_to_gray(ImageOps.exif_transpose(image))
+    return DecodedImage(pixels=pixels, format=kind, colourfulness=colour)
+
+
+def _signature(data: bytes) -> str:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), "")
 
 
 def _pil_to_gray(image: Image.Image) -> tuple[np.ndarray, float]:
     """Grayscale float pixels and the colourfulness of the original (0 for grayscale inputs)."""
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         return _min_max(np.asarray(image, dtype=np.float32)), 0.0
-    if mode == "1":
-        image = image.convert("L")
-    elif mode in ("P", "PA"):
-        image = image.convert("RGBA")
-    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        image = image.convert("RGB")
-    if image.mode in ("RGBA", "LA"):
+    if "A" in image.getbands() or "transparency" in image.info:
         # Transparent areas become black, as in the shared data's standardisation.
-        background = Image.new(image.mode, image.size, (0, 255) if image.mode == "LA" else (0, 0, 0, 255))
-        image = Image.alpha_composite(background, image) if image.mode == "RGBA" else _composite_la(image)
-        image = image.convert("RGB" if image.mode == "RGBA" else "L")
-    if image.mode == "RGB":
-        rgb = np.asarray(image, dtype=np.float32)
-        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0, colourfulness(rgb)
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0, 0.0
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    if image.mode not in ("L", "1"):
+        image = image.convert("RGB")  # palette, CMYK (Pillow undoes Adobe's inversion), YCbCr, ...
+    gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    return gray, (_colourfulness_of(image) if image.mode == "RGB" else 0.0)
 
 
-def _composite_la(image: Image.Image) -> Image.Image:
-    gray, alpha = (np.asarray(band, dtype=np.float32) for band in image.split())
-    return Image.fromarray(np.rint(gray * alpha / 255.0).astype(np.uint8), mode="L")
+def _colourfulness_of(image: Image.Image) -> float:
+    # A global statistic: a thumbnail gives the same answer without a float copy of a 20 MP photo.
+    small = image.copy()
+    small.thumbnail((512, 512))
+    return colourfulness(np.asarray(small, dtype=np.float32))
 
 
 def colourfulness(rgb: np.ndarray) -> float:
@@ -147,6 +166,8 @@ def colourfulness(rgb: np.ndarray) -> float:
 
 
 def _min_max(values: np.ndarray) -> np.ndarray:
+    if not np.isfinite(values).all():
+        raise CorruptImage("The image holds invalid (NaN or infinite) pixel values.")
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros_like(values, dtype=np.float32)
@@ -155,53 +176,60 @@ def _min_max(values: np.ndarray) -> np.ndarray:
 
 def _decode_dicom(data: bytes) -> DecodedImage:
     import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
-    try:
+    with warnings.catch_warnings():
+        # pydicom warns about invalid values by quoting them, which could put a patient name in a log.
+        warnings.simplefilter("ignore")
         ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptImage(f"The DICOM file could not be read ({exc}).") from None
-    modality = str(ds.get("Modality", "") or "").upper()
-    body_part = str(ds.get("BodyPartExamined", "") or "").upper()
-    if modality and modality not in RADIOGRAPH_MODALITIES:
-        raise NotAChestXray(
-            f"This DICOM file is a {modality} image; only chest radiographs (CR/DX) can be analysed."
-        )
-    if body_part and not any(part in body_part for part in CHEST_BODY_PARTS):
-        raise NotAChestXray(
-            f"This DICOM file shows the body part '{body_part.title()}'; only chest radiographs can be analysed."
-        )
-    if "PixelData" not in ds:
-        raise NotAChestXray("This DICOM file holds no image (it may be a report or a structured document).")
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise NotAChestXray("This DICOM file holds several frames; upload a single radiograph.")
-    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    _check_geometry(columns, rows)
-    try:
+        modality = str(ds.get("Modality", "") or "").strip().upper()
+        body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+        view = str(ds.get("ViewPosition", "") or "").strip().upper()
+        if modality and modality not in RADIOGRAPH_MODALITIES:
+            raise NotAChestXray(
+                f"This DICOM file's modality is {modality}, not a radiograph; "
+                "only chest X-rays (CR or DX) can be analysed."
+            )
+        if body_part not in UNINFORMATIVE_BODY_PARTS and not any(part in body_part for part in CHEST_BODY_PARTS):
+            raise NotAChestXray(
+                f"This DICOM file shows the body part '{body_part.title()}'; only chest radiographs can be analysed."
+            )
+        if view in NON_FRONTAL_VIEWS:
+            raise NotAChestXray(
+                f"This DICOM file is a lateral or oblique view ({view}); "
+                "only frontal (PA or AP) chest X-rays can be analysed."
+            )
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        if "PixelData" not in ds or not rows or not columns:
+            raise NotAChestXray("This DICOM file holds no image (it may be a report or a structured document).")
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise NotAChestXray("This DICOM file holds several frames; upload a single radiograph.")
+        _check_geometry(columns, rows)
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if syntax is None:
+            raise CorruptImage("This DICOM file does not say how its pixels are encoded (no transfer syntax).")
+        try:
+            available = get_decoder(syntax).is_available
+        except NotImplementedError:
+            available = False
+        if not available:
+            raise UnsupportedFormat(
+                f"This DICOM file uses the transfer syntax '{syntax.name}', which this installation cannot decode. "
+                "Export it uncompressed (or as PNG) and upload again."
+            )
         raw = ds.pixel_array
-    except NotImplementedError:
-        syntax = ds.file_meta.get("TransferSyntaxUID", None)
-        name = getattr(syntax, "name", str(syntax))
-        raise UnsupportedFormat(
-            f"This DICOM file uses the transfer syntax '{name}', which this installation cannot decode. "
-            "Export it uncompressed (or as PNG) and upload again."
-        ) from None
-    except (ValueError, AttributeError, KeyError, TypeError, OSError, RuntimeError) as exc:
-        raise CorruptImage(f"The DICOM pixel data could not be decoded ({exc}).") from None
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if raw.ndim == 3 and photometric in ("RGB", "YBR_FULL", "YBR_FULL_422"):
-        rgb = raw.astype(np.float32)
-        return DecodedImage(
-            pixels=_min_max(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)),
-            format="DICOM",
-            colourfulness=colourfulness(_min_max(rgb) * 255.0),
-            metadata={"modality": modality, "body_part": body_part},
-        )
-    if raw.ndim != 2:
-        raise NotAChestXray("This DICOM file does not hold a single 2-D grayscale image.")
-    values = apply_voi_lut(apply_modality_lut(raw, ds), ds).astype(np.float32)
-    pixels = _min_max(values)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        metadata = {"modality": modality, "body_part": body_part, "view": view}
+        if photometric == "PALETTE COLOR":
+            raw = apply_color_lut(raw, ds)
+        if raw.ndim == 3 and raw.shape[-1] == 3:  # RGB (pydicom has already converted YBR to RGB)
+            rgb = _min_max(raw.astype(np.float32))
+            gray = _min_max(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+            return DecodedImage(gray, "DICOM", colourfulness(rgb * 255.0), metadata)
+        if raw.ndim != 2:
+            raise NotAChestXray("This DICOM file does not hold a single 2-D grayscale image.")
+        # Rescale slope/intercept (or modality LUT), then the window or VOI LUT a radiologist would see.
+        pixels = _min_max(apply_voi_lut(apply_modality_lut(raw, ds), ds).astype(np.float32))
     if photometric == "MONOCHROME1":  # low values are white in MONOCHROME1
         pixels = 1.0 - pixels
-    return DecodedImage(pixels=pixels, format="DICOM", metadata={"modality": modality, "body_part": body_part})
+    return DecodedImage(pixels=pixels, format="DICOM", metadata=metadata)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from functools import lru_cache
 
 import numpy as np
 from matplotlib import colormaps
@@ -20,13 +21,31 @@ def heatmap_full_size(heatmap: np.ndarray, box: tuple[int, int, int, int], shape
     return full
 
 
-def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, int, int], alpha: float = 0.45) -> np.ndarray:
-    """RGB uint8: the grayscale film blended with the 'jet' colormap where the map is strong."""
-    full = heatmap_full_size(heatmap, box, pixels.shape)
-    colours = colormaps["jet"](full)[..., :3]
-    weight = alpha * full[..., np.newaxis] ** 0.5  # weak activations stay mostly transparent
-    base = np.repeat(pixels[..., np.newaxis], 3, axis=2)
-    return to_uint8(base * (1.0 - weight) + colours * weight)
+@lru_cache(maxsize=1)
+def _jet() -> np.ndarray:
+    """matplotlib's 'jet' as a 256 × 3 float32 table: the colours `colormaps["jet"](x)` gives."""
+    return colormaps["jet"](np.arange(256))[:, :3].astype(np.float32)
+
+
+def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, int, int], alpha: float = 0.45,
+                gray: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8: the grayscale film blended with the 'jet' colormap where the map is strong.
+
+    Outside the crop box the map is zero, so the film is copied as it is; inside, the colour comes
+    from the 256-entry table exactly as matplotlib indexes it (x · 256, 1.0 → 255), in float32.
+    `gray` may pass `to_uint8(pixels)` when the caller has it already.
+    """
+    top, bottom, left, right = box
+    out = np.repeat((to_uint8(pixels) if gray is None else gray)[..., np.newaxis], 3, axis=2)
+    if bottom <= top or right <= left:
+        return out
+    region = Image.fromarray(heatmap.astype(np.float32), mode="F").resize((right - left, bottom - top), Image.BILINEAR)
+    strength = np.clip(np.asarray(region, dtype=np.float32), 0.0, 1.0)
+    colours = _jet()[np.minimum((strength * np.float32(256)).astype(np.intp), 255)]
+    weight = (np.float32(alpha) * np.sqrt(strength))[..., np.newaxis]  # weak activations stay mostly transparent
+    base = pixels[top:bottom, left:right, np.newaxis].astype(np.float32, copy=False)
+    out[top:bottom, left:right] = to_uint8(base * (np.float32(1.0) - weight) + colours * weight)
+    return out
 
 
 def png_bytes(array: np.ndarray) -> bytes:

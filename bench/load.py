@@ -1,0 +1,275 @@
+"""A bounded concurrent HTTP client for the prediction API (standard library only).
+
+    python -m bench.load --url http://127.0.0.1:8000 --clients 8 --requests 300 [--reads 0.5] [--duration 120]
+
+Each client thread sends uploads (`POST /api/v1/predictions`) and, with probability `--reads`, history
+reads instead (the paginated list, one stored prediction, or one of its PNGs). A run stops after
+`requests` requests per client or after `duration` seconds, whichever comes first. Only loopback
+addresses are accepted as targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import ipaddress
+import json
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from bench.common import percentile, read_images, table
+
+UPLOAD = "upload"
+LIST = "list"
+DETAIL = "detail"
+IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class Result:
+    op: str
+    target: str
+    status: int  # 0: no HTTP answer (refused, reset, timed out)
+    started: float  # seconds since the run began
+    latency: float  # seconds
+    error: str = ""  # transport error, or the start of an error body
+    prediction_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def failed(self) -> bool:
+        """A server error or no answer at all; 4xx answers are the client's business (e.g. 422 refusals)."""
+        return self.status == 0 or self.status >= 500
+
+
+@dataclass
+class Run:
+    results: list[Result] = field(default_factory=list)
+    wall: float = 0.0
+
+    def of(self, op: str | None = None) -> list[Result]:
+        return [r for r in self.results if op is None or r.op == op]
+
+    def created_ids(self) -> list[int]:
+        return [r.prediction_id for r in self.results if r.op == UPLOAD and r.status == 201 and r.prediction_id]
+
+    def statuses(self, op: str | None = None) -> Counter[int]:
+        return Counter(r.status for r in self.of(op))
+
+    def failures(self) -> list[Result]:
+        return [r for r in self.results if r.failed]
+
+    def locked(self) -> list[Result]:
+        return [r for r in self.results if "database is locked" in r.error.lower()]
+
+    def summary(self, op: str = UPLOAD) -> dict[str, float | int]:
+        rows = self.of(op)
+        done = [r.latency * 1000.0 for r in rows if r.ok]
+        return {
+            "requests": len(rows),
+            "ok": len(done),
+            "refused_4xx": sum(1 for r in rows if 400 <= r.status < 500),
+            "errors": sum(1 for r in rows if r.failed),
+            "p50_ms": percentile(done, 50),
+            "p95_ms": percentile(done, 95),
+            "max_ms": max(done) if done else float("nan"),
+            "per_s": len(done) / self.wall if self.wall else float("nan"),
+        }
+
+
+def check_loopback(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        raise SystemExit(f"cannot resolve {host!r}") from None
+    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        raise SystemExit(f"{url}: load is only ever sent to loopback addresses (127.0.0.0/8, ::1)")
+    return host, parts.port or 80
+
+
+def multipart(filename: str, data: bytes, fields: dict[str, str] | None = None) -> tuple[bytes, str]:
+    boundary = f"bench{uuid.uuid4().hex}"
+    chunks = []
+    for name, value in (fields or {}).items():
+        chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    chunks.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: image/png\r\n\r\n".encode()
+    )
+    chunks += [data, f"\r\n--{boundary}--\r\n".encode()]
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+def request(
+    base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, bytes, str]:
+    """(status, body, error); status 0 and the exception's text when no HTTP answer came back."""
+    host, port = check_loopback(base)
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        payload = response.read()
+        return response.status, payload, ""
+    except (OSError, http.client.HTTPException) as exc:
+        return 0, b"", f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
+
+
+def get_json(base: str, path: str, timeout: float = 30.0) -> tuple[int, dict]:
+    status, payload, error = request(base, "GET", path, timeout=timeout)
+    try:
+        return status, json.loads(payload) if payload else {"error": error}
+    except ValueError:
+        return status, {"error": payload[:200].decode(errors="replace")}
+
+
+def upload(base: str, filename: str, data: bytes, timeout: float = 120.0, fields: dict[str, str] | None = None):
+    body, content_type = multipart(filename, data, fields)
+    return request(base, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, timeout)
+
+
+class Client:
+    """One simulated user: its own random stream, the shared list of created ids to read back."""
+
+    def __init__(self, number: int, targets: Sequence[str], bodies: Sequence[tuple[bytes, str]], reads: float,
+                 known: list[int], lock: threading.Lock, seed: int, timeout: float) -> None:
+        self.targets = targets
+        self.bodies = bodies
+        self.reads = reads
+        self.known = known
+        self.lock = lock
+        self.random = random.Random(seed * 1000 + number)
+        self.number = number
+        self.timeout = timeout
+
+    def one(self, step: int, origin: float) -> Result:
+        target = self.targets[(self.number + step) % len(self.targets)]
+        with self.lock:
+            known = self.known[-200:]
+        if known and self.random.random() < self.reads:
+            choice = self.random.random()
+            if choice < 0.4:
+                op, path = LIST, f"/api/v1/predictions?page={self.random.randint(1, 3)}"
+            elif choice < 0.8:
+                op, path = DETAIL, f"/api/v1/predictions/{self.random.choice(known)}"
+            else:
+                kind = self.random.choice(("image", "overlay", "thumbnail"))
+                op, path = IMAGE, f"/predictions/{self.random.choice(known)}/{kind}.png"
+            started = time.perf_counter()
+            status, payload, error = request(target, "GET", path, timeout=self.timeout)
+        else:
+            op = UPLOAD
+            body, content_type = self.bodies[(self.number * 7919 + step) % len(self.bodies)]
+            started = time.perf_counter()
+            status, payload, error = request(
+                target, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, self.timeout
+            )
+        latency = time.perf_counter() - started
+        prediction_id = None
+        if op == UPLOAD and status == 201:
+            try:
+                prediction_id = int(json.loads(payload)["id"])
+            except (ValueError, KeyError, TypeError):
+                error = "201 without an id: " + payload[:200].decode(errors="replace")
+            else:
+                with self.lock:
+                    self.known.append(prediction_id)
+        elif status >= 300 or status == 0:
+            error = error or payload[:300].decode(errors="replace")
+        return Result(op, target, status, started - origin, latency, error, prediction_id)
+
+
+def run_load(
+    targets: Sequence[str],
+    images: Sequence[tuple[str, bytes]],
+    clients: int,
+    requests_per_client: int,
+    duration: float = 600.0,
+    reads: float = 0.0,
+    seed: int = 0,
+    timeout: float = 120.0,
+    warmup: int = 0,
+    on_step: Callable[[Result], None] | None = None,
+) -> Run:
+    """Run the load and return every result; bounded by `requests_per_client` and `duration` seconds.
+
+    `warmup` uploads per target are sent (one at a time) and discarded first. `on_step(result)` is
+    called from the client threads after each request (e.g. to kill a worker mid-run).
+    """
+    for target in targets:
+        check_loopback(target)
+    bodies = [multipart(name, data) for name, data in images]
+    for target in targets:
+        for body, content_type in bodies[:warmup]:
+            request(target, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, timeout)
+    known: list[int] = []
+    lock = threading.Lock()
+    run = Run()
+    origin = time.perf_counter()
+    deadline = origin + duration
+
+    def client_loop(number: int) -> list[Result]:
+        client = Client(number, targets, bodies, reads, known, lock, seed, timeout)
+        out = []
+        for step in range(requests_per_client):
+            if time.perf_counter() >= deadline:
+                break
+            result = client.one(step, origin)
+            out.append(result)
+            if on_step:
+                on_step(result)
+        return out
+
+    with ThreadPoolExecutor(clients, thread_name_prefix="client") as pool:
+        for results in pool.map(client_loop, range(clients)):
+            run.results.extend(results)
+    run.wall = time.perf_counter() - origin
+    run.results.sort(key=lambda r: r.started)
+    return run
+
+
+def report(run: Run, title: str = "") -> str:
+    rows = []
+    for op in (UPLOAD, LIST, DETAIL, IMAGE):
+        if run.of(op):
+            s = run.summary(op)
+            rows.append([op, s["requests"], s["ok"], s["refused_4xx"], s["errors"], s["p50_ms"], s["p95_ms"], s["per_s"]])
+    text = table(["request", "sent", "2xx", "4xx", "5xx/none", "p50 ms", "p95 ms", "per s"], rows)
+    codes = ", ".join(f"{code}: {n}" for code, n in sorted(run.statuses().items()))
+    return f"{title}\n{text}\nstatus codes: {codes}; wall {run.wall:.1f}s" if title else f"{text}\nstatus codes: {codes}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", action="append", required=True, help="loopback base URL (repeat for several)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=300, help="per client")
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds at most")
+    parser.add_argument("--reads", type=float, default=0.0, help="fraction of requests that read history")
+    parser.add_argument("--images", type=int, default=64, help="distinct real X-rays to upload")
+    args = parser.parse_args(argv)
+    run = run_load(args.url, read_images(args.images), args.clients, args.requests, args.duration, args.reads)
+    print(report(run, f"{args.clients} clients against {', '.join(args.url)}"))
+    for failure in run.failures()[:10]:
+        print(f"  {failure.op} → {failure.status} {failure.error[:200]}")
+    return 1 if run.failures() else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

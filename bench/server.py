@@ -1,0 +1,206 @@
+"""Start and stop gunicorn (the README's deployment: `gunicorn -c gunicorn.conf.py wsgi:app`) on a free
+loopback port with a throwaway instance folder, and watch its workers.
+
+    with Gunicorn(tmp_path) as server:        # or server.start() / server.stop()
+        print(server.url, server.startup_s, server.worker_pids())
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.common import ROOT, children, cpu_seconds, rss_mib
+from bench.load import get_json
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(instance: Path, database_url: str | None = None, upload_folder: Path | None = None,
+               extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server (or a `flask --app app ...` command) using this instance folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CXR_", "GUNICORN_", "WEB_CONCURRENCY"))}
+    env.update(
+        CXR_INSTANCE_PATH=str(instance),
+        DATABASE_URL=database_url or f"sqlite:///{instance / 'cxr.sqlite'}",
+        SECRET_KEY="bench-secret-key-not-for-production",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONUNBUFFERED="1",
+    )
+    if upload_folder is not None:
+        env["CXR_UPLOAD_FOLDER"] = str(upload_folder)
+    env.update(extra or {})
+    return env
+
+
+def flask_command(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`flask --app app ARGS` in the project root with this environment."""
+    return subprocess.run([str(BIN / "flask"), "--app", "app", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+class Gunicorn:
+    """One gunicorn master with its workers, serving the app from ROOT with its own instance folder."""
+
+    def __init__(self, workdir: Path | None = None, *, workers: int | None = None, threads: int | None = None,
+                 worker_class: str | None = None, database_url: str | None = None,
+                 upload_folder: Path | None = None, env: dict[str, str] | None = None, port: int | None = None,
+                 instance: Path | None = None, init_db: bool = True, extra_args: list[str] | None = None) -> None:
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="cxr-bench-")
+        self.workdir = Path(workdir or self._tmp.name)
+        self.instance = instance or self.workdir / "instance"
+        self.instance.mkdir(parents=True, exist_ok=True)
+        self.upload_folder = upload_folder or self.instance / "uploads"
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.database_url = database_url or f"sqlite:///{self.instance / 'cxr.sqlite'}"
+        extra = dict(env or {})
+        extra["CXR_BIND"] = f"127.0.0.1:{self.port}"
+        if workers is not None:
+            extra["WEB_CONCURRENCY"] = str(workers)
+        self.env = server_env(self.instance, self.database_url, self.upload_folder, extra)
+        self.args = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
+        if threads is not None:
+            self.args += ["--threads", str(threads)]
+        if worker_class is not None:
+            self.args += ["--worker-class", worker_class]
+        self.args += extra_args or []
+        self.init_db = init_db
+        self.log_path = self.workdir / f"gunicorn-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+        self.startup_s = float("nan")
+        self.launched_at = float("nan")
+        self.peak_rss: dict[int, float] = {}
+        self._sampling = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def start(self, timeout: float = 240.0) -> float:
+        """Launch gunicorn; return the seconds from launch to the first `/healthz` 200."""
+        if self.init_db:  # as `make run` does before it starts gunicorn
+            done = flask_command(["init-db"], self.env)
+            if done.returncode != 0:
+                raise RuntimeError(f"flask init-db failed:\n{done.stderr[-3000:]}")
+        log = self.log_path.open("ab")
+        started = self.launched_at = time.perf_counter()
+        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        log.close()
+        self.startup_s = self.wait_healthy(timeout, started)
+        return self.startup_s
+
+    def wait_healthy(self, timeout: float = 240.0, started: float | None = None) -> float:
+        started = started if started is not None else time.perf_counter()
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
+            status, _ = get_json(self.url, "/healthz", timeout=5)
+            if status == 200:
+                return time.perf_counter() - started
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.url}/healthz did not answer 200 within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 40.0) -> int | None:
+        self.stop_sampling()
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        pids = self.worker_pids()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        for pid in pids:  # never leave a worker behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return self.process.returncode
+
+    def __enter__(self) -> Gunicorn:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # -- watching ---------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def worker_pids(self) -> list[int]:
+        return children(self.pid) if self.process and self.process.poll() is None else []
+
+    def wait_workers(self, count: int, timeout: float = 120.0, replacing: set[int] | None = None) -> list[int]:
+        """Wait until `count` workers run (at least one of them not in `replacing`) and /healthz answers 200."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            pids = self.worker_pids()
+            if len(pids) >= count and (not replacing or set(pids) - replacing):
+                self.wait_healthy(max(1.0, deadline - time.perf_counter()))
+                return pids
+            time.sleep(0.1)
+        raise TimeoutError(f"fewer than {count} new workers after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def wait_idle(self, timeout: float = 120.0, window: float = 1.0, busy_below: float = 0.05) -> bool:
+        """Wait until no worker used more than `busy_below` CPU seconds in `window` seconds: every worker
+        has finished loading the model (TensorFlow) and waits for requests. False on timeout."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            pids = self.worker_pids()
+            before = {pid: cpu_seconds(pid) for pid in pids}
+            time.sleep(window)
+            used = [cpu_seconds(pid) - before[pid] for pid in pids]
+            if pids and all(u == u and u < busy_below for u in used):
+                return True
+        return False
+
+    def rss_per_worker(self) -> dict[int, float]:
+        return {pid: rss_mib(pid) for pid in self.worker_pids()}
+
+    def start_sampling(self, every: float = 0.5) -> None:
+        """Record each worker's peak resident memory in the background until `stop_sampling`."""
+        self._sampling.clear()
+
+        def sample() -> None:
+            while not self._sampling.wait(every):
+                for pid, rss in self.rss_per_worker().items():
+                    if rss == rss:  # not NaN
+                        self.peak_rss[pid] = max(self.peak_rss.get(pid, 0.0), rss)
+
+        self._sampler = threading.Thread(target=sample, daemon=True)
+        self._sampler.start()
+
+    def stop_sampling(self) -> None:
+        self._sampling.set()
+        if self._sampler is not None:
+            self._sampler.join(5)
+            self._sampler = None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_text()[-chars:]

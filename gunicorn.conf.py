@@ -1,0 +1,53 @@
+"""Gunicorn settings for the 2-core serving machine. Command-line flags (and GUNICORN_CMD_ARGS)
+override these, e.g. `gunicorn wsgi:app --bind 0.0.0.0:8000 --workers 3`."""
+
+import os
+
+# Quiet TensorFlow's C++ start-up chatter in every worker (set before any worker imports it).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+bind = os.environ.get("CXR_BIND", "127.0.0.1:8000")  # put a TLS reverse proxy in front
+# One process per core: each holds its own copy of the model (a few hundred MB) and predictions
+# are CPU-bound. Two threads per worker keep slow uploads from blocking the other requests.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = 2
+# The app (and TensorFlow) is loaded in each worker after the fork: TensorFlow is not fork-safe.
+preload_app = False
+# Loading the model takes 10-30 s on a busy machine and a large DICOM upload a few seconds.
+timeout = 120
+graceful_timeout = 30
+keepalive = 5
+# Recycle workers now and then, so that slow memory growth cannot accumulate.
+max_requests = 1000
+max_requests_jitter = 100
+# No runtime control socket (gunicornc): its default path in ~/.gunicorn would be shared by every
+# instance on the machine.
+control_socket_disable = True
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"  # heartbeat files off a possibly slow disk
+
+loglevel = os.environ.get("CXR_LOG_LEVEL", "info")
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+# One format for gunicorn's error log and the application's own loggers (Flask, Alembic) on
+# stderr; the access log (already formatted by access_log_format) on stdout.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"},
+        "access": {"format": "%(message)s"},
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
+        "stdout": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
+    },
+    "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+        "alembic.runtime.plugins": {"level": "WARNING"},  # one line per plugin at every start
+    },
+}

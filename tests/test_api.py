@@ -1,0 +1,129 @@
+"""The JSON API, its OpenAPI description and the health check."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from conftest import dicom_bytes, png_bytes
+from sqlalchemy.exc import OperationalError
+
+from webapp.db import db
+from webapp.predictions import BUNDLE_KEY
+
+
+def test_create_read_and_fetch_images(client, chest_png, bundle):
+    response = client.post(
+        "/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "c.png"), "reference": "R-9", "note": "n"}
+    )
+    assert response.status_code == 201
+    created = response.get_json()
+    assert response.headers["Location"].endswith(f"/api/v1/predictions/{created['id']}")
+    assert created["class"] in bundle.classes
+    assert set(created["probabilities"]) == set(created["cnn_probabilities"]) == set(bundle.classes)
+    assert sum(created["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert created["threshold"] == pytest.approx(bundle.threshold)
+    assert 0 <= created["ood_score"] <= 1
+    assert created["model_version"] == bundle.version
+    assert created["reference"] == "R-9" and created["note"] == "n" and created["reviews"] == []
+    for key in ("image_url", "overlay_url", "thumbnail_url", "url"):
+        fetched = client.get(created[key])
+        assert fetched.status_code == 200, key
+    assert client.get(created["overlay_url"]).data.startswith(b"\x89PNG")
+    read = client.get(f"/api/v1/predictions/{created['id']}")
+    assert read.status_code == 200 and read.get_json() == created
+
+
+def test_list_is_paginated(make_app, chest_png):
+    client = make_app(PER_PAGE=2).test_client()
+    ids = [
+        client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "x.png")}).get_json()["id"]
+        for _ in range(3)
+    ]
+    first = client.get("/api/v1/predictions").get_json()
+    assert [item["id"] for item in first["items"]] == ids[:0:-1]
+    assert (first["page"], first["pages"], first["total"], first["prev"]) == (1, 2, 3, None)
+    second = client.get(first["next"]).get_json()
+    assert [item["id"] for item in second["items"]] == [ids[0]] and second["next"] is None
+    assert client.get("/api/v1/predictions?per_page=3").get_json()["pages"] == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        ({}, 400, "multipart field 'file'"),
+        ({"file": (io.BytesIO(b"%PDF-1.4 not an image"), "a.pdf")}, 415, "not accepted"),
+        ({"file": (io.BytesIO(b"plain text"), "a.txt")}, 415, "not an image the service can read"),
+        (
+            {"file": (io.BytesIO(png_bytes(np.zeros((300, 300), np.uint8))[:100]), "cut.png")},
+            400,
+            "truncated or corrupt",
+        ),
+        ({"file": (io.BytesIO(png_bytes(np.full((256, 256), 90, np.uint8))), "flat.png")}, 422, "almost uniform"),
+        ({"file": (io.BytesIO(png_bytes(np.zeros((200, 800), np.uint8))), "wide.png")}, 422, "aspect ratio"),
+        ({"file": (io.BytesIO(dicom_bytes(np.zeros((256, 256), np.uint8), modality="CT")), "ct.dcm")}, 422, "CT"),
+    ],
+)
+def test_create_errors(client, data, status, message):
+    response = client.post("/api/v1/predictions", data=data)
+    assert response.status_code == status
+    assert response.is_json and message in response.get_json()["error"]
+
+
+def test_create_too_large(make_app, chest_png):
+    client = make_app(MAX_CONTENT_LENGTH=4096).test_client()
+    response = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png + b"\0" * 8192), "big.png")})
+    assert response.status_code == 413
+    assert "larger than" in response.get_json()["error"]
+
+
+def test_json_errors(client):
+    for url in ("/api/v1/predictions/12345", "/api/v1/nothing"):
+        response = client.get(url)
+        assert response.status_code == 404 and response.get_json() == {"error": "Nothing was found at this address."}
+    response = client.delete("/api/v1/predictions")
+    assert response.status_code == 405 and "DELETE" in response.get_json()["error"]
+    assert client.put("/api/v1/predictions/1").status_code == 405
+
+
+def test_openapi_describes_every_api_route(client, app, bundle):
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    document = response.get_json()
+    assert document["openapi"].startswith("3.")
+    described = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("api."):
+            path = rule.rule.removeprefix("/api/v1").replace("<int:prediction_id>", "{id}")
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                assert (path, method) in described
+    prediction = document["components"]["schemas"]["Prediction"]
+    assert prediction["properties"]["class"]["enum"] == bundle.classes
+
+
+def test_healthz(client, bundle):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "status": "ok",
+        "model": {"loaded": True, "version": bundle.version},
+        "database": {"reachable": True},
+    }
+
+
+def test_healthz_database_unreachable(client, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("unable to open database file"))
+
+    monkeypatch.setattr(db.session, "execute", fail)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["database"] == {"reachable": False}
+
+
+def test_healthz_model_not_loaded(app, client):
+    del app.extensions[BUNDLE_KEY]
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["model"] == {"loaded": False, "version": None}

@@ -1,0 +1,120 @@
+"""The application factory: configuration sources, model loading at start-up, secret key, database set-up."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+
+from app import create_app
+from cxr.errors import ModelBundleError
+from webapp.db import MIGRATIONS, db
+from webapp.predictions import BUNDLE_KEY
+
+
+def test_testing_config(app, bundle):
+    assert app.testing
+    assert app.extensions[BUNDLE_KEY] is bundle
+
+
+def test_environment_and_instance_config(monkeypatch, tmp_path, model_dir):
+    """Without a test config: CXR_* variables and DATABASE_URL, overridden by instance/config.py;
+    the model is loaded from CXR_MODEL_DIR once, when the app is created."""
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "config.py").write_text("PER_PAGE = 7\n")
+    monkeypatch.setenv("CXR_INSTANCE_PATH", str(instance))
+    monkeypatch.setenv("CXR_MODEL_DIR", str(model_dir))
+    monkeypatch.setenv("CXR_UPLOAD_FOLDER", str(tmp_path / "files"))
+    monkeypatch.setenv("CXR_MAX_CONTENT_LENGTH", "1048576")
+    monkeypatch.setenv("CXR_PER_PAGE", "5")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'env.sqlite'}")
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    app = create_app()
+    assert app.instance_path == str(instance)
+    assert app.config["MAX_CONTENT_LENGTH"] == 1048576
+    assert app.config["UPLOAD_FOLDER"] == tmp_path / "files"
+    assert app.config["PER_PAGE"] == 7  # instance/config.py wins over the environment
+    assert app.config["SQLALCHEMY_DATABASE_URI"].endswith("env.sqlite")
+    assert app.extensions[BUNDLE_KEY].directory == model_dir
+    assert (tmp_path / "env.sqlite").exists()
+
+
+def test_defaults_live_under_instance(monkeypatch, tmp_path, bundle):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    instance = tmp_path / "instance"
+    app = create_app({"INSTANCE_PATH": str(instance), "MODEL_BUNDLE": bundle, "SECRET_KEY": "x"})
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{instance / 'cxr.sqlite'}"
+    assert app.config["UPLOAD_FOLDER"] == instance / "uploads"
+    assert app.config["MAX_CONTENT_LENGTH"] == 32 * 1024 * 1024
+    assert (instance / "cxr.sqlite").exists()
+
+
+def _broken_copy(model_dir, tmp_path, change):
+    target = tmp_path / "model"
+    shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns("report", "split.csv"))
+    change(target)
+    return target
+
+
+def test_missing_model_file_stops_start_up(tmp_path, model_dir):
+    broken = _broken_copy(model_dir, tmp_path, lambda d: (d / "cnn.keras").unlink())
+    with pytest.raises(ModelBundleError, match=r"lacks cnn\.keras.*(train|restore|git checkout)"):
+        create_app({"MODEL_DIR": str(broken), "INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": "x"})
+
+
+def test_mismatched_model_card_stops_start_up(tmp_path, model_dir):
+    def tamper(directory):
+        card = json.loads((directory / "model_card.json").read_text())
+        card["version"] = "0" * 16
+        (directory / "model_card.json").write_text(json.dumps(card))
+
+    broken = _broken_copy(model_dir, tmp_path, tamper)
+    with pytest.raises(ModelBundleError, match="do not match"):
+        create_app({"MODEL_DIR": str(broken), "INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": "x"})
+
+
+def test_secret_key_generated_once_with_private_permissions(make_app, tmp_path):
+    first = make_app(SECRET_KEY=None)
+    key_file = tmp_path / "instance" / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(first.config["SECRET_KEY"]) == 64
+    assert make_app(SECRET_KEY=None).config["SECRET_KEY"] == first.config["SECRET_KEY"]
+    assert [p.name for p in key_file.parent.iterdir() if p.name.startswith(".secret_key")] == []
+
+
+def test_sqlite_uses_wal_and_busy_timeout(app):
+    with app.app_context():
+        assert db.session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert db.session.execute(text("PRAGMA busy_timeout")).scalar() == app.config["SQLITE_BUSY_TIMEOUT_MS"]
+        assert db.session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_schema_created_at_newest_migration_on_first_run(app):
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    with app.app_context():
+        assert {"predictions", "reviews", "alembic_version"} <= set(inspect(db.engine).get_table_names())
+        assert db.session.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
+
+
+def test_init_db_command(runner, app):
+    result = runner.invoke(args=["init-db"])
+    assert result.exit_code == 0, result.output
+    assert "up to date" in result.output
+
+
+def test_serving_code_does_not_import_training():
+    root = Path(__file__).resolve().parent.parent
+    files = [root / "app.py", root / "wsgi.py", *root.glob("webapp/**/*.py"), *root.glob("cxr/**/*.py")]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(name == "training" or name.startswith("training.") for name in names), path

@@ -1,0 +1,81 @@
+"""The compiled ensemble gives scikit-learn's probabilities, and steps aside for anything it does not know."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import AdaBoostClassifier, RandomForestClassifier, VotingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
+
+from cxr.fast_ensemble import TreeBank, compile_ensemble, probe_features
+
+
+def training_data(n_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, 300)
+    features = np.maximum(rng.normal(size=(300, 16)) + labels[:, np.newaxis] * 0.6, 0).astype(np.float32)
+    return features, labels
+
+
+def pipeline(n_classes: int = 2, voting: str = "soft", weights=None) -> Pipeline:
+    members = [
+        ("decision_tree", DecisionTreeClassifier(max_depth=6, random_state=0)),
+        ("svm", CalibratedClassifierCV(SVC(random_state=0), method="sigmoid", ensemble=False)),
+        ("random_forest", RandomForestClassifier(n_estimators=30, min_samples_leaf=2, random_state=0, n_jobs=-1)),
+        ("adaboost", AdaBoostClassifier(n_estimators=25, learning_rate=0.5, random_state=0)),
+    ]
+    model = Pipeline([("scale", StandardScaler()), ("vote", VotingClassifier(members, voting=voting, weights=weights))])
+    return model.fit(*training_data(n_classes))
+
+
+@pytest.mark.parametrize(("n_classes", "weights"), [(2, None), (3, None), (2, [1, 2, 1, 3])])
+def test_same_probabilities_as_scikit_learn(n_classes, weights):
+    model = pipeline(n_classes, weights=weights)
+    features, _ = training_data(n_classes, seed=1)
+    fast = compile_ensemble(model, features[:50])
+    assert fast is not None
+    unseen = np.vstack([features, np.zeros((1, 16), np.float32), features * 3])
+    np.testing.assert_allclose(fast(unseen), model.predict_proba(unseen), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast(unseen[7]), model.predict_proba(unseen[7:8]), rtol=0, atol=1e-12)
+
+
+def test_tree_bank_finds_scikit_learns_leaves():
+    features, labels = training_data(2)
+    forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(features, labels)
+    bank = TreeBank([t.tree_ for t in forest.estimators_], 2)
+    leaves = bank.leaves(features) - bank.roots
+    assert (leaves == forest.apply(features)).all()
+
+
+def test_other_ensembles_are_left_to_scikit_learn():
+    features, _ = training_data(2)
+    assert compile_ensemble(pipeline(voting="hard"), features[:5]) is None
+    plain = LogisticRegression().fit(*training_data(2))
+    assert compile_ensemble(plain, features[:5]) is None
+
+
+def test_unknown_members_are_called_as_they_are():
+    features, labels = training_data(2)
+    model = Pipeline([("vote", VotingClassifier([("lr", LogisticRegression()),
+                                                  ("dt", DecisionTreeClassifier(random_state=0))], voting="soft"))])
+    model.fit(features, labels)
+    fast = compile_ensemble(model, features[:20])
+    np.testing.assert_allclose(fast(features), model.predict_proba(features), rtol=0, atol=1e-12)
+
+
+def test_a_disagreement_falls_back(monkeypatch):
+    model = pipeline()
+    features, _ = training_data(2)
+    monkeypatch.setattr(TreeBank, "leaves", lambda self, X: np.broadcast_to(self.roots, (len(X), self.roots.size)))
+    assert compile_ensemble(model, features[:20]) is None
+
+
+def test_the_shipped_bundle_serves_the_compiled_ensemble(bundle):
+    probes = probe_features(bundle.ood.mean, bundle.ood.precision, count=500, seed=7)
+    assert getattr(bundle._ensemble_proba, "__self__", None) is not bundle.ensemble  # not the fallback
+    np.testing.assert_allclose(bundle._ensemble_proba(probes), bundle.ensemble.predict_proba(probes), rtol=0, atol=1e-12)

@@ -1,0 +1,152 @@
+"""The history page, its filters and CSV export, and clinician reviews on the detail page."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+
+import pytest
+
+from webapp.db import Prediction, Review, db
+
+
+def _backdate(app, prediction_id: int, when: datetime) -> None:
+    with app.app_context():
+        db.session.get(Prediction, prediction_id).created_at = when
+        db.session.commit()
+
+
+def _relabel(app, prediction_id: int, label: str) -> None:
+    """Give a stored row another class, so that class filters have something to separate."""
+    with app.app_context():
+        db.session.get(Prediction, prediction_id).label = label
+        db.session.commit()
+
+
+def test_history_lists_newest_first_with_thumbnails(client, upload):
+    first, second = upload(reference="A-1"), upload(reference="B-2")
+    html = client.get("/history").get_data(as_text=True)
+    assert html.index(f"#{second['id']}<") < html.index(f"#{first['id']}<")
+    assert f"/predictions/{first['id']}/thumbnail.png" in html
+    assert "A-1" in html and "B-2" in html and first["class"] in html
+    assert f"{first['probability'] * 100:.1f} %" in html
+    assert client.get(f"/predictions/{first['id']}/thumbnail.png").mimetype == "image/png"
+
+
+def test_history_pagination(make_app, chest_png):
+    app = make_app(PER_PAGE=2)
+    client = app.test_client()
+    ids = [
+        client.post(
+            "/api/v1/predictions", data={"file": (io.BytesIO(chest_png), f"{i}.png"), "reference": "P"}
+        ).get_json()["id"]
+        for i in range(3)
+    ]
+    page1 = client.get("/history?q=P").get_data(as_text=True)
+    assert f"#{ids[2]}<" in page1 and f"#{ids[1]}<" in page1 and f"#{ids[0]}<" not in page1
+    assert 'href="/history?q=P&amp;page=2"' in page1  # the filters survive paging
+    page2 = client.get("/history?q=P&page=2").get_data(as_text=True)
+    assert f"#{ids[0]}<" in page2 and f"#{ids[2]}<" not in page2
+    assert client.get("/history?page=9").status_code == 404
+
+
+def test_history_filters(app, client, upload, bundle):
+    old, new, other = upload(reference="Ward-7/alpha"), upload(reference="ward-7/beta"), upload(reference="100%_x")
+    other_class = next(c for c in bundle.classes if c != other["class"])
+    _relabel(app, other["id"], other_class)
+    _backdate(app, old["id"], datetime(2024, 1, 15, 12, 0))
+
+    def listed(query: str) -> set[int]:
+        data = client.get(f"/api/v1/predictions?{query}").get_json()
+        html = client.get(f"/history?{query}").get_data(as_text=True)
+        ids = {item["id"] for item in data["items"]}
+        assert {i for i in (old["id"], new["id"], other["id"]) if f"#{i}<" in html} == ids
+        return ids
+
+    assert listed("") == {old["id"], new["id"], other["id"]}
+    assert listed(f"class={other_class}") == {other["id"]}
+    assert listed("q=WARD-7") == {old["id"], new["id"]}  # case-insensitive
+    assert listed("q=100%25_") == {other["id"]}  # % and _ are literal characters
+    assert listed("q=%25") == {other["id"]}
+    assert listed("date_to=2024-01-15") == {old["id"]}  # inclusive
+    assert listed("date_from=2024-01-16") == {new["id"], other["id"]}
+    assert listed("date_from=2024-01-01&date_to=2024-01-31&q=alpha") == {old["id"]}
+
+
+@pytest.mark.parametrize(
+    "query", ["date_from=15/01/2024", "class=pneumonia", "date_from=2024-02-01&date_to=2024-01-01"]
+)
+def test_invalid_filters(client, query):
+    response = client.get(f"/history?{query}")
+    assert response.status_code == 400
+    assert 'class="field-error"' in response.get_data(as_text=True)
+    assert client.get(f"/history.csv?{query}").status_code == 400
+    api = client.get(f"/api/v1/predictions?{query}")
+    assert api.status_code == 400 and api.get_json()["error"]
+
+
+def test_csv_export_follows_filters(app, client, upload, bundle):
+    kept = upload(reference='=HYPERLINK("http://x")', note="first line\nsecond, line")
+    upload(reference="other")
+    response = client.get("/history.csv?q=HYPERLINK")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert len(rows) == 1
+    row = rows[0]
+    assert int(row["id"]) == kept["id"] and row["predicted_class"] == kept["class"]
+    assert row["reference"].startswith("'=")  # a spreadsheet will not run it as a formula
+    assert row["note"] == "first line\nsecond, line"
+    for cls in bundle.classes:
+        assert float(row[f"p_{cls}"]) == pytest.approx(kept["probabilities"][cls], abs=1e-4)
+        assert float(row[f"cnn_p_{cls}"]) == pytest.approx(kept["cnn_probabilities"][cls], abs=1e-4)
+    assert row["model_version"] == bundle.version and row["reviews"] == "0"
+    header = client.get("/history.csv?q=nothing-matches").get_data(as_text=True).splitlines()
+    assert len(header) == 1 and header[0].startswith("id,created_utc")
+
+
+def test_agree_review(app, client, upload):
+    prediction = upload()
+    response = client.post(
+        f"/predictions/{prediction['id']}/reviews", data={"verdict": "agree", "comment": "Looks right."}
+    )
+    assert response.status_code == 302 and response.location.endswith(f"/predictions/{prediction['id']}#reviews")
+    html = client.get(response.location).get_data(as_text=True)
+    assert "Review saved." in html and "Agrees" in html and "Looks right." in html
+    with app.app_context():
+        review = db.session.scalars(db.select(Review)).one()
+        assert review.agrees and review.correct_class == prediction["class"] and review.created_at is not None
+    api = client.get(f"/api/v1/predictions/{prediction['id']}").get_json()
+    assert api["reviews"][0]["agrees"] is True and api["reviews"][0]["comment"] == "Looks right."
+    assert "agree" in client.get("/history").get_data(as_text=True)
+
+
+def test_disagree_review_needs_another_class(app, client, upload, bundle):
+    prediction = upload()
+    url = f"/predictions/{prediction['id']}/reviews"
+    other = next(c for c in bundle.classes if c != prediction["class"])
+    for data in ({"verdict": "disagree"}, {"verdict": "disagree", "correct_class": prediction["class"]}, {}):
+        response = client.post(url, data=data)
+        assert response.status_code == 400
+        assert 'class="field-error"' in response.get_data(as_text=True)
+    assert (
+        client.post(url, data={"verdict": "disagree", "correct_class": other, "comment": "<b>no</b>"}).status_code
+        == 302
+    )
+    html = client.get(f"/predictions/{prediction['id']}").get_data(as_text=True)
+    assert f"correct class: {other}" in html and "&lt;b&gt;no&lt;/b&gt;" in html
+    rows = list(csv.DictReader(io.StringIO(client.get("/history.csv").get_data(as_text=True))))
+    assert rows[0]["latest_review"] == "disagree" and rows[0]["latest_review_class"] == other
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Review.id))) == 1
+
+
+def test_missing_prediction_pages(client):
+    assert client.get("/predictions/999").status_code == 404
+    assert client.get("/predictions/999/image.png").status_code == 404
+    assert client.post("/predictions/999/reviews", data={"verdict": "agree"}).status_code == 404
+    assert client.get("/predictions/1/secret.png").status_code == 404
+    response = client.get("/no-such-page")
+    assert response.status_code == 404 and "Nothing was found" in response.get_data(as_text=True)
+    assert client.delete("/history").status_code == 405

@@ -1,0 +1,171 @@
+"""The upload page and the result page, with the real model."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+from conftest import dicom_bytes, gray_pixels, png_bytes
+from PIL import Image
+
+from webapp.db import Prediction, db
+
+UNIFORM_PNG = png_bytes(np.full((256, 256), 128, dtype=np.uint8))  # decodes, but the gate refuses it
+
+
+def _files(*items):
+    return {"files": [(io.BytesIO(data), name) for data, name in items]}
+
+
+def test_upload_page(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert 'type="file"' in html and "multiple" in html and 'enctype="multipart/form-data"' in html
+    assert 'name="reference"' in html and 'name="note"' in html
+    assert "Research use only, not a diagnosis" in html
+
+
+def test_single_upload_shows_result(client, app, chest_png, bundle):
+    response = client.post("/", data={**_files((chest_png, "chest.png")), "reference": "STUDY-1", "note": "cough"})
+    assert response.status_code == 302
+    assert re.fullmatch(r"/predictions/\d+", response.location)
+    html = client.get(response.location).get_data(as_text=True)
+    with app.app_context():
+        record = db.session.scalars(db.select(Prediction)).one()
+        assert record.reference == "STUDY-1" and record.note == "cough" and record.filename == "chest.png"
+        assert set(record.probabilities) == set(bundle.classes) == set(record.cnn_probabilities)
+    assert f">{record.label}<" in html
+    for cls, value in record.probabilities.items():  # the ensemble's probability of every class
+        assert f'aria-label="p({cls})"' in html and f"{value * 100:.1f} %" in html
+    assert f"{record.cnn_probabilities[record.label] * 100:.1f} %" in html  # the CNN's own
+    if bundle.threshold is not None:
+        assert "Operating threshold" in html and f"{bundle.threshold:.3f}" in html
+    assert bundle.version in html and "Processing time" in html
+    assert "Out-of-distribution score" in html and f"{record.ood_score:.2f}" in html
+    assert "Research use only, not a diagnosis" in html
+    assert "explains the <strong>CNN feature extractor</strong>" in html
+    assert 'data-opacity-target="overlay"' in html
+    for kind in ("image", "overlay"):
+        url = f"/predictions/{record.id}/{kind}.png"
+        assert url in html
+        image = client.get(url)
+        assert image.status_code == 200 and image.mimetype == "image/png" and image.data.startswith(b"\x89PNG")
+
+
+def test_files_stored_under_generated_names(client, app, chest_png):
+    client.post("/", data=_files((chest_png, "../../etc/evil name.png")))
+    with app.app_context():
+        record = db.session.scalars(db.select(Prediction)).one()
+    assert record.filename == "evil name.png"
+    folder = app.config["UPLOAD_FOLDER"]
+    for path in (record.image_path, record.overlay_path, record.thumbnail_path):
+        assert "evil" not in path and not path.startswith("/") and ".." not in path
+        assert (folder / path).is_file()
+    assert len([p for p in folder.rglob("*") if p.is_file()]) == 3
+
+
+def test_several_files_keep_the_good_ones(client, app, chest_png):
+    response = client.post(
+        "/", data=_files((chest_png, "good.png"), (b"not an image", "bad.png"), (chest_png, "good2.png"))
+    )
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    with app.app_context():
+        ids = db.session.scalars(db.select(Prediction.id)).all()
+    assert len(ids) == 2
+    for prediction_id in ids:
+        assert f'href="/predictions/{prediction_id}"' in html
+    assert "bad.png" in html and "not an image the service can read" in html
+
+
+def test_png_jpeg_and_dicom_in_one_upload(client, app, chest_png):
+    gray = gray_pixels(chest_png)
+    jpeg = io.BytesIO()
+    Image.fromarray(gray).save(jpeg, format="JPEG", quality=95)
+    response = client.post("/", data=_files((chest_png, "a.png"), (jpeg.getvalue(), "b.jpg"), (dicom_bytes(gray), "c")))
+    assert response.status_code == 200
+    assert 'class="error"' not in response.get_data(as_text=True)
+    with app.app_context():
+        names = db.session.scalars(db.select(Prediction.filename).order_by(Prediction.id)).all()
+    assert names == ["a.png", "b.jpg", "c"]
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (b"not an image", 415, "not an image the service can read"),
+        (b"", 400, "The file is empty"),
+        (UNIFORM_PNG, 422, "almost uniform"),
+        (png_bytes(np.zeros((40, 40), dtype=np.uint8)), 422, "at least 128 pixels"),
+    ],
+)
+def test_bad_file_reported_on_the_page(client, app, data, status, message):
+    response = client.post("/", data=_files((data, "x.png")))
+    assert response.status_code == status
+    html = response.get_data(as_text=True)
+    assert message in html and 'type="file"' in html
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Prediction.id))) == 0
+    assert not any(p.is_file() for p in app.config["UPLOAD_FOLDER"].rglob("*"))
+
+
+def test_missing_file(client):
+    response = client.post("/", data={"reference": "x"})
+    assert response.status_code == 400
+    assert "Choose at least one image." in response.get_data(as_text=True)
+
+
+def test_too_many_files(make_app, chest_png):
+    client = make_app(MAX_FILES_PER_UPLOAD=1).test_client()
+    response = client.post("/", data=_files((chest_png, "a.png"), (chest_png, "b.png")))
+    assert response.status_code == 400
+    assert "at most 1 images" in response.get_data(as_text=True)
+
+
+def test_reference_too_long(client, chest_png):
+    response = client.post("/", data={**_files((chest_png, "a.png")), "reference": "x" * 129})
+    assert response.status_code == 400
+
+
+def test_upload_too_large(make_app, chest_png):
+    client = make_app(MAX_CONTENT_LENGTH=10_000).test_client()
+    response = client.post("/", data=_files((chest_png + b"\0" * 20_000, "big.png")))
+    assert response.status_code == 413
+    assert "larger than" in response.get_data(as_text=True)
+
+
+def test_user_file_name_is_escaped(client, chest_png):
+    name = "<img src=x onerror=alert(1)>.png"
+    location = client.post("/", data=_files((chest_png, name))).location
+    for page in (location, "/history"):
+        html = client.get(page).get_data(as_text=True)
+        assert "<img src=x onerror" not in html
+        assert "&lt;img src=x onerror=alert(1)&gt;.png" in html
+
+
+def test_csrf_protects_the_forms(make_app, chest_png):
+    client = make_app(WTF_CSRF_ENABLED=True).test_client()
+    refused = client.post("/", data=_files((chest_png, "a.png")))
+    assert refused.status_code == 400
+    assert "Reload the page" in refused.get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', client.get("/").get_data(as_text=True))
+    accepted = client.post("/", data={**_files((chest_png, "a.png")), "csrf_token": token.group(1)})
+    assert accepted.status_code == 302
+    # The review form needs its token too; the JSON API is exempt.
+    assert client.post(f"{accepted.location}/reviews", data={"verdict": "agree"}).status_code == 400
+    api = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")})
+    assert api.status_code == 201
+
+
+def test_pages_need_no_inline_script_or_external_resource(client, upload):
+    prediction = upload()
+    for page in ("/", "/history", "/model", f"/predictions/{prediction['id']}"):
+        html = client.get(page).get_data(as_text=True)
+        assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", html) == [], page
+        assert " style=" not in html and " on" + "click=" not in html, page
+        assert not re.search(r'(src|href)="(https?:)?//', html), page
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/style.css").status_code == 200

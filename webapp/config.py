@@ -1,0 +1,58 @@
+"""Configuration: defaults, then `CXR_*` environment variables (plus DATABASE_URL and SECRET_KEY),
+then `instance/config.py` (or the test configuration), then a generated secret key if none was set."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+SECRET_KEY_FILE = "secret_key"
+
+
+def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    app.config.from_mapping(
+        MODEL_DIR=Path(app.root_path, "models"),
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{instance / 'cxr.sqlite'}",
+        UPLOAD_FOLDER=instance / "uploads",
+        MAX_CONTENT_LENGTH=32 * 1024 * 1024,  # whole request; larger uploads get 413
+        MAX_FILES_PER_UPLOAD=20,
+        PER_PAGE=20,
+        SQLITE_BUSY_TIMEOUT_MS=15_000,
+        THUMBNAIL_SIZE=256,
+    )
+    app.config.from_prefixed_env("CXR")  # CXR_MODEL_DIR=..., CXR_MAX_CONTENT_LENGTH=1048576, ...
+    if os.environ.get("DATABASE_URL"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["DATABASE_URL"]
+    if os.environ.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+    else:
+        app.config.from_mapping(test_config)
+    # Relative paths are taken from the project root (models) and the instance folder (uploads).
+    app.config["MODEL_DIR"] = Path(app.root_path, app.config["MODEL_DIR"])
+    app.config["UPLOAD_FOLDER"] = Path(app.instance_path, app.config["UPLOAD_FOLDER"])
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = instance_secret_key(instance / SECRET_KEY_FILE)
+
+
+def instance_secret_key(path: Path) -> str:
+    """The key stored at `path`, created once (mode 0600) if absent; safe when several workers race."""
+    if not path.exists():
+        candidate = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(candidate, path)  # atomic create-if-absent: the first worker's key wins
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,114 @@
+"""Database models (Flask-SQLAlchemy), SQLite tuning, and schema upgrades through Alembic migrations."""
+
+from __future__ import annotations
+
+import fcntl
+from datetime import UTC, datetime
+from pathlib import Path
+
+import flask_migrate
+from flask import Flask
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import JSON, DateTime, ForeignKey, MetaData, String, Text, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    # Named constraints let Alembic's batch mode alter SQLite tables in later migrations.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+
+
+def utcnow() -> datetime:
+    """Naive UTC, as every timestamp is stored (SQLite keeps no time zone)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Prediction(db.Model):
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    filename: Mapped[str] = mapped_column(String(255))  # as the client sent it; display text only
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # Generated paths relative to UPLOAD_FOLDER; never derived from user input.
+    image_path: Mapped[str] = mapped_column(String(255))
+    overlay_path: Mapped[str] = mapped_column(String(255))
+    thumbnail_path: Mapped[str] = mapped_column(String(255))
+    label: Mapped[str] = mapped_column(String(64), index=True)
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSON)  # the ensemble's
+    cnn_probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
+    threshold: Mapped[float | None]
+    model_version: Mapped[str] = mapped_column(String(64))
+    elapsed_ms: Mapped[float]
+    ood_score: Mapped[float]  # feature distance / its threshold; ≤ 1 resembles the training X-rays
+    reference: Mapped[str | None] = mapped_column(String(128), index=True)
+    note: Mapped[str | None] = mapped_column(Text)
+    reviews: Mapped[list[Review]] = relationship(
+        back_populates="prediction",
+        cascade="all, delete-orphan",
+        order_by="Review.created_at.desc()",
+        lazy="selectin",
+    )
+
+    @property
+    def probability(self) -> float:
+        """The ensemble's probability of the predicted class."""
+        return self.probabilities[self.label]
+
+    @property
+    def cnn_probability(self) -> float | None:
+        return self.cnn_probabilities.get(self.label)
+
+
+class Review(db.Model):
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    agrees: Mapped[bool]
+    correct_class: Mapped[str] = mapped_column(String(64))  # the predicted class when the reviewer agrees
+    comment: Mapped[str | None] = mapped_column(Text)
+    prediction: Mapped[Prediction] = relationship(back_populates="reviews")
+
+
+def init_app(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "sqlite":
+        busy_timeout = int(app.config["SQLITE_BUSY_TIMEOUT_MS"])
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            # WAL lets readers run beside one writer; the busy timeout makes concurrent writers
+            # (several gunicorn workers) wait for the lock instead of failing at once.
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {busy_timeout}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.close()
+
+
+def upgrade_schema(app: Flask) -> None:
+    """Create or upgrade the schema to the newest migration; a file lock serialises racing workers."""
+    with open(Path(app.instance_path, "migrate.lock"), "w") as lock, app.app_context():
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        flask_migrate.upgrade(directory=str(MIGRATIONS))

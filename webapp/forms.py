@@ -1,0 +1,100 @@
+"""Flask-WTF forms: the upload and review forms (CSRF-protected), the API upload fields, and the
+history filters shared by the history page, its CSV export and the JSON API."""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired, MultipleFileField
+from wtforms import Form, RadioField, SelectChoice, SelectField, StringField, SubmitField, TextAreaField
+from wtforms.fields import DateField
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+
+ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.dcm,.dicom,image/png,image/jpeg,image/tiff,application/dicom"
+
+
+class DetailsMixin:
+    reference = StringField("Patient or study reference", validators=[Optional(), Length(max=128)])
+    note = TextAreaField("Note", validators=[Optional(), Length(max=2000)])
+
+
+class UploadForm(DetailsMixin, FlaskForm):
+    files = MultipleFileField(
+        "Chest X-ray images (PNG, JPEG, TIFF or DICOM)",
+        validators=[FileRequired("Choose at least one image.")],
+        render_kw={"accept": ACCEPT},
+    )
+    submit = SubmitField("Analyse")
+
+    def validate_files(self, field: MultipleFileField) -> None:
+        limit = int(current_app.config["MAX_FILES_PER_UPLOAD"])
+        if len(field.data) > limit:
+            raise ValidationError(f"Upload at most {limit} images at a time.")
+
+
+class ApiUploadForm(DetailsMixin, FlaskForm):
+    class Meta:
+        csrf = False  # API clients do not hold a session
+
+    file = FileField(validators=[FileRequired("Send the image in the multipart field 'file'.")])
+
+
+class ReviewForm(FlaskForm):
+    verdict = RadioField(
+        "Your reading",
+        choices=[SelectChoice("agree", "Agree with the prediction"), SelectChoice("disagree", "Disagree")],
+        validators=[DataRequired("Choose agree or disagree.")],
+    )
+    correct_class = SelectField("Correct class (when you disagree)", choices=[], validate_choice=False)
+    comment = TextAreaField("Comment", validators=[Optional(), Length(max=2000)])
+    submit = SubmitField("Save review")
+
+    def __init__(self, classes: list[str], predicted: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.classes = classes
+        self.predicted_class = predicted
+        self.correct_class.choices = [SelectChoice("", "—")] + [SelectChoice(c) for c in classes]
+
+    def validate_correct_class(self, field: SelectField) -> None:
+        if self.verdict.data == "disagree":
+            if field.data not in self.classes:
+                raise ValidationError("Choose the correct class.")
+            if field.data == self.predicted_class:
+                raise ValidationError("The correct class must differ from the predicted one when you disagree.")
+        elif field.data and field.data not in self.classes:
+            raise ValidationError("Not a known class.")
+
+
+class HistoryFilter(Form):
+    """GET parameters: `class`, `date_from`, `date_to` (YYYY-MM-DD, UTC, inclusive) and `q` (reference)."""
+
+    predicted = SelectField("Class", choices=[], validate_choice=False, name="class")
+    date_from = DateField("From", validators=[Optional()])
+    date_to = DateField("To", validators=[Optional()])
+    q = StringField("Reference contains", validators=[Optional(), Length(max=128)])
+
+    def __init__(self, formdata, classes: list[str]) -> None:
+        super().__init__(formdata)
+        self.classes = classes
+        self.predicted.choices = [SelectChoice("", "All classes")] + [SelectChoice(c) for c in classes]
+
+    def validate_predicted(self, field: SelectField) -> None:
+        if field.data and field.data not in self.classes:
+            raise ValidationError(f"Unknown class '{field.data}'.")
+
+    def validate_date_to(self, field: DateField) -> None:
+        if field.data and self.date_from.data and field.data < self.date_from.data:
+            raise ValidationError("The end date is before the start date.")
+
+    def error_text(self) -> str:
+        return " ".join(f"{self[name].label.text}: {' '.join(errors)}" for name, errors in self.errors.items())
+
+    def active(self) -> dict[str, str]:
+        """The filters in effect, as query parameters (for pagination and export links)."""
+        values = {
+            "class": self.predicted.data or "",
+            "date_from": self.date_from.data.isoformat() if self.date_from.data else "",
+            "date_to": self.date_to.data.isoformat() if self.date_to.data else "",
+            "q": (self.q.data or "").strip(),
+        }
+        return {key: value for key, value in values.items() if value}

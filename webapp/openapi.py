@@ -1,0 +1,172 @@
+"""The OpenAPI 3 description of the JSON API, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def openapi_document(classes: list[str]) -> dict[str, Any]:
+    probabilities = {
+        "type": "object",
+        "properties": {c: {"type": "number", "minimum": 0, "maximum": 1} for c in classes},
+        "required": classes,
+    }
+    nullable_text = {"type": ["string", "null"]}
+    filters = [
+        {"name": "class", "in": "query", "schema": {"type": "string", "enum": classes}},
+        {"name": "date_from", "in": "query", "description": "First day (UTC), inclusive", "schema": {"type": "string", "format": "date"}},
+        {"name": "date_to", "in": "query", "description": "Last day (UTC), inclusive", "schema": {"type": "string", "format": "date"}},
+        {"name": "q", "in": "query", "description": "Case-insensitive substring of the reference", "schema": {"type": "string"}},
+        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+        {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+    ]  # fmt: skip
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Chest X-ray triage API",
+            "version": "1",
+            "description": "Research use only; not a diagnosis. Predictions come from a CNN feature extractor "
+            "and a soft-voting ensemble; images that do not resemble the training X-rays are refused (422).",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "paths": {
+            "/predictions": {
+                "post": {
+                    "summary": "Analyse and store one chest X-ray",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["file"],
+                                    "properties": {
+                                        "file": {
+                                            "type": "string",
+                                            "format": "binary",
+                                            "description": "PNG, JPEG, TIFF or DICOM",
+                                        },
+                                        "reference": {"type": "string", "maxLength": 128},
+                                        "note": {"type": "string", "maxLength": 2000},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json("Stored prediction", "Prediction"),
+                        "400": _error("Missing field or corrupt image"),
+                        "413": _error("Upload or image too large"),
+                        "415": _error("Not a supported image format"),
+                        "422": _error("Not a chest X-ray the model may judge (out-of-distribution gate)"),
+                    },
+                },
+                "get": {
+                    "summary": "List stored predictions, newest first",
+                    "parameters": filters,
+                    "responses": {
+                        "200": _json("One page of predictions", "PredictionPage"),
+                        "400": _error("Invalid filter"),
+                        "404": _error("No such page"),
+                    },
+                },
+            },
+            "/predictions/{id}": {
+                "get": {
+                    "summary": "One stored prediction with its reviews",
+                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                    "responses": {"200": _json("The prediction", "Prediction"), "404": _error("No such prediction")},
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document"}}}
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+                "Review": {
+                    "type": "object",
+                    "properties": {
+                        "created": {"type": "string", "format": "date-time"},
+                        "agrees": {"type": "boolean"},
+                        "correct_class": {"type": "string", "enum": classes},
+                        "comment": nullable_text,
+                    },
+                },
+                "Prediction": {
+                    "type": "object",
+                    "required": [
+                        "id",
+                        "class",
+                        "probabilities",
+                        "cnn_probabilities",
+                        "ood_score",
+                        "model_version",
+                        "image_url",
+                        "overlay_url",
+                    ],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "class": {"type": "string", "enum": classes},
+                        "probability": {
+                            "type": "number",
+                            "description": "The ensemble's probability of the predicted class",
+                        },
+                        "probabilities": {
+                            **probabilities,
+                            "description": "The ensemble's probabilities, which decide the class",
+                        },
+                        "cnn_probabilities": {**probabilities, "description": "The CNN's own softmax"},
+                        "threshold": {"type": ["number", "null"], "description": "Operating threshold on p(covid)"},
+                        "ood_score": {
+                            "type": "number",
+                            "description": "Feature distance / its limit; at most 1 for accepted images",
+                        },
+                        "model_version": {"type": "string"},
+                        "elapsed_ms": {"type": "number"},
+                        "filename": {"type": "string"},
+                        "sha256": {"type": "string"},
+                        "reference": nullable_text,
+                        "note": nullable_text,
+                        "created": {"type": "string", "format": "date-time"},
+                        "url": {"type": "string", "format": "uri"},
+                        "image_url": {"type": "string", "format": "uri"},
+                        "overlay_url": {
+                            "type": "string",
+                            "format": "uri",
+                            "description": "Grad-CAM of the CNN over the image",
+                        },
+                        "thumbnail_url": {"type": "string", "format": "uri"},
+                        "reviews": {"type": "array", "items": {"$ref": "#/components/schemas/Review"}},
+                    },
+                },
+                "PredictionPage": {
+                    "type": "object",
+                    "properties": {
+                        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
+                        "page": {"type": "integer"},
+                        "per_page": {"type": "integer"},
+                        "pages": {"type": "integer"},
+                        "total": {"type": "integer"},
+                        "next": {"type": ["string", "null"], "format": "uri"},
+                        "prev": {"type": ["string", "null"], "format": "uri"},
+                    },
+                },
+            }
+        },
+    }

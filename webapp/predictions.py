@@ -1,0 +1,129 @@
+"""The prediction service: decode → predict → gate, then store the images and the row atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from flask import current_app
+from PIL import Image
+
+from cxr.bundle import ModelBundle
+from cxr.bundle import Prediction as ModelOutput
+from cxr.errors import NotAChestXray
+from cxr.gate import GateResult, assess
+from cxr.imaging import DecodedImage, decode_image, to_uint8
+from cxr.overlay import overlay_rgb, png_bytes
+from webapp.db import Prediction, db, utcnow
+
+BUNDLE_KEY = "cxr.bundle"
+
+
+def get_bundle() -> ModelBundle:
+    """The model bundle loaded once for this process by `create_app`."""
+    return current_app.extensions[BUNDLE_KEY]
+
+
+class Refused(NotAChestXray):
+    """The out-of-distribution gate did not accept the image (HTTP 422)."""
+
+    def __init__(self, reasons: tuple[str, ...]) -> None:
+        super().__init__("The image was not analysed. " + " ".join(reasons))
+        self.reasons = reasons
+
+
+@dataclass(frozen=True)
+class Analysis:
+    image: DecodedImage
+    output: ModelOutput
+    gate: GateResult
+    sha256: str
+    elapsed_ms: float  # decoding, model and gate together
+
+
+def analyse(data: bytes) -> Analysis:
+    """Decode and predict one upload; raises an `InputError` (e.g. `Refused`) the client can act on."""
+    started = time.perf_counter()
+    image = decode_image(data)
+    output = get_bundle().predict(image.pixels)
+    gate = assess(image, output)
+    if not gate.accepted:
+        raise Refused(gate.reasons)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    return Analysis(image, output, gate, hashlib.sha256(data).hexdigest(), elapsed_ms)
+
+
+def build_record(
+    analysis: Analysis, filename: str, reference: str | None = None, note: str | None = None
+) -> Prediction:
+    """An unsaved row for `analysis`; its image paths are still empty."""
+    output = analysis.output
+    return Prediction(
+        created_at=utcnow(),
+        filename=display_name(filename),
+        sha256=analysis.sha256,
+        image_path="",
+        overlay_path="",
+        thumbnail_path="",
+        label=output.label,
+        probabilities=output.probabilities,
+        cnn_probabilities=output.cnn_probabilities,
+        threshold=output.threshold,
+        model_version=output.model_version,
+        elapsed_ms=round(analysis.elapsed_ms, 1),
+        ood_score=analysis.gate.score,
+        reference=(reference or "").strip() or None,
+        note=(note or "").strip() or None,
+    )
+
+
+def create_prediction(data: bytes, filename: str, reference: str | None = None, note: str | None = None) -> Prediction:
+    """Analyse an upload and store it: three PNGs under generated names, then the row.
+
+    On any failure the files written so far are removed and the session rolled back.
+    """
+    analysis = analyse(data)
+    record = build_record(analysis, filename, reference, note)
+    pixels = analysis.image.pixels
+    gray = to_uint8(pixels)
+    payloads = {
+        "image_path": png_bytes(gray),
+        "overlay_path": png_bytes(overlay_rgb(pixels, analysis.output.heatmap, analysis.output.box)),
+        "thumbnail_path": png_bytes(thumbnail(gray, int(current_app.config["THUMBNAIL_SIZE"]))),
+    }
+    folder = Path(current_app.config["UPLOAD_FOLDER"])
+    stem = f"{record.created_at:%Y/%m}/{uuid.uuid4().hex}"
+    suffixes = {"image_path": "", "overlay_path": "-overlay", "thumbnail_path": "-thumb"}
+    written: list[Path] = []
+    try:
+        for attribute, payload in payloads.items():
+            relative = f"{stem}{suffixes[attribute]}.png"
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written.append(path)
+            path.write_bytes(payload)
+            setattr(record, attribute, relative)
+        db.session.add(record)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return record
+
+
+def thumbnail(gray: np.ndarray, size: int) -> np.ndarray:
+    image = Image.fromarray(gray)
+    image.thumbnail((size, size), Image.LANCZOS)
+    return np.asarray(image)
+
+
+def display_name(filename: str | None) -> str:
+    """The client's file name without any directory part, for display only (never a path)."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name
+    return name[:255] or "upload"

@@ -1,0 +1,33 @@
+"""The history query, newest first, narrowed by a validated `HistoryFilter`, and its pagination."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from flask import current_app, request
+from flask_sqlalchemy.pagination import Pagination
+from sqlalchemy import Select, select
+
+from webapp.db import Prediction, db
+from webapp.forms import HistoryFilter
+
+
+def history_select(filters: HistoryFilter) -> Select:
+    query = select(Prediction).order_by(Prediction.created_at.desc(), Prediction.id.desc())
+    if filters.predicted.data:
+        query = query.where(Prediction.label == filters.predicted.data)
+    if filters.date_from.data:
+        query = query.where(Prediction.created_at >= datetime.combine(filters.date_from.data, time.min))
+    if filters.date_to.data:  # inclusive: everything before the next midnight
+        query = query.where(
+            Prediction.created_at < datetime.combine(filters.date_to.data + timedelta(days=1), time.min)
+        )
+    if filters.q.data and filters.q.data.strip():
+        query = query.where(Prediction.reference.icontains(filters.q.data.strip(), autoescape=True))
+    return query
+
+
+def paginate(query: Select) -> Pagination:
+    """The page named by the `page` and `per_page` (≤ 100, default PER_PAGE) query parameters; 404 if invalid."""
+    per_page = request.args.get("per_page", type=int) or int(current_app.config["PER_PAGE"])
+    return db.paginate(query, per_page=per_page, max_per_page=100)

@@ -1,0 +1,87 @@
+"""JSON and CSV renderings of stored predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from flask import url_for
+
+from webapp.db import Prediction, Review
+
+
+def timestamp(value: datetime | None) -> str | None:
+    return f"{value.isoformat(timespec='seconds')}Z" if value else None
+
+
+def prediction_json(row: Prediction) -> dict[str, Any]:
+    """The result fields; the CLI prints these for files it does not store."""
+    return {
+        "class": row.label,
+        "probability": row.probability,
+        "probabilities": row.probabilities,
+        "cnn_probabilities": row.cnn_probabilities,
+        "threshold": row.threshold,
+        "ood_score": row.ood_score,
+        "model_version": row.model_version,
+        "elapsed_ms": row.elapsed_ms,
+        "filename": row.filename,
+        "sha256": row.sha256,
+        "reference": row.reference,
+        "note": row.note,
+        "created": timestamp(row.created_at),
+    }
+
+
+def review_json(review: Review) -> dict[str, Any]:
+    return {
+        "created": timestamp(review.created_at),
+        "agrees": review.agrees,
+        "correct_class": review.correct_class,
+        "comment": review.comment,
+    }
+
+
+def stored_json(row: Prediction, reviews: bool = False) -> dict[str, Any]:
+    """A stored prediction for the API: its id, the result fields and the URLs of its pages and images."""
+    data = {"id": row.id, **prediction_json(row)}
+    data["url"] = url_for("results.detail", prediction_id=row.id, _external=True)
+    for kind in ("image", "overlay", "thumbnail"):
+        data[f"{kind}_url"] = url_for("results.image_file", prediction_id=row.id, kind=kind, _external=True)
+    if reviews:
+        data["reviews"] = [review_json(review) for review in row.reviews]
+    return data
+
+
+def csv_safe(value: Any) -> Any:
+    """Neutralise spreadsheet formulas in free text (CSV injection): prefix them with a quote."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def csv_rows(rows: Iterable[Prediction], classes: list[str]) -> Iterator[list[Any]]:
+    """A header, then one row per prediction with every class's probabilities and the latest review."""
+    yield [
+        "id", "created_utc", "filename", "reference", "predicted_class", "probability",
+        *(f"p_{c}" for c in classes), *(f"cnn_p_{c}" for c in classes),
+        "threshold", "ood_score", "model_version", "elapsed_ms", "sha256", "note",
+        "reviews", "latest_review", "latest_review_class",
+    ]  # fmt: skip
+    for row in rows:
+        latest = row.reviews[0] if row.reviews else None
+        yield [
+            row.id, timestamp(row.created_at), csv_safe(row.filename), csv_safe(row.reference or ""),
+            row.label, round(row.probability, 4),
+            *(_rounded(row.probabilities.get(c)) for c in classes),
+            *(_rounded(row.cnn_probabilities.get(c)) for c in classes),
+            _rounded(row.threshold), round(row.ood_score, 4), row.model_version, row.elapsed_ms, row.sha256,
+            csv_safe(row.note or ""), len(row.reviews),
+            "" if latest is None else ("agree" if latest.agrees else "disagree"),
+            "" if latest is None else latest.correct_class,
+        ]  # fmt: skip
+
+
+def _rounded(value: float | None) -> float | str:
+    return "" if value is None else round(value, 4)

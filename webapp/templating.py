@@ -1,0 +1,41 @@
+"""Jinja filters and globals shared by the templates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Flask, request, url_for
+
+from webapp.predictions import get_bundle
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value * 100:.{digits}f} %"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
+
+
+def utc(value: datetime | None) -> str:
+    return "—" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
+
+
+def page_url(page: int, **params: str) -> str:
+    """This page's URL with `page` replaced and the other query parameters kept."""
+    return url_for(request.endpoint, **{**request.view_args, **params, "page": page})
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True
+    app.add_template_filter(percent)
+    app.add_template_filter(number)
+    app.add_template_filter(utc)
+    app.add_template_global(page_url)
+
+    @app.context_processor
+    def model_version() -> dict[str, str]:
+        return {"model_version": get_bundle().version}

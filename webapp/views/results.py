@@ -1,0 +1,58 @@
+"""The result page of one prediction (also its detail page), clinician reviews, and its images."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, redirect, render_template, send_from_directory, url_for
+from werkzeug.wrappers import Response
+
+from cxr.decision import POSITIVE_CLASS
+from webapp.db import Prediction, Review, db
+from webapp.forms import ReviewForm
+from webapp.predictions import get_bundle
+
+bp = Blueprint("results", __name__, url_prefix="/predictions")
+IMAGE_COLUMNS = {"image": "image_path", "overlay": "overlay_path", "thumbnail": "thumbnail_path"}
+
+
+def _render(record: Prediction, form: ReviewForm) -> str:
+    return render_template("result.html", p=record, form=form, positive_class=POSITIVE_CLASS)
+
+
+def _review_form(record: Prediction) -> ReviewForm:
+    return ReviewForm(classes=get_bundle().classes, predicted=record.label)
+
+
+@bp.get("/<int:prediction_id>")
+def detail(prediction_id: int) -> str:
+    record = db.get_or_404(Prediction, prediction_id)
+    return _render(record, _review_form(record))
+
+
+@bp.post("/<int:prediction_id>/reviews")
+def review(prediction_id: int) -> Response | tuple[str, int]:
+    record = db.get_or_404(Prediction, prediction_id)
+    form = _review_form(record)
+    if not form.validate_on_submit():
+        return _render(record, form), 400
+    agrees = form.verdict.data == "agree"
+    record.reviews.append(
+        Review(
+            agrees=agrees,
+            correct_class=record.label if agrees else form.correct_class.data,
+            comment=(form.comment.data or "").strip() or None,
+        )
+    )
+    db.session.commit()
+    flash("Review saved.")
+    return redirect(url_for("results.detail", prediction_id=record.id, _anchor="reviews"))
+
+
+@bp.get("/<int:prediction_id>/<any(image, overlay, thumbnail):kind>.png")
+def image_file(prediction_id: int, kind: str) -> Response:
+    record = db.get_or_404(Prediction, prediction_id)
+    response = send_from_directory(
+        current_app.config["UPLOAD_FOLDER"], getattr(record, IMAGE_COLUMNS[kind]), mimetype="image/png", max_age=3600
+    )
+    response.cache_control.public = False
+    response.cache_control.private = True  # patient images: browser cache only, never shared caches
+    return response
