@@ -13,7 +13,8 @@ from flask import Flask
 from flask_wtf import CSRFProtect
 
 from cxr.bundle import ModelBundle
-from webapp import cli, db, errors, templating, views
+from cxr.runtime import configure_threads
+from webapp import cli, db, errors, resilience, storage_check, templating, views
 from webapp.config import load_config
 from webapp.predictions import BUNDLE_KEY
 
@@ -26,17 +27,24 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     instance_path = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("CXR_INSTANCE_PATH")
     app = Flask(__name__, instance_path=instance_path and os.path.abspath(instance_path), instance_relative_config=True)
     load_config(app, test_config)
+    resilience.register(app)  # 503 answers for model, database and storage faults; before db.init_app
 
     # Once per process, before serving anything: a missing or mismatched model stops start-up
-    # with a ModelBundleError that names the file and how to restore or retrain it.
+    # with a ModelBundleError that names the file and how to restore or retrain it. Gunicorn workers
+    # (STRICT_STARTUP false, see gunicorn.conf.py) start anyway and answer 503 until the model loads.
     bundle = app.config.get("MODEL_BUNDLE")
-    if bundle is None:
+    if bundle is not None:
+        app.extensions[BUNDLE_KEY] = bundle
+    elif resilience.strict(app):
+        configure_threads()  # TensorFlow's thread pools, before it starts (cxr/runtime.py)
         started = time.perf_counter()
         bundle = ModelBundle(app.config["MODEL_DIR"])
         app.logger.info(
             "Loaded model %s from %s in %.1f s", bundle.version, bundle.directory, time.perf_counter() - started
         )
-    app.extensions[BUNDLE_KEY] = bundle
+        app.extensions[BUNDLE_KEY] = bundle
+    else:
+        resilience.load_model(app)
 
     db.init_app(app)
     csrf.init_app(app)
@@ -45,5 +53,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.register(app)
     templating.init_app(app)
     cli.init_app(app)
-    db.upgrade_schema(app)  # first run creates the schema; later runs apply new migrations
+    storage_check.init_app(app)
+    # First run creates the schema; later runs apply new migrations (an unreachable database is fatal
+    # only with STRICT_STARTUP).
+    resilience.upgrade_schema_tolerantly(app, db.upgrade_schema)
     return app

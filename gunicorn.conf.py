@@ -14,6 +14,11 @@ worker_class = "gthread"
 threads = 2
 # The app (and TensorFlow) is loaded in each worker after the fork: TensorFlow is not fork-safe.
 preload_app = False
+# A worker starts even when the model, the database or the upload folder is unusable: it answers 503
+# with the reason and recovers by itself (webapp/resilience.py), so a worker restarted during such a
+# fault cannot take the whole server down. A broken model directory at launch still stops the master
+# at once (on_starting below).
+os.environ.setdefault("CXR_STRICT_STARTUP", "false")
 # Loading the model takes 10-30 s on a busy machine and a large DICOM upload a few seconds.
 timeout = 120
 graceful_timeout = 30
@@ -51,3 +56,15 @@ logconfig_dict = {
         "alembic.runtime.plugins": {"level": "WARNING"},  # one line per plugin at every start
     },
 }
+
+
+def on_starting(server):
+    """Refuse to start on a model directory that cannot work, before any worker loads TensorFlow."""
+    from webapp.resilience import check_configured_model
+
+    check_configured_model()
+
+
+def post_fork(server, worker):
+    # TensorFlow threads per worker = cores // workers (cxr/runtime.py; CXR_TF_THREADS overrides).
+    os.environ.setdefault("CXR_WORKERS", str(server.cfg.workers))

@@ -14,6 +14,7 @@ or, with SQLite, holds its write lock from another process for longer than the b
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -71,6 +72,10 @@ class Probe:
     def upload(self) -> tuple[int, str]:
         status, payload, error = upload(self.server.url, *self.image, timeout=60)
         text = payload.decode(errors="replace") if payload else error
+        try:
+            text = json.loads(text).get("error") or text
+        except ValueError:
+            pass
         return status, text[:300]
 
     def read(self) -> int:
@@ -223,10 +228,11 @@ def render(out: dict[str, Any]) -> str:
         if "skipped" in r:
             rows.append([r["fault"], "skipped", "", "", "", "", r["skipped"]])
             continue
-        rows.append([r["fault"], f"{r['upload_during']}: {r['message'][:90]}", r["health_during"], r["cause_logged"],
-                     f"{r['upload_after']} / {r['health_after']}", f"{r['recovery_s']:.1f}", verdict(r["ok"])])
-    text = table(["fault", "upload during the fault", "/healthz during", "cause in log", "upload / healthz after",
-                  "recovered in s", "verdict"], rows)
+        rows.append([r["fault"], f"{r['upload_during']}: {r['message'][:75]}…", r["read_during"], r["health_during"],
+                     r["cause_logged"], f"{r['upload_after']} / {r['health_after']}", f"{r['recovery_s']:.1f}",
+                     verdict(r["ok"])])
+    text = table(["fault", "upload during the fault", "history read", "/healthz", "cause in log",
+                  "upload / healthz after", "recovered in s", "verdict"], rows)
     return text + f"\nDatabase: {out['database']}; storage consistent afterwards: {out['storage_consistent']}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -65,6 +66,10 @@ def kill_during_load(workdir: Path, clients: int, duration: float, kills: int, i
         after_status, _, _ = upload(server.url, *read_images(1)[0])
         master_alive = server.process.poll() is None
         rows = total_rows(server.url)
+        log = server.log_text()
+        for event in events:  # how long the replacement took to load the model (its own log line)
+            match = re.search(rf"\[{event['replaced_by']}\] \[INFO\] app: Loaded model \S+ from \S+ in ([\d.]+) s", log)
+            event["model_loaded_after_s"] = float(match.group(1)) if match else None
         created = len(run.created_ids())
         failures = run.failures()
         before_clean = storage_report(server, clean=False, min_age=0)
@@ -98,6 +103,7 @@ def render(result: dict) -> str:
         ["workers SIGKILLed / replaced by the master", f"{len(result['kills'])} / {len(replaced)}",
          verdict(len(replaced) == len(result["kills"]) and result["master_alive"])],
         ["time to a replacement process", ", ".join(f"{e['replaced_after_s']:.2f}s" for e in replaced) or "–", ""],
+        ["... which then loaded the model in", ", ".join(f"{e['model_loaded_after_s']}s" for e in replaced) or "–", ""],
         ["uploads answered 201", result["uploads"]["ok"], ""],
         ["in-flight uploads that failed (connection dropped)", failed, ""],
         ["... of which 5xx answers", result["failures_5xx"], verdict(result["failures_5xx"] == 0)],

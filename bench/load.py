@@ -165,7 +165,8 @@ class Client:
         if known and self.random.random() < self.reads:
             choice = self.random.random()
             if choice < 0.4:
-                op, path = LIST, f"/api/v1/predictions?page={self.random.randint(1, 3)}"
+                pages = max(1, min(3, len(known) // 20))  # pages that exist (20 rows a page)
+                op, path = LIST, f"/api/v1/predictions?page={self.random.randint(1, pages)}"
             elif choice < 0.8:
                 op, path = DETAIL, f"/api/v1/predictions/{self.random.choice(known)}"
             else:

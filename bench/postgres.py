@@ -63,7 +63,10 @@ def require(auto_install: bool = False) -> Path:
 class Postgres:
     def __init__(self, workdir: Path | None = None, port: int | None = None, auto_install: bool = False) -> None:
         self.bin = require(auto_install)
-        self._tmp = tempfile.TemporaryDirectory(prefix="cxr-pg-", dir=workdir)
+        # Directly under the system temp folder: the server runs as `postgres` when we are root, and
+        # must be able to reach its data folder (pytest's and our own temp folders are private).
+        del workdir
+        self._tmp = tempfile.TemporaryDirectory(prefix="cxr-pg-")
         self.root = Path(self._tmp.name)
         self.data = self.root / "data"
         self.socket_dir = self.root / "socket"
@@ -83,8 +86,11 @@ class Postgres:
                 os.setgid(self._demote[1])
                 os.setuid(self._demote[0])
 
-        return subprocess.run([str(self.bin / args[0]), *args[1:]], cwd=self.root, capture_output=True, text=True,
-                              check=check, preexec_fn=demote if self._demote else None, timeout=120)
+        done = subprocess.run([str(self.bin / args[0]), *args[1:]], cwd=self.root, capture_output=True, text=True,
+                              preexec_fn=demote if self._demote else None, timeout=120)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed ({done.returncode}): {(done.stderr or done.stdout)[-1500:]}")
+        return done
 
     def init(self) -> None:
         for folder in (self.data, self.socket_dir):

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import ROOT, children, cpu_seconds, rss_mib
+from bench.common import MODEL_DIR, ROOT, children, cpu_seconds, rss_mib
 from bench.load import get_json
 
 BIN = Path(sys.executable).parent
@@ -39,6 +39,7 @@ def server_env(instance: Path, database_url: str | None = None, upload_folder: P
         SECRET_KEY="bench-secret-key-not-for-production",
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONUNBUFFERED="1",
+        CXR_MODEL_DIR=str(MODEL_DIR),  # models/, or CXR_BENCH_MODEL
     )
     if upload_folder is not None:
         env["CXR_UPLOAD_FOLDER"] = str(upload_folder)
@@ -182,10 +183,12 @@ class Gunicorn:
         self._sampling.clear()
 
         def sample() -> None:
-            while not self._sampling.wait(every):
+            while True:
                 for pid, rss in self.rss_per_worker().items():
                     if rss == rss:  # not NaN
                         self.peak_rss[pid] = max(self.peak_rss.get(pid, 0.0), rss)
+                if self._sampling.wait(every):
+                    break
 
         self._sampler = threading.Thread(target=sample, daemon=True)
         self._sampler.start()
@@ -195,6 +198,9 @@ class Gunicorn:
         if self._sampler is not None:
             self._sampler.join(5)
             self._sampler = None
+            for pid, rss in self.rss_per_worker().items():  # a last sample, for runs shorter than `every`
+                if rss == rss:
+                    self.peak_rss[pid] = max(self.peak_rss.get(pid, 0.0), rss)
 
     def log_text(self) -> str:
         try:

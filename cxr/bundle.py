@@ -60,6 +60,8 @@ class Prediction:
     ood_threshold: float
     model_version: str
     elapsed_ms: float
+    tensor: np.ndarray | None = None  # the model input (size × size × 1), for checks that need it too
+
 
     @property
     def in_distribution(self) -> bool:
@@ -160,4 +162,5 @@ class ModelBundle:
             ood_threshold=self.ood.threshold,
             model_version=self.version,
             elapsed_ms=(time.perf_counter() - started) * 1000.0,
+            tensor=prepared.tensor,
         )

@@ -18,7 +18,7 @@ import numpy as np
 
 from cxr.bundle import Prediction
 from cxr.imaging import DecodedImage
-from cxr.preprocess import preprocess
+from cxr.preprocess import Prepared, preprocess
 
 MAX_COLOURFULNESS = 12.0  # Hasler-Süsstrunk; grayscale films score ~0, photos and slides 20-100
 MIN_INTENSITY_SPREAD = 0.15  # 5th-95th percentile range of [0, 1] pixels; blank or near-blank images fall below
@@ -37,18 +37,20 @@ class GateResult:
 
 def assess(image: DecodedImage, prediction: Prediction) -> GateResult:
     score = float(prediction.ood_distance / prediction.ood_threshold)
-    failures = dict(_failures(image, score))
+    # The model's input is the image the statistics are taken on when it has their size: not prepared twice.
+    prepared = Prepared(prediction.tensor, prediction.box) if prediction.tensor is not None else None
+    failures = dict(_failures(image, score, prepared))
     return GateResult(not failures, score, tuple(failures.values()), tuple(failures))
 
 
-def _failures(image: DecodedImage, score: float):
+def _failures(image: DecodedImage, score: float, prepared: Prepared | None = None):
     """(check name, message) for every check the image fails."""
     if image.colourfulness > MAX_COLOURFULNESS:
         yield "colour", "The image is in colour; a chest X-ray is grayscale."
     low, high = np.percentile(image.pixels, [5, 95])
     if high - low < MIN_INTENSITY_SPREAD:
         yield "uniform", "The image is almost uniform; it does not look like a radiograph."
-    flat, edges = image_statistics(image.pixels)
+    flat, edges = image_statistics(image.pixels, prepared)
     if flat > MAX_FLAT_FRACTION:
         yield "flat-areas", (
             f"{flat:.0%} of the image is one exact shade, as in documents, screenshots and drawings; "
@@ -65,9 +67,13 @@ def _failures(image: DecodedImage, score: float):
         )
 
 
-def image_statistics(pixels: np.ndarray) -> tuple[float, float]:
-    """(flat fraction, edge strength), both on what the model looks at: the cropped, equalised image."""
-    prepared = preprocess(pixels, STATISTICS_SIZE)
+def image_statistics(pixels: np.ndarray, prepared: Prepared | None = None) -> tuple[float, float]:
+    """(flat fraction, edge strength), both on what the model looks at: the cropped, equalised image.
+
+    `prepared` may pass `preprocess(pixels, size)` when it was made already (it is used if its size is
+    STATISTICS_SIZE)."""
+    if prepared is None or prepared.tensor.shape[:2] != (STATISTICS_SIZE, STATISTICS_SIZE):
+        prepared = preprocess(pixels, STATISTICS_SIZE)
     top, bottom, left, right = prepared.box
     levels = np.rint(pixels[top:bottom, left:right] * 255).astype(np.int64)
     flat = float(np.bincount(levels.ravel(), minlength=256).max() / levels.size)

@@ -105,11 +105,11 @@ def test_openapi_describes_every_api_route(client, app, bundle):
 def test_healthz(client, bundle):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {
-        "status": "ok",
-        "model": {"loaded": True, "version": bundle.version},
-        "database": {"reachable": True},
-    }
+    body = response.get_json()
+    assert body["status"] == "ok"
+    assert body["model"] == {"loaded": True, "version": bundle.version, "error": None}
+    assert body["database"] == {"reachable": True}
+    assert body["storage"]["ok"] is True and body["storage"]["writable"] is True and body["storage"]["free_bytes"] > 0
 
 
 def test_healthz_database_unreachable(client, monkeypatch):
@@ -122,8 +122,10 @@ def test_healthz_database_unreachable(client, monkeypatch):
     assert response.get_json()["database"] == {"reachable": False}
 
 
-def test_healthz_model_not_loaded(app, client):
+def test_healthz_model_not_loaded(app, client, tmp_path):
     del app.extensions[BUNDLE_KEY]
+    app.config["MODEL_DIR"] = tmp_path / "no-model"  # nothing to load it from again
     response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.get_json()["model"] == {"loaded": False, "version": None}
+    model = response.get_json()["model"]
+    assert (model["loaded"], model["version"]) == (False, None) and "lacks cnn.keras" in model["error"]

@@ -19,13 +19,16 @@ from cxr.gate import GateResult, assess
 from cxr.imaging import DecodedImage, decode_image, to_uint8
 from cxr.overlay import overlay_rgb, png_bytes
 from webapp.db import Prediction, db, utcnow
+from webapp.resilience import require_model
 
 BUNDLE_KEY = "cxr.bundle"
 
 
 def get_bundle() -> ModelBundle:
-    """The model bundle loaded once for this process by `create_app`."""
-    return current_app.extensions[BUNDLE_KEY]
+    """The model bundle loaded once for this process by `create_app` (or, if that failed in a gunicorn
+    worker, on a later request; until then `ModelUnavailable` is answered 503)."""
+    bundle = current_app.extensions.get(BUNDLE_KEY)
+    return bundle if bundle is not None else require_model()
 
 
 class Refused(NotAChestXray):
@@ -92,7 +95,7 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
     gray = to_uint8(pixels)
     payloads = {
         "image_path": png_bytes(gray),
-        "overlay_path": png_bytes(overlay_rgb(pixels, analysis.output.heatmap, analysis.output.box)),
+        "overlay_path": png_bytes(overlay_rgb(pixels, analysis.output.heatmap, analysis.output.box, gray=gray)),
         "thumbnail_path": png_bytes(thumbnail(gray, int(current_app.config["THUMBNAIL_SIZE"]))),
     }
     folder = Path(current_app.config["UPLOAD_FOLDER"])

@@ -147,6 +147,19 @@ def check_model_files(directory: Path) -> str:
     return version
 
 
+def check_configured_model() -> str:
+    """`check_model_files` on the MODEL_DIR that `create_app` would use (environment, instance/config.py),
+    without creating the app: for the gunicorn master, which must not start TensorFlow."""
+    from webapp.config import load_config
+
+    root = Path(__file__).resolve().parent.parent
+    instance = os.environ.get("CXR_INSTANCE_PATH")
+    app = Flask("app", root_path=str(root), instance_path=instance and os.path.abspath(instance),
+                instance_relative_config=True)
+    load_config(app, None)
+    return check_model_files(app.config["MODEL_DIR"])
+
+
 def upgrade_schema_tolerantly(app: Flask, upgrade) -> None:
     """Run `upgrade(app)`; unless STRICT_STARTUP, a database that does not answer is logged, not fatal."""
     try:

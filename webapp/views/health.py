@@ -1,4 +1,5 @@
-"""Liveness and readiness for load balancers: the model is loaded and the database answers."""
+"""Liveness and readiness for load balancers: the model is loaded, the database answers and the upload
+folder takes a file with space to spare."""
 
 from __future__ import annotations
 
@@ -7,24 +8,27 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.db import db
-from webapp.predictions import BUNDLE_KEY
+from webapp.resilience import load_model, model_error, storage_status
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> tuple[dict, int]:
-    bundle = current_app.extensions.get(BUNDLE_KEY)
+    bundle = load_model(current_app)  # retries a failed load (rate-limited), so a restored model shows
     try:
         db.session.execute(text("SELECT 1"))
         database = True
     except SQLAlchemyError:
         current_app.logger.exception("Health check: the database is not reachable")
         database = False
-    healthy = bundle is not None and database
+    storage = storage_status(current_app)
+    healthy = bundle is not None and database and storage["ok"]
     body = {
         "status": "ok" if healthy else "unavailable",
-        "model": {"loaded": bundle is not None, "version": getattr(bundle, "version", None)},
+        "model": {"loaded": bundle is not None, "version": getattr(bundle, "version", None),
+                  "error": model_error(current_app)},
         "database": {"reachable": database},
+        "storage": storage,
     }
     return body, 200 if healthy else 503

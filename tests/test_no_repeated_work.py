@@ -1,0 +1,39 @@
+"""One upload, one preprocessing and one forward pass: the gate and the overlay reuse what the prediction
+made (bench/inprocess.py measures what that buys)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cxr.bundle
+import cxr.gate
+from cxr.gate import assess
+from cxr.imaging import decode_image
+
+
+def test_one_preprocess_and_one_forward_pass_per_upload(bundle, chest_png, monkeypatch):
+    calls = {"preprocess": 0, "forward": 0}
+    real_preprocess, real_forward = cxr.bundle.preprocess, bundle._forward
+
+    def counting_preprocess(*args, **kwargs):
+        calls["preprocess"] += 1
+        return real_preprocess(*args, **kwargs)
+
+    def counting_forward(*args, **kwargs):
+        calls["forward"] += 1
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(cxr.bundle, "preprocess", counting_preprocess)
+    monkeypatch.setattr(cxr.gate, "preprocess", counting_preprocess)
+    monkeypatch.setattr(bundle, "_forward", counting_forward)
+    image = decode_image(chest_png)
+    result = assess(image, bundle.predict(image.pixels))
+    expected = 1 if bundle.input_size == cxr.gate.STATISTICS_SIZE else 2  # a model of another size: the gate's own
+    assert calls == {"preprocess": expected, "forward": 1}
+    assert result.accepted
+
+
+def test_gate_gives_the_same_answer_with_the_reused_input(bundle, chest_png):
+    image = decode_image(chest_png)
+    prediction = bundle.predict(image.pixels)
+    assert assess(image, prediction) == assess(image, dataclasses.replace(prediction, tensor=None))
