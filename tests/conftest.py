@@ -19,15 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_IMAGES = ROOT.parent / "shared" / "data" / "cxr"
 
 
-def _model_dir() -> Path:
-    shipped = ROOT / "models"
-    if (shipped / "model_card.json").exists():
-        return shipped
-    # TEMPORARY fallback to the development model until models/ is shipped; remove it then.
-    return Path("/tmp/small/model")
-
-
-MODEL_DIR = _model_dir()
+MODEL_DIR = ROOT / "models"  # the shipped model: the web tests use the real thing, not a mock
 
 
 def png_bytes(array: np.ndarray) -> bytes:
