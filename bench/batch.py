@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import DATA_DIR, MODEL_DIR, PYTHON, ROOT, save_json, table
+from bench.common import DATA_DIR, ForeignCpu, MODEL_DIR, PYTHON, ROOT, save_json, table
 
 
 def evaluate(split: str | None, model: Path) -> dict:
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=MODEL_DIR)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    foreign = ForeignCpu()
     result = {"evaluate": evaluate(args.split or None, args.model), "card_training": card_training(args.model)}
     if args.train_epochs:
         result["fresh_training"] = fresh_training(args.train_epochs)
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([f"training, {len(fresh['epoch_seconds'])} fresh epoch(s) of {fresh['train_images']} images",
                      f"{fresh['images_per_s']} images/s", f"per epoch: {per_epoch}"])
     print(table(["batch job", "throughput", "detail"], rows))
-    save_json(args.json, {"benchmark": "batch", **result})
+    print(foreign.line())
+    save_json(args.json, {"benchmark": "batch", **result, "foreign_cpu": foreign.result()})
     return 0
 
 

@@ -135,3 +135,56 @@ def cpu_seconds(pid: int) -> float:
         return math.nan
     fields = stat[stat.rfind(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_table() -> dict[int, tuple[int, float, int]]:
+    """pid → (parent pid, CPU seconds so far, nice) for every process."""
+    table_: dict[int, tuple[int, float, int]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        table_[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, int(fields[16]))
+    return table_
+
+
+class ForeignCpu:
+    """CPU seconds that other people's processes (not this one nor its descendants) used during a run:
+    a benchmark on a shared machine says when its figures were taken on a busy one. Processes at a
+    positive nice level are counted apart (they yield the CPU to the benchmark)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.before = _cpu_table()
+
+    def result(self) -> dict[str, float]:
+        after = _cpu_table()
+        own = {os.getpid()}
+        changed = True
+        while changed:  # descendants, through the parent links
+            grown = {pid for pid, (parent, _, _) in after.items() if parent in own}
+            changed = not grown <= own
+            own |= grown
+        normal = niced = 0.0
+        for pid, (_, seconds, nice) in after.items():
+            if pid in own:
+                continue
+            used = seconds - self.before.get(pid, (0, 0.0, 0))[1]
+            if nice > 0:
+                niced += used
+            else:
+                normal += used
+        wall = time.perf_counter() - self.started
+        return {"wall_s": wall, "foreign_cpu_s": normal, "foreign_niced_cpu_s": niced,
+                "foreign_share_of_machine": normal / (wall * len(os.sched_getaffinity(0))) if wall else 0.0}
+
+    def line(self) -> str:
+        r = self.result()
+        return (f"Other processes on this machine used {r['foreign_cpu_s']:.0f} CPU-s during this {r['wall_s']:.0f} s run "
+                f"({r['foreign_share_of_machine']:.0%} of its cores), plus {r['foreign_niced_cpu_s']:.0f} CPU-s at low "
+                "priority" + (": figures taken on a busy machine." if r["foreign_share_of_machine"] > 0.05 else "."))

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.checks import storage_report, total_rows
-from bench.common import read_images, save_json, table, verdict
+from bench.common import ForeignCpu, read_images, save_json, table, verdict
 from bench.load import UPLOAD, report, run_load, upload
 from bench.server import Gunicorn
 
@@ -133,10 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    foreign = ForeignCpu()
     with tempfile.TemporaryDirectory(prefix="cxr-kill-") as tmp:
         result = kill_during_load(Path(tmp), args.clients, args.duration, args.kills, args.images)
     print(render(result))
-    save_json(args.json, {"benchmark": "kill_worker", **result})
+    print(foreign.line())
+    save_json(args.json, {"benchmark": "kill_worker", **result, "foreign_cpu": foreign.result()})
     return 0 if passed(result) else 1
 
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from bench.checks import all_ids, log_findings, storage_report, total_rows
-from bench.common import read_images, save_json, table, verdict
+from bench.common import ForeignCpu, read_images, save_json, table, verdict
 from bench.load import UPLOAD, report, request, run_load
 from bench.postgres import Postgres
 from bench.server import Gunicorn, flask_command, server_env
@@ -103,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install", action="store_true", help="apt-get install postgresql when it is missing")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    foreign = ForeignCpu()
     with tempfile.TemporaryDirectory(prefix="cxr-scale-") as tmp:
         result = scale_out(Path(tmp), args.clients, args.duration, args.reads, args.images, args.workers, args.install)
     print(render(result))
-    save_json(args.json, {"benchmark": "scaleout", **result})
+    print(foreign.line())
+    save_json(args.json, {"benchmark": "scaleout", **result, "foreign_cpu": foreign.result()})
     return 0 if passed(result) else 1
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import inprocess
-from bench.common import MODEL_DIR, machine, read_images, save_json, table, verdict
+from bench.common import MODEL_DIR, ForeignCpu, machine, read_images, save_json, table, verdict
 from bench.load import UPLOAD, get_json, report, run_load, upload
 from bench.server import Gunicorn
 
@@ -178,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     images = read_images(args.images)
     info = machine()
+    foreign = ForeignCpu()
     if args.matrix:
-        save_json(args.json, {"benchmark": "serving-matrix", "results": matrix(args, images)})
+        results = matrix(args, images)
+        print(foreign.line())
+        save_json(args.json, {"benchmark": "serving-matrix", "results": results, "foreign_cpu": foreign.result()})
         return 0
     print(f"In-process reference ({info['cpu']}, {info['cores']} cores) ...", flush=True)
     reference = in_process_reference(args.workers, args.tf_threads, args.repeats, args.batch_seconds)
@@ -194,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ngunicorn: {args.workers} workers, threads {args.threads or 'from gunicorn.conf.py'}, "
           f"TF intra-op {reference['tf_threads']}\n")
     print(render(reference, served))
-    save_json(args.json, {"benchmark": "serving", "reference": reference, "served": served})
+    print(foreign.line())
+    save_json(args.json, {"benchmark": "serving", "reference": reference, "served": served,
+                          "foreign_cpu": foreign.result()})
     c8 = served["levels"].get("8", {})
     failed = any(s["errors"] for s in served["levels"].values()) or served["rows"] != served["created_201"]
     return 1 if failed or not c8 else 0

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from bench.checks import log_findings, storage_report, total_rows
-from bench.common import machine, read_images, save_json, table, verdict
+from bench.common import ForeignCpu, machine, read_images, save_json, table, verdict
 from bench.load import DETAIL, IMAGE, LIST, UPLOAD, report, run_load
 from bench.server import Gunicorn
 
@@ -79,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     print(f"Soak on {machine()['cpu']} ({machine()['cores']} cores)", flush=True)
+    foreign = ForeignCpu()
     with tempfile.TemporaryDirectory(prefix="cxr-soak-") as tmp:
         result = soak(Path(tmp), args.clients, args.duration, args.reads, args.images)
     print(render(result))
-    save_json(args.json, {"benchmark": "soak", **result})
+    print(foreign.line())
+    save_json(args.json, {"benchmark": "soak", **result, "foreign_cpu": foreign.result()})
     return 0 if passed(result) else 1
 
 

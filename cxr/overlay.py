@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from functools import lru_cache
 
 import numpy as np
@@ -49,7 +51,33 @@ def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, in
 
 
 def png_bytes(array: np.ndarray) -> bytes:
-    """PNG encoding of a uint8 grayscale or RGB array."""
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=3)
-    return buffer.getvalue()
+    """Lossless PNG of a uint8 grayscale (h × w) or RGB (h × w × 3) array.
+
+    Written here rather than by Pillow: one PNG filter for every row ("up" for grayscale, "sub" for
+    the colour overlay) and zlib level 1 encode a radiograph 3× faster than Pillow's per-row adaptive
+    filters at level 3, for files 3-13 % larger (bench/README.md). Other arrays go through Pillow.
+    """
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)) \
+            or 0 in array.shape:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG", compress_level=3)
+        return buffer.getvalue()
+    height, width = array.shape[:2]
+    channels = 1 if array.ndim == 2 else 3
+    rows = np.ascontiguousarray(array).reshape(height, width * channels)
+    scanlines = np.empty((height, width * channels + 1), dtype=np.uint8)
+    if channels == 1:  # "up": each byte minus the one above (uint8 arithmetic wraps, as PNG wants)
+        scanlines[:, 0] = 2
+        scanlines[0, 1:] = rows[0]
+        np.subtract(rows[1:], rows[:-1], out=scanlines[1:, 1:])
+    else:  # "sub": each byte minus the same channel of the pixel to its left
+        scanlines[:, 0] = 1
+        scanlines[:, 1 : 1 + channels] = rows[:, :channels]
+        np.subtract(rows[:, channels:], rows[:, :-channels], out=scanlines[:, 1 + channels :])
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
+    return b"".join((b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header),
+                     _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 1)), _chunk(b"IEND", b"")))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)

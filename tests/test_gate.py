@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.nonxray import colour_photos, documents, noise, screenshots
+from bench.nonxray import colour_photos, documents, gray_photos, noise, screenshots
 from cxr.bundle import Prediction
 from cxr.gate import assess
-from cxr.imaging import decode_image
+from cxr.imaging import DecodedImage, decode_image
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "models"
@@ -43,6 +43,7 @@ OBVIOUS = {
     "text-page": (lambda: next(documents(count=1))[1], "edges"),
     "screenshot": (lambda: next(screenshots(count=1))[1], "flat-areas"),
     "uniform-noise": (lambda: dict(noise())["uniform.png"], "edges"),
+    "grayscale-photo": (lambda: next(gray_photos())[1], "layout"),
 }
 
 
@@ -57,6 +58,12 @@ def test_image_checks_refuse_obvious_non_xrays(kind: str) -> None:
 def test_image_checks_pass_real_xrays() -> None:
     failed = {p.name: assess(decode_image(p.read_bytes()), stand_in()).failed for p in held_out_xrays(40)}
     assert not {name: checks for name, checks in failed.items() if checks}
+
+
+def test_upside_down_xray_is_refused_by_its_layout() -> None:
+    image = decode_image(held_out_xrays(1)[0].read_bytes())
+    upside_down = DecodedImage(np.ascontiguousarray(image.pixels[::-1]), image.format)
+    assert "layout" in assess(upside_down, stand_in()).failed
 
 
 def test_feature_distance_over_its_threshold_refuses_with_the_score() -> None:

@@ -38,3 +38,31 @@ def test_outside_the_box_is_the_film():
     assert (out[:50] == gray[:50, :, np.newaxis]).all() and (out[:, :60] == gray[:, :60, np.newaxis]).all()
     assert (out[60:140, 70:150] != gray[60:140, 70:150, np.newaxis]).any()
     assert (overlay_rgb(pixels, np.ones((8, 8), np.float32), (5, 5, 10, 10)) == gray[..., np.newaxis]).all()  # empty box
+
+
+@pytest.mark.parametrize("shape", [(320, 305), (1, 1), (1, 500), (400, 1), (320, 305, 3), (1, 7, 3), (9, 1, 3)])
+def test_png_bytes_is_lossless(shape):
+    import io
+
+    from PIL import Image
+
+    from cxr.overlay import png_bytes
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, shape, dtype=np.uint8)
+    decoded = Image.open(io.BytesIO(png_bytes(array)))
+    decoded.load()
+    assert decoded.format == "PNG" and decoded.mode == ("L" if len(shape) == 2 else "RGB")
+    assert (np.asarray(decoded) == array).all()
+
+
+def test_png_bytes_leaves_other_arrays_to_pillow():
+    import io
+
+    from PIL import Image
+
+    from cxr.overlay import png_bytes
+
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 3] = 255
+    assert np.asarray(Image.open(io.BytesIO(png_bytes(rgba)))).shape == (4, 5, 4)

@@ -83,7 +83,7 @@ def dicom(raw: np.ndarray, bits_stored: int, photometric: str = "MONOCHROME2", s
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["cxr-test-fixture"])  # deterministic: hypothesis needs stable seeds
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.PatientName = "Doe^Jane"  # must never reach the metadata, a message or a log
