@@ -90,11 +90,11 @@ def dicom(raw: np.ndarray, bits_stored: int, photometric: str = "MONOCHROME2", s
     ds.PatientID = "123456"
     ds.Modality = "DX"
     ds.BodyPartExamined = "CHEST"
-    ds.set_pixel_data(raw, photometric, bits_stored)
+    ds.set_pixel_data(raw, photometric, bits_stored, generate_instance_uid=False)
     for keyword, value in elements.items():
         setattr(ds, keyword, value)
     if syntax in (RLELossless, JPEG2000Lossless):
-        ds.compress(syntax)
+        ds.compress(syntax, generate_instance_uid=False)
     elif syntax != ExplicitVRLittleEndian:  # a syntax nothing decodes: the decoder must refuse before reading
         ds.PixelData = encapsulate([b"\x00" * 64])
         ds["PixelData"].VR = "OB"
