@@ -55,6 +55,20 @@ def card_training(model: Path) -> dict:
     }
 
 
+def epochs_from_log(text: str, train_images: int | None) -> dict:
+    """Per-epoch seconds and training images/s from a `training.train` log (Keras's verbose=2 lines)."""
+    split = re.search(r"split by patient: train (\d+)", text)
+    train_images = int(split.group(1)) if split else train_images
+    seconds = [float(v) for v in re.findall(r"^\d+/\d+ - (\d+(?:\.\d+)?)s - ", text, flags=re.M)]
+    overall = re.search(r"\(([\d.]+) training images/s\)", text)
+    return {
+        "train_images": train_images,
+        "epoch_seconds": seconds,
+        "epoch_images_per_s": [train_images / v for v in seconds if v] if train_images else [],
+        "images_per_s": float(overall.group(1)) if overall else None,
+    }
+
+
 def fresh_training(epochs: int) -> dict:
     """Train `epochs` epochs into a temporary folder and time each from Keras's own per-epoch log."""
     with tempfile.TemporaryDirectory(prefix="cxr-train-") as tmp:
@@ -63,28 +77,22 @@ def fresh_training(epochs: int) -> dict:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"training.train failed:\n{done.stderr[-3000:]}")
-    text = done.stdout + done.stderr
-    split = re.search(r"split by patient: train (\d+)", text)
-    train_images = int(split.group(1)) if split else None
-    seconds = [float(s) for s in re.findall(r"^\d+/\d+ - (\d+(?:\.\d+)?)s - ", text, flags=re.M)]
-    overall = re.search(r"\(([\d.]+) training images/s\)", text)
-    return {
-        "train_images": train_images,
-        "epoch_seconds": seconds,
-        "epoch_images_per_s": [train_images / s for s in seconds if s] if train_images else [],
-        "images_per_s": float(overall.group(1)) if overall else None,
-    }
+    return epochs_from_log(done.stdout + done.stderr, None)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", default="test", help="model split to evaluate ('' for the whole manifest)")
     parser.add_argument("--train-epochs", type=int, default=0, help="also time this many fresh training epochs")
+    parser.add_argument("--train-log", type=Path, help="also report the epochs of this training.train log")
     parser.add_argument("--model", type=Path, default=MODEL_DIR)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     foreign = ForeignCpu()
     result = {"evaluate": evaluate(args.split or None, args.model), "card_training": card_training(args.model)}
+    if args.train_log:
+        result["logged_training"] = epochs_from_log(args.train_log.read_text(errors="replace"),
+                                                    result["card_training"]["train_images"])
     if args.train_epochs:
         result["fresh_training"] = fresh_training(args.train_epochs)
     e, c = result["evaluate"], result["card_training"]
@@ -93,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
          f"{e['images_per_s_after_decoding']} images/s after decoding"],
         [f"training (model card: {c['epochs']} epochs, {c['seconds']} s)", f"{c['images_per_s']} images/s", ""],
     ]
+    logged = result.get("logged_training")
+    if logged:
+        per_epoch = ", ".join(f"{v:.1f}" for v in logged["epoch_images_per_s"])
+        rows.append([f"training run of models/ ({len(logged['epoch_seconds'])} epochs of {logged['train_images']} "
+                     "images, from its log)", f"{logged['images_per_s']} images/s", f"per epoch: {per_epoch}"])
     fresh = result.get("fresh_training")
     if fresh:
         per_epoch = ", ".join(f"{v:.1f}" for v in fresh["epoch_images_per_s"])

@@ -137,51 +137,54 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_table() -> dict[int, tuple[int, float, int]]:
-    """pid → (parent pid, CPU seconds so far, nice) for every process."""
-    table_: dict[int, tuple[int, float, int]] = {}
+def _system_cpu() -> tuple[float, float]:
+    """(busy CPU seconds of processes at nice ≤ 0 plus the kernel, CPU seconds of niced processes) since boot."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
     tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        table_[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, int(fields[16]))
-    return table_
+    return (user + system + irq + softirq + steal) / tick, nice / tick
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process, its reaped descendants and its live descendants."""
+    import resource
+
+    total = sum(getattr(resource.getrusage(who), name) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                for name in ("ru_utime", "ru_stime"))
+    alive = {os.getpid()}
+    grew = True
+    while grew:
+        found = {int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _parent(int(e.name)) in alive}
+        grew = not found <= alive
+        alive |= found
+    alive.discard(os.getpid())
+    return total + sum(c for c in (cpu_seconds(pid) for pid in alive) if c == c)
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat[stat.rfind(")") + 2 :].split()[1])
 
 
 class ForeignCpu:
-    """CPU seconds that other people's processes (not this one nor its descendants) used during a run:
-    a benchmark on a shared machine says when its figures were taken on a busy one. Processes at a
-    positive nice level are counted apart (they yield the CPU to the benchmark)."""
+    """CPU seconds that other people's processes used during a run (the machine's busy time less this
+    benchmark's own and its descendants'), so that a benchmark on a shared machine says when its figures
+    were taken on a busy one. Niced processes are counted apart (they yield the CPU to the benchmark)."""
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
-        self.before = _cpu_table()
+        self.busy, self.niced = _system_cpu()
+        self.own = _own_cpu()
 
     def result(self) -> dict[str, float]:
-        after = _cpu_table()
-        own = {os.getpid()}
-        changed = True
-        while changed:  # descendants, through the parent links
-            grown = {pid for pid, (parent, _, _) in after.items() if parent in own}
-            changed = not grown <= own
-            own |= grown
-        normal = niced = 0.0
-        for pid, (_, seconds, nice) in after.items():
-            if pid in own:
-                continue
-            used = seconds - self.before.get(pid, (0, 0.0, 0))[1]
-            if nice > 0:
-                niced += used
-            else:
-                normal += used
+        busy, niced = _system_cpu()
         wall = time.perf_counter() - self.started
-        return {"wall_s": wall, "foreign_cpu_s": normal, "foreign_niced_cpu_s": niced,
-                "foreign_share_of_machine": normal / (wall * len(os.sched_getaffinity(0))) if wall else 0.0}
+        foreign = max(0.0, (busy - self.busy) - (_own_cpu() - self.own))
+        return {"wall_s": wall, "foreign_cpu_s": foreign, "foreign_niced_cpu_s": niced - self.niced,
+                "foreign_share_of_machine": foreign / (wall * len(os.sched_getaffinity(0))) if wall else 0.0}
 
     def line(self) -> str:
         r = self.result()

@@ -37,3 +37,15 @@ def test_gate_gives_the_same_answer_with_the_reused_input(bundle, chest_png):
     image = decode_image(chest_png)
     prediction = bundle.predict(image.pixels)
     assert assess(image, prediction) == assess(image, dataclasses.replace(prediction, tensor=None))
+
+
+def test_head_only_gradcam_equals_the_full_gradient(bundle, chest_png):
+    import numpy as np
+
+    from cxr.preprocess import preprocess
+
+    image = decode_image(chest_png)
+    x = preprocess(image.pixels, bundle.input_size).tensor[np.newaxis]
+    reference = bundle._forward_reference(x)
+    for fast, ref in zip(bundle._forward(x), reference):
+        np.testing.assert_allclose(fast.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
