@@ -9,16 +9,14 @@ import os
 import time
 from typing import Any
 
+import click
 from flask import Flask
-from flask_wtf import CSRFProtect
 
 from cxr.bundle import ModelBundle
 from cxr.runtime import configure_threads
-from webapp import cli, db, errors, resilience, storage_check, templating, views
+from webapp import auth, cli, db, errors, resilience, security, storage_check, templating, views
 from webapp.config import load_config
 from webapp.predictions import BUNDLE_KEY
-
-csrf = CSRFProtect()
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -35,6 +33,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     bundle = app.config.get("MODEL_BUNDLE")
     if bundle is not None:
         app.extensions[BUNDLE_KEY] = bundle
+    elif click.get_current_context(silent=True) is not None:
+        pass  # a `flask ...` command: the model loads on first use, so account and database commands start fast
     elif resilience.strict(app):
         configure_threads()  # TensorFlow's thread pools, before it starts (cxr/runtime.py)
         started = time.perf_counter()
@@ -47,14 +47,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         resilience.load_model(app)
 
     db.init_app(app)
-    csrf.init_app(app)
+    security.init_app(app)  # CSRF, security headers, session cookies, proxy headers
+    auth.init_app(app)  # every route but sign-in and /healthz needs a user
     views.register(app)
-    csrf.exempt(views.api.bp)
+    security.csrf.exempt(views.api.bp)  # bearer tokens; webapp.auth checks CSRF for session-signed API calls
     errors.register(app)
     templating.init_app(app)
     cli.init_app(app)
     storage_check.init_app(app)
-    # First run creates the schema; later runs apply new migrations (an unreachable database is fatal
-    # only with STRICT_STARTUP).
-    resilience.upgrade_schema_tolerantly(app, db.upgrade_schema)
+    # First run creates the schema (and the first administrator); later runs apply new migrations
+    # (an unreachable database is fatal only with STRICT_STARTUP).
+    resilience.upgrade_schema_tolerantly(app, prepare_database)
     return app
+
+
+def prepare_database(app: Flask) -> None:
+    db.upgrade_schema(app)
+    auth.ensure_first_admin(app)

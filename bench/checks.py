@@ -6,20 +6,19 @@ import json
 import re
 from typing import Any
 
-from bench.load import get_json
 from bench.server import Gunicorn, flask_command
 
 
-def total_rows(url: str) -> int | None:
-    status, body = get_json(url, "/api/v1/predictions?per_page=1")
+def total_rows(server: Gunicorn) -> int | None:
+    status, body = server.get_json("/api/v1/predictions?per_page=1")
     return int(body["total"]) if status == 200 else None
 
 
-def all_ids(url: str) -> list[int]:
+def all_ids(server: Gunicorn) -> list[int]:
     """Every stored prediction id, newest first, by paging through the API."""
     ids, page = [], 1
     while True:
-        status, body = get_json(url, f"/api/v1/predictions?per_page=100&page={page}")
+        status, body = server.get_json(f"/api/v1/predictions?per_page=100&page={page}")
         if status != 200:
             raise RuntimeError(f"history page {page} answered {status}: {body}")
         ids += [item["id"] for item in body["items"]]

@@ -30,7 +30,6 @@ from typing import Any
 
 from bench.checks import storage_report
 from bench.common import MODEL_DIR, read_images, save_json, table, verdict
-from bench.load import get_json, request, upload
 from bench.postgres import Postgres, PostgresUnavailable
 from bench.server import Gunicorn
 
@@ -70,7 +69,7 @@ class Probe:
         self.image = image
 
     def upload(self) -> tuple[int, str]:
-        status, payload, error = upload(self.server.url, *self.image, timeout=60)
+        status, payload, error = self.server.upload(*self.image, timeout=60)
         text = payload.decode(errors="replace") if payload else error
         try:
             text = json.loads(text).get("error") or text
@@ -79,10 +78,10 @@ class Probe:
         return status, text[:300]
 
     def read(self) -> int:
-        return request(self.server.url, "GET", "/api/v1/predictions?per_page=5", timeout=30)[0]
+        return self.server.request("GET", "/api/v1/predictions?per_page=5", timeout=30)[0]
 
     def health(self) -> tuple[int, dict]:
-        return get_json(self.server.url, "/healthz", timeout=30)
+        return self.server.get_json("/healthz", timeout=30)
 
     def wait_upload(self, status: int, timeout: float = 90.0) -> tuple[int, str, float]:
         """Upload until the answer has `status` (recovery is not instant: a model reload takes seconds)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.checks import storage_report, total_rows
 from bench.common import ForeignCpu, read_images, save_json, table, verdict
-from bench.load import UPLOAD, report, run_load, upload
+from bench.load import UPLOAD, report, run_load
 from bench.server import Gunicorn
 
 
@@ -57,15 +57,15 @@ def kill_during_load(workdir: Path, clients: int, duration: float, kills: int, i
 
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
-        run = run_load([server.url], read_images(images), clients, 100_000, duration=duration)
+        run = run_load([server.url], read_images(images), clients, 100_000, duration=duration, token=server.token)
         stop.set()
         thread.join(10)
         print(report(run, f"{clients} clients for {run.wall:.0f}s, {len(events)} worker(s) SIGKILLed"), flush=True)
         server.wait_workers(workers, timeout=120)
         healthy_after = server.wait_healthy(60) >= 0
-        after_status, _, _ = upload(server.url, *read_images(1)[0])
+        after_status, _, _ = server.upload(*read_images(1)[0])
         master_alive = server.process.poll() is None
-        rows = total_rows(server.url)
+        rows = total_rows(server)
         log = server.log_text()
         for event in events:  # how long the replacement took to load the model (its own log line)
             match = re.search(rf"\[{event['replaced_by']}\] \[INFO\] app: Loaded model \S+ from \S+ in ([\d.]+) s", log)

@@ -1,11 +1,12 @@
 """A bounded concurrent HTTP client for the prediction API (standard library only).
 
-    python -m bench.load --url http://127.0.0.1:8000 --clients 8 --requests 300 [--reads 0.5] [--duration 120]
+    python -m bench.load --url http://127.0.0.1:8000 --token TOKEN --clients 8 --requests 300 [--reads 0.5] [--duration 120]
 
 Each client thread sends uploads (`POST /api/v1/predictions`) and, with probability `--reads`, history
-reads instead (the paginated list, one stored prediction, or one of its PNGs). A run stops after
-`requests` requests per client or after `duration` seconds, whichever comes first. Only loopback
-addresses are accepted as targets.
+reads instead (the paginated list, one stored prediction, or one of its PNGs). Every request carries the
+API token as `Authorization: Bearer` (`--token`, or CXR_API_TOKEN): the app answers anonymous requests
+401. A run stops after `requests` requests per client or after `duration` seconds, whichever comes
+first. Only loopback addresses are accepted as targets.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import argparse
 import http.client
 import ipaddress
 import json
+import os
 import random
+import re
 import socket
 import threading
 import time
@@ -23,7 +26,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from http.cookies import SimpleCookie
+from urllib.parse import urlencode, urlsplit
 
 from bench.common import percentile, read_images, table
 
@@ -48,9 +52,15 @@ class Result:
         return 200 <= self.status < 300
 
     @property
+    def not_let_in(self) -> bool:
+        """401/403, or a redirect (to the sign-in page): the benchmark's credentials did not work."""
+        return self.status in (401, 403) or 300 <= self.status < 400
+
+    @property
     def failed(self) -> bool:
-        """A server error or no answer at all; 4xx answers are the client's business (e.g. 422 refusals)."""
-        return self.status == 0 or self.status >= 500
+        """A server error, no answer at all, or credentials refused; other 4xx answers are the client's
+        business (e.g. 422 refusals)."""
+        return self.status == 0 or self.status >= 500 or self.not_let_in
 
 
 @dataclass
@@ -79,7 +89,7 @@ class Run:
         return {
             "requests": len(rows),
             "ok": len(done),
-            "refused_4xx": sum(1 for r in rows if 400 <= r.status < 500),
+            "refused_4xx": sum(1 for r in rows if 400 <= r.status < 500 and not r.failed),
             "errors": sum(1 for r in rows if r.failed),
             "p50_ms": percentile(done, 50),
             "p95_ms": percentile(done, 95),
@@ -113,43 +123,85 @@ def multipart(filename: str, data: bytes, fields: dict[str, str] | None = None) 
     return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 
 
-def request(
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The API's bearer-token header (none without a token)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def exchange(
     base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-    timeout: float = 60.0,
-) -> tuple[int, bytes, str]:
-    """(status, body, error); status 0 and the exception's text when no HTTP answer came back."""
+    timeout: float = 60.0, token: str | None = None,
+) -> tuple[int, bytes, str, http.client.HTTPMessage | None]:
+    """(status, body, error, response headers); status 0, the exception's text and no headers when no
+    HTTP answer came back. `token` is sent as `Authorization: Bearer`."""
     host, port = check_loopback(base)
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.request(method, path, body=body, headers=headers or {})
+        connection.request(method, path, body=body, headers={**(headers or {}), **auth_headers(token)})
         response = connection.getresponse()
         payload = response.read()
-        return response.status, payload, ""
+        return response.status, payload, "", response.headers
     except (OSError, http.client.HTTPException) as exc:
-        return 0, b"", f"{type(exc).__name__}: {exc}"
+        return 0, b"", f"{type(exc).__name__}: {exc}", None
     finally:
         connection.close()
 
 
-def get_json(base: str, path: str, timeout: float = 30.0) -> tuple[int, dict]:
-    status, payload, error = request(base, "GET", path, timeout=timeout)
+def request(
+    base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+    timeout: float = 60.0, token: str | None = None,
+) -> tuple[int, bytes, str]:
+    """(status, body, error); status 0 and the exception's text when no HTTP answer came back."""
+    return exchange(base, method, path, body, headers, timeout, token)[:3]
+
+
+def get_json(base: str, path: str, timeout: float = 30.0, token: str | None = None) -> tuple[int, dict]:
+    status, payload, error = request(base, "GET", path, timeout=timeout, token=token)
     try:
         return status, json.loads(payload) if payload else {"error": error}
     except ValueError:
         return status, {"error": payload[:200].decode(errors="replace")}
 
 
-def upload(base: str, filename: str, data: bytes, timeout: float = 120.0, fields: dict[str, str] | None = None):
+def upload(base: str, filename: str, data: bytes, timeout: float = 120.0, fields: dict[str, str] | None = None,
+           token: str | None = None):
     body, content_type = multipart(filename, data, fields)
-    return request(base, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, timeout)
+    return request(base, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, timeout, token)
+
+
+def sign_in(base: str, username: str, password: str, timeout: float = 30.0) -> dict[str, str]:
+    """Sign in through the `/login` form, as a browser does (its CSRF token, the session cookie), and
+    return the `Cookie` header of the signed-in session, for the HTML pages (the API takes the token)."""
+    cookies: SimpleCookie = SimpleCookie()
+
+    def jar() -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{name}={m.value}" for name, m in cookies.items())} if cookies else {}
+
+    def send(method: str, body: bytes | None = None, headers: dict[str, str] | None = None):
+        status, page, error, answer = exchange(base, method, "/login", body, {**(headers or {}), **jar()}, timeout)
+        for value in (answer.get_all("Set-Cookie") or []) if answer is not None else []:
+            cookies.load(value)
+        return status, page, error, answer
+
+    status, page, error, _ = send("GET")
+    if status != 200:
+        raise RuntimeError(f"GET /login answered {status}: {error or page[:300]!r}")
+    found = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page)  # when CSRF is on
+    form = {"username": username, "password": password, **({"csrf_token": found.group(1).decode()} if found else {})}
+    status, page, error, answer = send("POST", urlencode(form).encode(),
+                                       {"Content-Type": "application/x-www-form-urlencoded"})
+    if status != 302 or "/login" in (answer.get("Location") or ""):
+        raise RuntimeError(f"signing in as {username!r} answered {status}: {error or page[:300]!r}")
+    return jar()
 
 
 class Client:
     """One simulated user: its own random stream, the shared list of created ids to read back."""
 
     def __init__(self, number: int, targets: Sequence[str], bodies: Sequence[tuple[bytes, str]], reads: float,
-                 known: list[int], lock: threading.Lock, seed: int, timeout: float) -> None:
+                 known: list[int], lock: threading.Lock, seed: int, timeout: float, token: str | None) -> None:
         self.targets = targets
+        self.token = token
         self.bodies = bodies
         self.reads = reads
         self.known = known
@@ -173,13 +225,13 @@ class Client:
                 kind = self.random.choice(("image", "overlay", "thumbnail"))
                 op, path = IMAGE, f"/predictions/{self.random.choice(known)}/{kind}.png"
             started = time.perf_counter()
-            status, payload, error = request(target, "GET", path, timeout=self.timeout)
+            status, payload, error = request(target, "GET", path, timeout=self.timeout, token=self.token)
         else:
             op = UPLOAD
             body, content_type = self.bodies[(self.number * 7919 + step) % len(self.bodies)]
             started = time.perf_counter()
             status, payload, error = request(
-                target, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, self.timeout
+                target, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, self.timeout, self.token
             )
         latency = time.perf_counter() - started
         prediction_id = None
@@ -207,8 +259,10 @@ def run_load(
     timeout: float = 120.0,
     warmup: int = 0,
     on_step: Callable[[Result], None] | None = None,
+    token: str | None = None,
 ) -> Run:
     """Run the load and return every result; bounded by `requests_per_client` and `duration` seconds.
+    Every request carries `token` (an API token of a user of the targets) as `Authorization: Bearer`.
 
     `warmup` uploads per target are sent (one at a time) and discarded first. `on_step(result)` is
     called from the client threads after each request (e.g. to kill a worker mid-run).
@@ -218,7 +272,7 @@ def run_load(
     bodies = [multipart(name, data) for name, data in images]
     for target in targets:
         for body, content_type in bodies[:warmup]:
-            request(target, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, timeout)
+            request(target, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, timeout, token)
     known: list[int] = []
     lock = threading.Lock()
     run = Run()
@@ -226,7 +280,7 @@ def run_load(
     deadline = origin + duration
 
     def client_loop(number: int) -> list[Result]:
-        client = Client(number, targets, bodies, reads, known, lock, seed, timeout)
+        client = Client(number, targets, bodies, reads, known, lock, seed, timeout, token)
         out = []
         for step in range(requests_per_client):
             if time.perf_counter() >= deadline:
@@ -264,8 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=300.0, help="seconds at most")
     parser.add_argument("--reads", type=float, default=0.0, help="fraction of requests that read history")
     parser.add_argument("--images", type=int, default=64, help="distinct real X-rays to upload")
+    parser.add_argument("--token", default=os.environ.get("CXR_API_TOKEN"),
+                        help="API token (`flask --app app create-token NAME`); default: $CXR_API_TOKEN")
     args = parser.parse_args(argv)
-    run = run_load(args.url, read_images(args.images), args.clients, args.requests, args.duration, args.reads)
+    if not args.token:
+        parser.error("the app answers anonymous requests 401: give --token (or set CXR_API_TOKEN)")
+    run = run_load(args.url, read_images(args.images), args.clients, args.requests, args.duration, args.reads,
+                   token=args.token)
     print(report(run, f"{args.clients} clients against {', '.join(args.url)}"))
     for failure in run.failures()[:10]:
         print(f"  {failure.op} → {failure.status} {failure.error[:200]}")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from bench.checks import all_ids, log_findings, storage_report, total_rows
 from bench.common import ForeignCpu, read_images, save_json, table, verdict
-from bench.load import UPLOAD, report, request, run_load
+from bench.load import UPLOAD, report, run_load
 from bench.postgres import Postgres
-from bench.server import Gunicorn, flask_command, server_env
+from bench.server import Gunicorn, flask_command, provision, server_env
 
 
 def scale_out(workdir: Path, clients: int, duration: float, reads: float, images: int, workers: int,
@@ -28,27 +28,32 @@ def scale_out(workdir: Path, clients: int, duration: float, reads: float, images
     shared_uploads = workdir / "shared-uploads"  # stands for an NFS/SMB mount or an object-store gateway
     shared_uploads.mkdir()
     with Postgres(workdir, auto_install=install) as pg:
-        # The schema is created once, before the instances start (a deployment step, as in `make run`).
-        init = flask_command(["init-db"], server_env(workdir / "init", pg.url, shared_uploads))
+        # The schema is created once, before the instances start (a deployment step, as in `make run`),
+        # and so are the user and API token: accounts live in the shared database, so one token serves
+        # on both instances.
+        env = server_env(workdir / "init", pg.url, shared_uploads)
+        init = flask_command(["init-db"], env)
         if init.returncode != 0:
             raise RuntimeError(f"init-db against PostgreSQL failed:\n{init.stderr[-2000:]}")
+        account = provision(env)
         servers = [Gunicorn(workdir / f"host{n}", workers=workers, database_url=pg.url, upload_folder=shared_uploads,
-                            init_db=False, env={"CXR_WORKERS": str(workers * 2)}) for n in (1, 2)]
+                            init_db=False, env={"CXR_WORKERS": str(workers * 2)}, account=account) for n in (1, 2)]
         try:
             for server in servers:
                 server.start()
             urls = [s.url for s in servers]
-            run = run_load(urls, read_images(images), clients, 100_000, duration=duration, reads=reads)
+            run = run_load(urls, read_images(images), clients, 100_000, duration=duration, reads=reads,
+                           token=account.token)
             print(report(run, f"{clients} clients over {len(urls)} instances for {run.wall:.0f}s, PostgreSQL"),
                   flush=True)
             created = run.created_ids()
             by_target = {url: sum(1 for r in run.of(UPLOAD) if r.target == url and r.status == 201) for url in urls}
-            histories = [all_ids(url) for url in urls]
+            histories = [all_ids(server) for server in servers]
             cross = []  # images stored through one instance, fetched from the other
             for prediction_id in created[:: max(1, len(created) // 20)]:
                 for kind in ("image", "overlay", "thumbnail"):
-                    cross.append(request(urls[1], "GET", f"/predictions/{prediction_id}/{kind}.png")[0])
-                    cross.append(request(urls[0], "GET", f"/predictions/{prediction_id}/{kind}.png")[0])
+                    cross.append(servers[1].request("GET", f"/predictions/{prediction_id}/{kind}.png")[0])
+                    cross.append(servers[0].request("GET", f"/predictions/{prediction_id}/{kind}.png")[0])
             storage = storage_report(servers[0], min_age=0)
             return {
                 "uploads": run.summary(UPLOAD),
@@ -56,7 +61,7 @@ def scale_out(workdir: Path, clients: int, duration: float, reads: float, images
                 "failures": [f"{r.op} {r.status} {r.error[:150]}" for r in run.failures()[:20]],
                 "created_201": len(created),
                 "created_by_instance": by_target,
-                "rows_by_instance": [total_rows(url) for url in urls],
+                "rows_by_instance": [total_rows(server) for server in servers],
                 "rows_in_postgres": int(pg.query("SELECT count(*) FROM predictions")),
                 "same_history": histories[0] == histories[1],
                 "history_matches_201s": sorted(histories[0]) == sorted(created),

@@ -3,11 +3,19 @@ loopback port with a throwaway instance folder, and watch its workers.
 
     with Gunicorn(tmp_path) as server:        # or server.start() / server.stop()
         print(server.url, server.startup_s, server.worker_pids())
+        server.upload("chest.png", data)     # the API, with the server's token
+        run_load([server.url], images, 8, 100, token=server.token)
+
+The app answers anonymous requests 401 (API) or with the sign-in page, so before gunicorn starts,
+`start()` provisions a clinician with a random password and an API token for it through the CLI
+(`flask --app app create-user` / `create-token`; see `provision`). Several servers on one database share
+one `Account`: provision it once and pass it as `account=`.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -15,10 +23,11 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import MODEL_DIR, ROOT, children, cpu_seconds, rss_mib
-from bench.load import get_json
+from bench.load import get_json, request, upload
 
 BIN = Path(sys.executable).parent
 
@@ -53,13 +62,42 @@ def flask_command(args: list[str], env: dict[str, str], timeout: float = 300) ->
                           text=True, timeout=timeout)
 
 
+@dataclass(frozen=True)
+class Account:
+    """A user of the served app and an API token of theirs (see `provision`)."""
+
+    username: str
+    password: str = field(repr=False)
+    token: str = field(repr=False)
+
+
+def provision(env: dict[str, str], username: str = "bench", role: str = "clinician",
+              label: str = "benchmark") -> Account:
+    """Create a user with a random password, and an API token for them, with the CLI against the database
+    of `env` (see `server_env`); as each command runs create_app, this also creates or upgrades the schema.
+    Takes a few seconds (two `flask` processes): call it before anything is timed."""
+    password = secrets.token_urlsafe(18)
+    created = flask_command(["create-user", username, "--role", role], {**env, "CXR_USER_PASSWORD": password})
+    if created.returncode != 0:
+        raise RuntimeError(f"flask create-user failed:\n{created.stdout[-1500:]}{created.stderr[-3000:]}")
+    issued = flask_command(["create-token", username, "--label", label], env)
+    lines = issued.stdout.strip().splitlines()
+    if issued.returncode != 0 or not lines or " " in lines[-1]:
+        raise RuntimeError(f"flask create-token failed:\n{issued.stdout[-1500:]}{issued.stderr[-3000:]}")
+    return Account(username, password, lines[-1])  # the token alone is the last line
+
+
 class Gunicorn:
-    """One gunicorn master with its workers, serving the app from ROOT with its own instance folder."""
+    """One gunicorn master with its workers, serving the app from ROOT with its own instance folder.
+
+    `account`: the user whose token the helpers send; by default `start()` provisions one (not with
+    `provision=False`, for a server that is not meant to serve, e.g. one that must refuse to start)."""
 
     def __init__(self, workdir: Path | None = None, *, workers: int | None = None, threads: int | None = None,
                  worker_class: str | None = None, database_url: str | None = None,
                  upload_folder: Path | None = None, env: dict[str, str] | None = None, port: int | None = None,
-                 instance: Path | None = None, init_db: bool = True, extra_args: list[str] | None = None) -> None:
+                 instance: Path | None = None, init_db: bool = True, extra_args: list[str] | None = None,
+                 account: Account | None = None, provision: bool = True) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="cxr-bench-")
         self.workdir = Path(workdir or self._tmp.name)
         self.instance = instance or self.workdir / "instance"
@@ -80,6 +118,9 @@ class Gunicorn:
             self.args += ["--worker-class", worker_class]
         self.args += extra_args or []
         self.init_db = init_db
+        self.account = account
+        self.provision = provision
+        self.provision_s = 0.0  # seconds spent creating the account (not part of startup_s)
         self.log_path = self.workdir / f"gunicorn-{self.port}.log"
         self.process: subprocess.Popen | None = None
         self.startup_s = float("nan")
@@ -90,11 +131,16 @@ class Gunicorn:
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(self, timeout: float = 240.0) -> float:
-        """Launch gunicorn; return the seconds from launch to the first `/healthz` 200."""
+        """Provision the account (unless given), launch gunicorn; return the seconds from launch to the
+        first `/healthz` 200 (the CLI commands before the launch are not counted)."""
         if self.init_db:  # as `make run` does before it starts gunicorn
             done = flask_command(["init-db"], self.env)
             if done.returncode != 0:
                 raise RuntimeError(f"flask init-db failed:\n{done.stderr[-3000:]}")
+        if self.account is None and self.provision:
+            began = time.perf_counter()
+            self.account = provision(self.env)
+            self.provision_s = time.perf_counter() - began
         log = self.log_path.open("ab")
         started = self.launched_at = time.perf_counter()
         self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
@@ -109,7 +155,7 @@ class Gunicorn:
         while time.perf_counter() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
-            status, _ = get_json(self.url, "/healthz", timeout=5)
+            status, _ = get_json(self.url, "/healthz", timeout=5)  # public: anonymous, as a load balancer
             if status == 200:
                 return time.perf_counter() - started
             time.sleep(0.05)
@@ -141,6 +187,23 @@ class Gunicorn:
         self.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    # -- talking to it, as the provisioned user ------------------------------------------------------
+    @property
+    def token(self) -> str | None:
+        """The API token sent by the helpers below and to be given to `run_load` (None before `start()`)."""
+        return self.account.token if self.account else None
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+                timeout: float = 60.0) -> tuple[int, bytes, str]:
+        return request(self.url, method, path, body, headers, timeout, self.token)
+
+    def get_json(self, path: str, timeout: float = 30.0) -> tuple[int, dict]:
+        return get_json(self.url, path, timeout, self.token)
+
+    def upload(self, filename: str, data: bytes, timeout: float = 120.0,
+               fields: dict[str, str] | None = None) -> tuple[int, bytes, str]:
+        return upload(self.url, filename, data, timeout, fields, self.token)
 
     # -- watching ---------------------------------------------------------------------------------
     @property

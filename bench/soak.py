@@ -23,14 +23,16 @@ def soak(workdir: Path, clients: int, duration: float, reads: float, images: int
     try:
         startup = server.start()
         server.start_sampling()
-        run = run_load([server.url], read_images(images), clients, max_requests, duration=duration, reads=reads)
+        run = run_load([server.url], read_images(images), clients, max_requests, duration=duration, reads=reads,
+                       token=server.token)
         server.stop_sampling()
         print(report(run, f"{clients} clients for {run.wall:.0f}s (reads {reads:.0%}), SQLite"), flush=True)
-        rows = total_rows(server.url)
+        rows = total_rows(server)
         storage = storage_report(server)
         findings = log_findings(server.log_text())
         result = {
             "startup_s": startup,
+            "provision_s": server.provision_s,
             "wall_s": run.wall,
             "summary": {op: run.summary(op) for op in (UPLOAD, LIST, DETAIL, IMAGE) if run.of(op)},
             "statuses": dict(run.statuses()),

@@ -14,6 +14,7 @@ from PIL import Image, ImageFilter
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from app import create_app
+from tests.accounts import add_user, clinician_client, signed_in
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IMAGES = ROOT.parent / "shared" / "data" / "cxr"
@@ -115,6 +116,7 @@ def make_app(tmp_path, bundle):
             "UPLOAD_FOLDER": str(tmp_path / "uploads"),
             "WTF_CSRF_ENABLED": False,
             "MODEL_BUNDLE": bundle,
+            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",  # scrypt's cost buys nothing in tests
             **overrides,
         }
         return create_app(config)
@@ -128,8 +130,22 @@ def app(make_app):
 
 
 @pytest.fixture
-def client(app):
+def anon(app):
+    """A client that has not signed in."""
     return app.test_client()
+
+
+@pytest.fixture
+def client(app):
+    """A client signed in as the clinician 'clinician'."""
+    return clinician_client(app)
+
+
+@pytest.fixture
+def admin_client(app):
+    """A client signed in as the administrator 'boss'."""
+    add_user(app, "boss", "admin")
+    return signed_in(app, "boss")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from webapp.db import db
 from webapp.predictions import BUNDLE_KEY
+from tests.accounts import clinician_client
 
 
 def test_create_read_and_fetch_images(client, chest_png, bundle):
@@ -36,7 +37,7 @@ def test_create_read_and_fetch_images(client, chest_png, bundle):
 
 
 def test_list_is_paginated(make_app, chest_png):
-    client = make_app(PER_PAGE=2).test_client()
+    client = clinician_client(make_app(PER_PAGE=2))
     ids = [
         client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "x.png")}).get_json()["id"]
         for _ in range(3)
@@ -72,7 +73,7 @@ def test_create_errors(client, data, status, message):
 
 
 def test_create_too_large(make_app, chest_png):
-    client = make_app(MAX_CONTENT_LENGTH=4096).test_client()
+    client = clinician_client(make_app(MAX_CONTENT_LENGTH=4096))
     response = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png + b"\0" * 8192), "big.png")})
     assert response.status_code == 413
     assert "larger than" in response.get_json()["error"]

@@ -1,5 +1,6 @@
-"""End to end in headless Chromium: upload through the real form (CSRF on), read the result page,
-find the prediction in the history."""
+"""End to end in headless Chromium: sign in through the real form, upload through the real form (CSRF
+on), read the result page, find the prediction in the history; an anonymous visit lands on the sign-in
+page and returns to the page it asked for."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
+
+from tests.accounts import PASSWORD, add_user
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -28,9 +31,15 @@ pytestmark = [
 ]
 
 
+USER = "browser-clinician"
+
+
 @pytest.fixture
 def live_server(make_app):
-    server = make_server("127.0.0.1", 0, make_app(WTF_CSRF_ENABLED=True), threaded=True)
+    """The app (CSRF on) on a loopback port, with the clinician USER (password PASSWORD)."""
+    app = make_app(WTF_CSRF_ENABLED=True)
+    add_user(app, USER)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -55,12 +64,36 @@ def page():
     assert errors == []  # no script errors, failed loads or CSP complaints
 
 
+def sign_in(page, username: str = USER, password: str = PASSWORD) -> None:
+    """Fill in and send the sign-in form the page shows."""
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+def test_anonymous_visit_lands_on_sign_in_then_returns(live_server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{live_server}/history")
+    page.wait_for_url(re.compile(r"/login\?next=%2Fhistory$"))
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.locator("table.history")).to_have_count(0)  # nothing of the history shows
+    sign_in(page)
+    page.wait_for_url(re.compile(r"/history$"))
+    expect(page.get_by_role("heading", name="History")).to_be_visible()
+    expect(page.get_by_role("link", name=USER, exact=True)).to_be_visible()  # signed in, in the header
+
+
 def test_upload_result_and_history(live_server, page, tmp_path, chest_png, bundle):
     from playwright.sync_api import expect
 
     image = tmp_path / "browser-chest.png"
     image.write_bytes(chest_png)
     page.goto(f"{live_server}/")
+    page.wait_for_url(re.compile(r"/login"))
+    sign_in(page)
+    page.wait_for_url(re.compile(r"/$"))
     page.set_input_files("input[name=files]", str(image))
     expect(page.locator("[data-chosen] li")).to_have_text(re.compile(r"browser-chest\.png"))
     page.fill("input[name=reference]", "E2E-42")
@@ -85,7 +118,7 @@ def test_upload_result_and_history(live_server, page, tmp_path, chest_png, bundl
     page.click("text=← History")
     page.wait_for_url(re.compile(r"/history$"))
     page.fill("input[name=q]", "E2E-42")
-    page.click("button[type=submit]")
+    page.get_by_role("button", name="Filter").click()  # not the header's "Sign out" button
     row = page.locator("table.history tbody tr")
     expect(row).to_have_count(1)
     expect(row.locator(f'a[href="/predictions/{prediction_id}"]').first).to_be_visible()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from webapp.db import Prediction, db
+from tests.accounts import clinician_client
 
 MODEL_FILES = ("cnn.keras", "ensemble.joblib", "ood.npz", "model_card.json")
 
@@ -74,7 +75,7 @@ def test_real_full_tmpfs(make_app, chest_png, tmp_path):
         pytest.skip("mount is not permitted here")
     try:
         app = make_app(UPLOAD_FOLDER=str(folder), STORAGE_MIN_FREE_BYTES=64 * 1024)
-        client = app.test_client()
+        client = clinician_client(app)
         with open(folder / "filler", "wb") as filler:
             try:
                 while True:
@@ -97,7 +98,7 @@ def test_unwritable_upload_folder_answers_503_on_api_and_form(make_app, chest_pn
     blocked = tmp_path / "uploads"
     blocked.write_text("a file where the folder should be")  # refuses writes even to root (ENOTDIR)
     app = make_app(UPLOAD_FOLDER=str(blocked))
-    client = app.test_client()
+    client = clinician_client(app)
     with caplog.at_level(logging.ERROR):
         assert_503(post(client, chest_png), "cannot write")
         page = client.post("/", data={"files": [(io.BytesIO(chest_png), "a.png")]})
@@ -115,7 +116,7 @@ def test_unwritable_upload_folder_answers_503_on_api_and_form(make_app, chest_pn
 
 def test_database_locked_elsewhere_answers_503_and_recovers(make_app, chest_png, tmp_path, caplog):
     app = make_app(SQLITE_BUSY_TIMEOUT_MS=200)
-    client = app.test_client()
+    client = clinician_client(app)
     assert post(client, chest_png).status_code == 201
     holder = sqlite3.connect(tmp_path / "test.sqlite", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # a backup or a migration holding the write lock
@@ -140,7 +141,7 @@ def test_postgres_down_answers_503_and_recovers(make_app, chest_png, tmp_path, c
         pytest.skip(str(exc))
     with pg:
         app = make_app(SQLALCHEMY_DATABASE_URI=pg.url)
-        client = app.test_client()
+        client = clinician_client(app)
         assert post(client, chest_png).status_code == 201
         pg.stop("fast")
         with caplog.at_level(logging.ERROR):
@@ -165,7 +166,7 @@ def test_missing_model_answers_503_until_restored(make_app, model_dir, chest_png
     with caplog.at_level(logging.ERROR):
         app = make_app(MODEL_BUNDLE=None, MODEL_DIR=str(empty), STRICT_STARTUP=False, MODEL_RETRY_SECONDS=0)
     assert "model cannot be loaded" in caplog.text
-    client = app.test_client()
+    client = clinician_client(app)
     health = client.get("/healthz")
     assert health.status_code == 503 and "lacks cnn.keras" in health.get_json()["model"]["error"]
     assert_503(post(client, chest_png), "model is not available", "lacks cnn.keras")
@@ -188,7 +189,7 @@ def test_model_retry_is_rate_limited(make_app, tmp_path, chest_png, monkeypatch)
 
     monkeypatch.setattr(resilience, "ModelBundle", counting)
     app = make_app(MODEL_BUNDLE=None, MODEL_DIR=str(tmp_path / "none"), STRICT_STARTUP=False, MODEL_RETRY_SECONDS=60)
-    client = app.test_client()
+    client = clinician_client(app)
     for _ in range(3):
         assert post(client, chest_png).status_code == 503
     assert len(attempts) == 1
@@ -237,7 +238,8 @@ def test_check_storage_reports_and_cleans(app, upload, runner):
 def test_gunicorn_refuses_to_start_on_a_broken_model_directory(tmp_path):
     from bench.server import Gunicorn
 
-    server = Gunicorn(tmp_path, workers=1, init_db=False, env={"CXR_MODEL_DIR": str(tmp_path / "nowhere")})
+    server = Gunicorn(tmp_path, workers=1, init_db=False, provision=False,  # never serves: no account needed
+                      env={"CXR_MODEL_DIR": str(tmp_path / "nowhere")})
     started = time.perf_counter()
     with pytest.raises(RuntimeError, match="gunicorn exited"):
         server.start(timeout=60)
@@ -246,7 +248,6 @@ def test_gunicorn_refuses_to_start_on_a_broken_model_directory(tmp_path):
 
 
 def test_gunicorn_survives_model_removed_after_start(tmp_path, model_dir, chest_png):
-    from bench.load import get_json, upload
     from bench.server import Gunicorn
 
     model = tmp_path / "model"
@@ -257,27 +258,27 @@ def test_gunicorn_survives_model_removed_after_start(tmp_path, model_dir, chest_
                       env={"CXR_MODEL_DIR": str(model), "CXR_MODEL_RETRY_SECONDS": "0.5"})
     try:
         server.start()
-        assert upload(server.url, "a.png", chest_png)[0] == 201
+        assert server.upload("a.png", chest_png)[0] == 201
         model.rename(tmp_path / "away")
-        assert upload(server.url, "a.png", chest_png)[0] == 201  # the loaded model stays in memory
+        assert server.upload("a.png", chest_png)[0] == 201  # the loaded model stays in memory
         old = set(server.worker_pids())
         os.kill(server.pid, signal.SIGHUP)  # every worker restarts, as after max_requests or a crash
         deadline = time.perf_counter() + 60
         while set(server.worker_pids()) & old or not server.worker_pids():
             assert time.perf_counter() < deadline, server.log_tail()
             time.sleep(0.2)
-        status, body, _ = upload(server.url, "a.png", chest_png)
+        status, body, _ = server.upload("a.png", chest_png)
         while status == 0 and time.perf_counter() < deadline:  # the new worker is still importing
             time.sleep(0.2)
-            status, body, _ = upload(server.url, "a.png", chest_png)
+            status, body, _ = server.upload("a.png", chest_png)
         assert status == 503 and "lacks cnn.keras" in json.loads(body)["error"]
-        assert get_json(server.url, "/healthz")[0] == 503
+        assert server.get_json("/healthz")[0] == 503
         assert server.process.poll() is None, "the master must keep running"
         (tmp_path / "away").rename(model)
         deadline = time.perf_counter() + 60
-        while (status := upload(server.url, "a.png", chest_png)[0]) != 201 and time.perf_counter() < deadline:
+        while (status := server.upload("a.png", chest_png)[0]) != 201 and time.perf_counter() < deadline:
             time.sleep(0.5)
-        assert status == 201 and get_json(server.url, "/healthz")[0] == 200
+        assert status == 201 and server.get_json("/healthz")[0] == 200
         assert "model cannot be loaded" in server.log_text()
     finally:
         server.stop()

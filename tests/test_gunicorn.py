@@ -1,120 +1,101 @@
 """Smoke test of the production server: `gunicorn wsgi:app` with the project's gunicorn.conf.py,
-two workers on a loopback port, concurrent uploads through the API, then a clean stop."""
+two workers on a loopback port, concurrent uploads through the API with an API token, the history page
+for a signed-in user, anonymous and bad-token requests refused, then a clean stop.
+
+The tests share one server (started once: both workers load TensorFlow) and run in file order; the last
+one stops it."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = Path(sys.executable).with_name("gunicorn")
+from bench.load import exchange, request, sign_in, upload
+from bench.server import Gunicorn
+
 pytestmark = pytest.mark.slow
+WORKERS = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(tmp_path: Path, model_dir: Path, port: int, workers: int = 2) -> tuple[subprocess.Popen, Path]:
-    env = {
-        **os.environ,
-        "CXR_INSTANCE_PATH": str(tmp_path / "instance"),
-        "CXR_UPLOAD_FOLDER": str(tmp_path / "uploads"),
-        "CXR_MODEL_DIR": str(model_dir),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'gunicorn.sqlite'}",
-        "SECRET_KEY": "smoke-test",
-    }
-    log = tmp_path / "gunicorn.log"
-    command = [str(GUNICORN), "wsgi:app", "--config", "gunicorn.conf.py",
-               "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]  # fmt: skip
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
-    return process, log
-
-
-def _request(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, model_dir):
+    """Gunicorn with two workers, both with the model loaded, and a provisioned clinician with a token."""
+    server = Gunicorn(tmp_path_factory.mktemp("gunicorn"), workers=WORKERS, init_db=False,
+                      env={"CXR_MODEL_DIR": str(model_dir)})
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}), timeout=60) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def _multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[bytes, dict[str, str]]:
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: image/png\r\n\r\n".encode()
-        + content
-        + b"\r\n"
-    )
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-
-
-def test_gunicorn_serves_uploads_from_two_workers(tmp_path, model_dir, chest_png):
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    process, log = _start(tmp_path, model_dir, port)
-    try:
+        server.start()
         deadline = time.monotonic() + 240  # both workers import TensorFlow and load the model
-        while log.read_text(errors="replace").count("Loaded model") < 2:
-            assert process.poll() is None, log.read_text(errors="replace")
-            assert time.monotonic() < deadline, "gunicorn workers did not start in time:\n" + log.read_text()
+        while server.log_text().count("Loaded model") < WORKERS:
+            assert server.process.poll() is None, server.log_tail()
+            assert time.monotonic() < deadline, "gunicorn workers did not start in time:\n" + server.log_tail()
             time.sleep(0.5)
-        status, body = _request(f"{base}/healthz")
-        assert status == 200 and json.loads(body)["status"] == "ok"
-
-        def post(index: int) -> tuple[int, dict]:
-            body, headers = _multipart({"reference": f"GUNI-{index}"}, f"g{index}.png", chest_png)
-            status, answer = _request(f"{base}/api/v1/predictions", body, headers)
-            return status, json.loads(answer)
-
-        with ThreadPoolExecutor(max_workers=4) as pool:  # concurrent writers on the SQLite database
-            results = list(pool.map(post, range(4)))
-        assert [status for status, _ in results] == [201] * 4, results
-        for _, created in results:
-            status, body = _request(f"{base}/api/v1/predictions/{created['id']}")
-            assert status == 200 and json.loads(body)["reference"] == created["reference"]
-            status, image = _request(created["overlay_url"])
-            assert status == 200 and image.startswith(b"\x89PNG")
-        status, body = _request(f"{base}/api/v1/predictions?q=GUNI")
-        assert json.loads(body)["total"] == 4
-        status, page = _request(f"{base}/history")
-        assert status == 200 and b"GUNI-3" in page
+        yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        returncode = process.wait(timeout=60)
-    assert returncode == 0, log.read_text()
-    assert '"POST /api/v1/predictions HTTP/1.1" 201' in log.read_text()
+        server.stop()
+
+
+def test_gunicorn_serves_uploads_from_two_workers(server, chest_png):
+    status, health = server.get_json("/healthz")
+    assert status == 200 and health["status"] == "ok"
+
+    def post(index: int) -> tuple[int, dict]:
+        status, answer, error = server.upload(f"g{index}.png", chest_png, fields={"reference": f"GUNI-{index}"})
+        return status, json.loads(answer) if answer else {"error": error}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # concurrent writers on the SQLite database
+        results = list(pool.map(post, range(4)))
+    assert [status for status, _ in results] == [201] * 4, results
+    for _, created in results:
+        status, body = server.get_json(f"/api/v1/predictions/{created['id']}")
+        assert status == 200 and body["reference"] == created["reference"]
+        # An API client holds only its token: the image URLs of the API's answer must work with it.
+        status, image, _ = server.request("GET", created["overlay_url"].removeprefix(server.url))
+        assert status == 200 and image.startswith(b"\x89PNG"), (status, image[:300])
+    status, body = server.get_json("/api/v1/predictions?q=GUNI")
+    assert status == 200 and body["total"] == 4
+    # The HTML pages take a signed-in session (the sign-in form, its CSRF token, the session cookie),
+    # valid on either worker.
+    session = sign_in(server.url, server.account.username, server.account.password)
+    for _ in range(2 * WORKERS):
+        status, page, _ = request(server.url, "GET", "/history", headers=session)
+        assert status == 200 and b"GUNI-3" in page
+    assert '"POST /api/v1/predictions HTTP/1.1" 201' in server.log_text()
+
+
+def test_gunicorn_refuses_anonymous_and_bad_tokens(server, chest_png):
+    before = server.get_json("/api/v1/predictions")[1]["total"]
+    for token in (None, "cxr_not-a-token", server.token + "x"):
+        status, body, _ = request(server.url, "GET", "/api/v1/predictions", token=token)
+        assert status == 401 and json.loads(body)["error"], (token, status, body[:300])
+        status, body, _ = upload(server.url, "anon.png", chest_png, token=token)
+        assert status == 401 and json.loads(body)["error"], (token, status, body[:300])
+    status, body, _ = request(server.url, "GET", "/api/v1/predictions", headers={"Authorization": "Basic eDp5"})
+    assert status == 401 and json.loads(body)["error"], body[:300]
+    assert server.get_json("/api/v1/predictions")[1]["total"] == before  # the refused uploads stored nothing
+    assert '"POST /api/v1/predictions HTTP/1.1" 401' in server.log_text()
+    status, _, _, headers = exchange(server.url, "GET", "/history")  # a page: to the sign-in form
+    assert status == 302 and "/login?next=" in headers["Location"], (status, dict(headers or {}))
+    with pytest.raises(RuntimeError, match="answered 401"):
+        sign_in(server.url, server.account.username, "a wrong password")
+    assert request(server.url, "GET", "/healthz")[0] == 200  # the load balancer's check stays public
+
+
+def test_gunicorn_stops_cleanly(server):
+    assert server.stop() == 0, server.log_tail()
+    assert "Traceback" not in server.log_text()
 
 
 def test_gunicorn_refuses_to_start_without_a_model(tmp_path):
     empty = tmp_path / "no-model"
     empty.mkdir()
-    process, log = _start(tmp_path, empty, _free_port(), workers=1)
+    server = Gunicorn(tmp_path, workers=1, init_db=False, provision=False, env={"CXR_MODEL_DIR": str(empty)})
     try:
-        returncode = process.wait(timeout=120)
+        with pytest.raises(RuntimeError, match="gunicorn exited"):
+            server.start(timeout=120)
     finally:
-        if process.poll() is None:
-            process.kill()
-    output = log.read_text()
-    assert returncode != 0
+        server.stop()
+    output = server.log_text()
     assert "lacks cnn.keras" in output and "python -m training.train" in output

@@ -9,6 +9,7 @@ from datetime import datetime
 import pytest
 
 from webapp.db import Prediction, Review, db
+from tests.accounts import clinician_client
 
 
 def _backdate(app, prediction_id: int, when: datetime) -> None:
@@ -36,7 +37,7 @@ def test_history_lists_newest_first_with_thumbnails(client, upload):
 
 def test_history_pagination(make_app, chest_png):
     app = make_app(PER_PAGE=2)
-    client = app.test_client()
+    client = clinician_client(app)
     ids = [
         client.post(
             "/api/v1/predictions", data={"file": (io.BytesIO(chest_png), f"{i}.png"), "reference": "P"}

@@ -1,6 +1,7 @@
 """Short load tests against a real gunicorn (the README's gunicorn.conf.py, SQLite) on loopback: concurrent
-uploads and history reads, and a worker SIGKILLed in the middle of uploads. The long versions are
-`python -m bench.soak`, `python -m bench.kill_worker` and `python -m bench.serving`."""
+uploads and history reads, and a worker SIGKILLed in the middle of uploads, each request with the API
+token of a clinician provisioned by `Gunicorn.start()`. The long versions are `python -m bench.soak`,
+`python -m bench.kill_worker` and `python -m bench.serving`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 
 import pytest
 
-from bench.load import UPLOAD, get_json, run_load, upload
+from bench.load import UPLOAD, run_load
 from bench.server import Gunicorn
 
 WORKERS = 2
@@ -52,17 +53,20 @@ def storage(server, tmp_path, bundle):
 
 
 def rows(server) -> int:
-    status, body = get_json(server.url, "/api/v1/predictions?per_page=1")
+    status, body = server.get_json("/api/v1/predictions?per_page=1")
     assert status == 200, body
     return body["total"]
 
 
 def test_concurrent_uploads_and_reads(server, images, storage):
     before = rows(server)
-    run = run_load([server.url], images, clients=8, requests_per_client=6, duration=50, reads=0.4)
-    assert not run.failures(), [(r.op, r.status, r.error[:200]) for r in run.failures()]
+    run = run_load([server.url], images, clients=8, requests_per_client=6, duration=50, reads=0.4,
+                   token=server.token)
+    assert not run.failures(), [(r.op, r.status, r.error[:200]) for r in run.failures()]  # 401/302 included
     assert not run.locked()
     assert {r.status for r in run.of(UPLOAD)} <= {201, 422}, run.statuses(UPLOAD)
+    reads = [r for r in run.results if r.op != UPLOAD]  # list, detail and PNG reads, with the token
+    assert reads and all(r.ok for r in reads), [(r.op, r.status, r.error[:200]) for r in reads if not r.ok]
     assert run.created_ids() and rows(server) - before == len(run.created_ids())
     report = storage()
     assert report.consistent, report.lines()
@@ -85,7 +89,8 @@ def test_sigkill_worker_mid_upload(server, images, storage):
                 os.kill(victim, signal.SIGKILL)
                 killed.append(victim)
 
-    run = run_load([server.url], images, clients=6, requests_per_client=8, duration=50, on_step=kill_once)
+    run = run_load([server.url], images, clients=6, requests_per_client=8, duration=50, on_step=kill_once,
+                   token=server.token)
     assert killed, "no worker was killed"
     workers = server.wait_workers(WORKERS, timeout=90, replacing=set(old_workers))
     assert set(workers) - set(old_workers) and server.process.poll() is None
@@ -101,4 +106,4 @@ def test_sigkill_worker_mid_upload(server, images, storage):
     cleaned = storage(clean=True)
     assert len(cleaned.removed) == len(report.orphans)
     assert storage().consistent
-    assert upload(server.url, *images[0])[0] == 201
+    assert server.upload(*images[0])[0] == 201

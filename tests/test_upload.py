@@ -11,6 +11,7 @@ from conftest import dicom_bytes, gray_pixels, png_bytes
 from PIL import Image
 
 from webapp.db import Prediction, db
+from tests.accounts import clinician_client
 
 UNIFORM_PNG = png_bytes(np.full((256, 256), 128, dtype=np.uint8))  # decodes, but the gate refuses it
 
@@ -119,7 +120,7 @@ def test_missing_file(client):
 
 
 def test_too_many_files(make_app, chest_png):
-    client = make_app(MAX_FILES_PER_UPLOAD=1).test_client()
+    client = clinician_client(make_app(MAX_FILES_PER_UPLOAD=1))
     response = client.post("/", data=_files((chest_png, "a.png"), (chest_png, "b.png")))
     assert response.status_code == 400
     assert "at most 1 images" in response.get_data(as_text=True)
@@ -131,7 +132,7 @@ def test_reference_too_long(client, chest_png):
 
 
 def test_upload_too_large(make_app, chest_png):
-    client = make_app(MAX_CONTENT_LENGTH=10_000).test_client()
+    client = clinician_client(make_app(MAX_CONTENT_LENGTH=10_000))
     response = client.post("/", data=_files((chest_png + b"\0" * 20_000, "big.png")))
     assert response.status_code == 413
     assert "larger than" in response.get_data(as_text=True)
@@ -147,16 +148,19 @@ def test_user_file_name_is_escaped(client, chest_png):
 
 
 def test_csrf_protects_the_forms(make_app, chest_png):
-    client = make_app(WTF_CSRF_ENABLED=True).test_client()
+    client = clinician_client(make_app(WTF_CSRF_ENABLED=True))
     refused = client.post("/", data=_files((chest_png, "a.png")))
     assert refused.status_code == 400
     assert "Reload the page" in refused.get_data(as_text=True)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', client.get("/").get_data(as_text=True))
     accepted = client.post("/", data={**_files((chest_png, "a.png")), "csrf_token": token.group(1)})
     assert accepted.status_code == 302
-    # The review form needs its token too; the JSON API is exempt.
+    # The review form needs its token too; so does the JSON API when the browser session signs it.
     assert client.post(f"{accepted.location}/reviews", data={"verdict": "agree"}).status_code == 400
     api = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")})
+    assert api.status_code == 400 and "Reload the page" in api.get_json()["error"]
+    api = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")},
+                      headers={"X-CSRFToken": token.group(1)})
     assert api.status_code == 201
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from cxr.imaging import decode_image
 from tests.upload_cases import CASES, Case, dicom, encode, gray, levels, mutations
 from webapp.db import Prediction, db
+from tests.accounts import clinician_client
 
 STATUSES = {201, 302, 400, 413, 415, 422}  # 302: the form's redirect to the stored result
 
@@ -57,7 +58,7 @@ def test_every_kind_of_upload(app, client, base, case: Case, route: str) -> None
 @pytest.mark.parametrize("route", ["api", "html"])
 def test_upload_over_the_size_limit(make_app, chest_png, route: str) -> None:
     app = make_app(MAX_CONTENT_LENGTH=len(chest_png) // 2)
-    status, message = post(app.test_client(), route, chest_png, "big.png")
+    status, message = post(clinician_client(app), route, chest_png, "big.png")
     assert status == 413 and "larger than" in message
     assert stored(app) == (0, 0)
 

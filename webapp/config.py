@@ -25,12 +25,22 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         PER_PAGE=20,
         SQLITE_BUSY_TIMEOUT_MS=15_000,
         THUMBNAIL_SIZE=256,
+        # Accounts (webapp/auth.py)
+        PASSWORD_HASH_METHOD="scrypt",
+        PERMANENT_SESSION_LIFETIME=8 * 3600,  # seconds: a shift; then sign in again
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=False,  # also Secure on any HTTPS request (webapp/security.py)
+        SIGN_IN_WINDOW_SECONDS=15 * 60,
+        SIGN_IN_LIMIT_PER_ACCOUNT=5,  # failed sign-ins per window before the account is paused
+        SIGN_IN_LIMIT_PER_ADDRESS=20,
+        TRUSTED_PROXIES=0,  # reverse proxies whose X-Forwarded-* headers are believed
     )
     app.config.from_prefixed_env("CXR")  # CXR_MODEL_DIR=..., CXR_MAX_CONTENT_LENGTH=1048576, ...
     if os.environ.get("DATABASE_URL"):
         app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["DATABASE_URL"]
-    if os.environ.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
+    for name, key in (("SECRET_KEY", "SECRET_KEY"), ("CXR_ADMIN_PASSWORD", "ADMIN_PASSWORD")):
+        if os.environ.get(name):  # taken verbatim: from_prefixed_env would parse "1234…" as a number
+            app.config[key] = os.environ[name]
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
     else:

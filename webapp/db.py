@@ -10,7 +10,8 @@ import flask_migrate
 from flask import Flask
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, DateTime, ForeignKey, MetaData, String, Text, event
+from flask_login import UserMixin
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, String, Text, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -58,6 +59,9 @@ class Prediction(db.Model):
     ood_score: Mapped[float]  # feature distance / its threshold; ≤ 1 resembles the training X-rays
     reference: Mapped[str | None] = mapped_column(String(128), index=True)
     note: Mapped[str | None] = mapped_column(Text)
+    # Who uploaded it; NULL for rows from before accounts existed. Users are disabled, never deleted.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    user: Mapped[User | None] = relationship(lazy="joined")
     reviews: Mapped[list[Review]] = relationship(
         back_populates="prediction",
         cascade="all, delete-orphan",
@@ -84,7 +88,76 @@ class Review(db.Model):
     agrees: Mapped[bool]
     correct_class: Mapped[str] = mapped_column(String(64))  # the predicted class when the reviewer agrees
     comment: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    user: Mapped[User | None] = relationship(lazy="joined")
     prediction: Mapped[Prediction] = relationship(back_populates="reviews")
+
+
+ROLES = ("clinician", "admin")
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)  # stored lower-case
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(default=True)
+    # A one-time password (first run, created or reset by an admin) must be replaced at the next sign-in.
+    must_change_password: Mapped[bool] = mapped_column(default=False)
+    # The session's user id: replaced when the password is reset or the account disabled, which
+    # signs the user out of every browser at once.
+    session_token: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(DateTime)
+    tokens: Mapped[list[ApiToken]] = relationship(
+        back_populates="user", order_by="ApiToken.created_at.desc()", cascade="all, delete-orphan"
+    )
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive users at sign-in
+        return self.active
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def get_id(self) -> str:
+        return self.session_token
+
+
+class ApiToken(db.Model):
+    """A bearer token for the JSON API. Only its SHA-256 is stored; the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, so that people can tell tokens apart
+    label: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class AuditEvent(db.Model):
+    """Who did what, when, from which address. `username` is copied so that the entry outlives renames
+    and records failed sign-ins with names that match no account."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_action_created_at", "action", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    username: Mapped[str | None] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    address: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 def init_app(app: Flask) -> None:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from flask import current_app
+from flask import current_app, has_request_context, request
+from flask_login import current_user
 from PIL import Image
 
 from cxr.bundle import ModelBundle
@@ -18,6 +19,7 @@ from cxr.errors import NotAChestXray
 from cxr.gate import GateResult, assess
 from cxr.imaging import DecodedImage, decode_image, to_uint8
 from cxr.overlay import overlay_rgb, png_bytes
+from webapp import audit
 from webapp.db import Prediction, db, utcnow
 from webapp.resilience import require_model
 
@@ -110,7 +112,12 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
             written.append(path)
             path.write_bytes(payload)
             setattr(record, attribute, relative)
+        via = request.blueprint if has_request_context() else None
+        if via and current_user.is_authenticated:
+            record.user_id = current_user.id
         db.session.add(record)
+        db.session.flush()  # the id, for the audit entry committed with the row
+        audit.record(audit.UPLOAD, target=f"prediction:{record.id}", detail=f"via {via or 'a script'}")
         db.session.commit()
     except BaseException:
         db.session.rollback()

@@ -40,18 +40,24 @@ def review_json(review: Review) -> dict[str, Any]:
         "agrees": review.agrees,
         "correct_class": review.correct_class,
         "comment": review.comment,
+        "user": username(review),
     }
 
 
 def stored_json(row: Prediction, reviews: bool = False) -> dict[str, Any]:
     """A stored prediction for the API: its id, the result fields and the URLs of its pages and images."""
-    data = {"id": row.id, **prediction_json(row)}
+    data = {"id": row.id, **prediction_json(row), "user": username(row)}
     data["url"] = url_for("results.detail", prediction_id=row.id, _external=True)
     for kind in ("image", "overlay", "thumbnail"):
         data[f"{kind}_url"] = url_for("results.image_file", prediction_id=row.id, kind=kind, _external=True)
     if reviews:
         data["reviews"] = [review_json(review) for review in row.reviews]
     return data
+
+
+def username(row: Prediction | Review) -> str | None:
+    """Who uploaded or reviewed it (None for rows from before accounts existed)."""
+    return row.user.username if row.user is not None else None
 
 
 def csv_safe(value: Any) -> Any:
@@ -64,7 +70,7 @@ def csv_safe(value: Any) -> Any:
 def csv_rows(rows: Iterable[Prediction], classes: list[str]) -> Iterator[list[Any]]:
     """A header, then one row per prediction with every class's probabilities and the latest review."""
     yield [
-        "id", "created_utc", "filename", "reference", "predicted_class", "probability",
+        "id", "created_utc", "user", "filename", "reference", "predicted_class", "probability",
         *(f"p_{c}" for c in classes), *(f"cnn_p_{c}" for c in classes),
         "threshold", "ood_score", "model_version", "elapsed_ms", "sha256", "note",
         "reviews", "latest_review", "latest_review_class",
@@ -72,7 +78,7 @@ def csv_rows(rows: Iterable[Prediction], classes: list[str]) -> Iterator[list[An
     for row in rows:
         latest = row.reviews[0] if row.reviews else None
         yield [
-            row.id, timestamp(row.created_at), csv_safe(row.filename), csv_safe(row.reference or ""),
+            row.id, timestamp(row.created_at), username(row) or "", csv_safe(row.filename), csv_safe(row.reference or ""),
             row.label, round(row.probability, 4),
             *(_rounded(row.probabilities.get(c)) for c in classes),
             *(_rounded(row.cnn_probabilities.get(c)) for c in classes),

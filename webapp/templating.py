@@ -6,7 +6,7 @@ from datetime import datetime
 
 from flask import Flask, request, url_for
 
-from webapp.predictions import get_bundle
+from webapp.predictions import BUNDLE_KEY
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -37,5 +37,7 @@ def init_app(app: Flask) -> None:
     app.add_template_global(page_url)
 
     @app.context_processor
-    def model_version() -> dict[str, str]:
-        return {"model_version": get_bundle().version}
+    def model_version() -> dict[str, str | None]:
+        # Pages (sign-in, error pages) still render while the model is unavailable.
+        bundle = app.extensions.get(BUNDLE_KEY)
+        return {"model_version": bundle.version if bundle is not None else "unavailable"}

@@ -1,16 +1,17 @@
-"""JSON API v1: create, read and list predictions, and the OpenAPI description. CSRF-exempt;
-errors are JSON `{"error": message}` (see `webapp.errors`)."""
+"""JSON API v1: create, read and list predictions, and the OpenAPI description. Authenticated by an
+`Authorization: Bearer` token (CSRF-exempt) or the browser session (see `webapp.auth`); errors are JSON
+`{"error": message}` (see `webapp.errors`)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, abort, request, url_for
 
-from webapp.db import Prediction, db
 from webapp.forms import ApiUploadForm, HistoryFilter
 from webapp.openapi import openapi_document
 from webapp.predictions import create_prediction, display_name, get_bundle
 from webapp.queries import history_select, paginate
 from webapp.serialize import stored_json
+from webapp.views.results import viewed
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -28,7 +29,7 @@ def create() -> tuple[dict, int, dict[str, str]]:
 
 @bp.get("/predictions/<int:prediction_id>")
 def read(prediction_id: int) -> dict:
-    return stored_json(db.get_or_404(Prediction, prediction_id), reviews=True)
+    return stored_json(viewed(prediction_id), reviews=True)
 
 
 @bp.get("/predictions")

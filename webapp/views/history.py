@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from flask import Blueprint, render_template, request, stream_with_context
 from werkzeug.wrappers import Response
 
+from webapp import audit
 from webapp.db import db, utcnow
 from webapp.forms import HistoryFilter
 from webapp.predictions import get_bundle
@@ -44,6 +45,9 @@ def export() -> Response | tuple[str, int]:
             buffer.seek(0)
             buffer.truncate()
 
+    audit.record(audit.EXPORT, target="history.csv",
+                 detail=" ".join(f"{k}={v}" for k, v in filters.active().items()) or "all predictions")
+    db.session.commit()
     name = f"cxr-history-{utcnow():%Y%m%d-%H%M%S}.csv"
     return Response(
         stream_with_context(generate()),

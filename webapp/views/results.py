@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, redirect, render_template, send_from_directory, url_for
+from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from cxr.decision import POSITIVE_CLASS
+from webapp import audit
 from webapp.db import Prediction, Review, db
 from webapp.forms import ReviewForm
 from webapp.predictions import get_bundle
@@ -24,8 +26,16 @@ def _review_form(record: Prediction) -> ReviewForm:
 
 @bp.get("/<int:prediction_id>")
 def detail(prediction_id: int) -> str:
-    record = db.get_or_404(Prediction, prediction_id)
+    record = viewed(prediction_id)
     return _render(record, _review_form(record))
+
+
+def viewed(prediction_id: int) -> Prediction:
+    """The prediction, with its viewing recorded in the audit trail (page or API)."""
+    record = db.get_or_404(Prediction, prediction_id)
+    audit.record(audit.VIEW, target=f"prediction:{record.id}")
+    db.session.commit()
+    return record
 
 
 @bp.post("/<int:prediction_id>/reviews")
@@ -40,8 +50,10 @@ def review(prediction_id: int) -> Response | tuple[str, int]:
             agrees=agrees,
             correct_class=record.label if agrees else form.correct_class.data,
             comment=(form.comment.data or "").strip() or None,
+            user_id=current_user.id,
         )
     )
+    audit.record(audit.REVIEW, target=f"prediction:{record.id}", detail="agrees" if agrees else "disagrees")
     db.session.commit()
     flash("Review saved.")
     return redirect(url_for("results.detail", prediction_id=record.id, _anchor="reviews"))

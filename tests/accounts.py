@@ -1,0 +1,44 @@
+"""Test helpers for accounts: add users and sign clients in through the real sign-in form."""
+
+from __future__ import annotations
+
+PASSWORD = "correct horse battery"
+
+
+def add_user(app, name: str, role: str = "clinician", password: str = PASSWORD) -> int:
+    from webapp.auth import create_user
+    from webapp.db import db
+
+    with app.app_context():
+        user = create_user(name, password, role)
+        db.session.commit()
+        return user.id
+
+
+def signed_in(app, name: str, password: str = PASSWORD):
+    """A test client signed in as `name` through the sign-in form."""
+    import re
+
+    client = app.test_client()
+    form = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form)  # when CSRF is on
+    data = {"username": name, "password": password, **({"csrf_token": token.group(1)} if token else {})}
+    response = client.post("/login", data=data)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client
+
+
+def clinician_client(app, name: str = "clinician"):
+    """A new clinician account on `app`, and a client signed in as it."""
+    add_user(app, name)
+    return signed_in(app, name)
+
+
+def token_for(app, name: str, label: str = "tests") -> str:
+    from webapp.auth import find_user, issue_token
+    from webapp.db import db
+
+    with app.app_context():
+        token, _ = issue_token(find_user(name), label)
+        db.session.commit()
+        return token

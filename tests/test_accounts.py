@@ -1,0 +1,356 @@
+"""Accounts: sign-in and sign-out, roles, API tokens, user management, the first administrator, the
+CLI, throttling and the audit trail."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from sqlalchemy import select
+
+from tests.accounts import PASSWORD, add_user, signed_in, token_for
+from webapp.db import AuditEvent, Prediction, User, db
+
+
+def events(app, action: str | None = None) -> list[AuditEvent]:
+    with app.app_context():
+        query = select(AuditEvent).order_by(AuditEvent.id)
+        if action:
+            query = query.where(AuditEvent.action == action)
+        rows = db.session.scalars(query).all()
+        db.session.expunge_all()
+        return rows
+
+
+def user_row(app, name: str) -> User:
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.username == name))
+        db.session.expunge_all()
+        return user
+
+
+def post_upload(client, data: bytes, headers: dict | None = None, **fields):
+    return client.post("/api/v1/predictions", data={"file": (io.BytesIO(data), "chest.png"), **fields},
+                       headers=headers or {})
+
+
+# -- sign-in ------------------------------------------------------------------------------------------
+
+
+def test_sign_in_and_out(app, anon):
+    add_user(app, "alice")
+    page = anon.get("/history")
+    assert page.status_code == 302 and page.location.startswith("/login?next=")
+    assert anon.post("/login", data={"username": "Alice ", "password": PASSWORD}).status_code == 302  # any case
+    assert anon.get("/history").status_code == 200
+    assert anon.post("/logout").status_code == 302
+    assert anon.get("/history").status_code == 302
+    assert [e.action for e in events(app) if e.username == "alice"] == ["sign_in", "sign_out"]
+
+
+def test_wrong_password_is_refused_and_recorded(app, anon):
+    add_user(app, "alice")
+    wrong = anon.post("/login", data={"username": "alice", "password": "not the password"})
+    assert wrong.status_code == 401 and "wrong" in wrong.get_data(as_text=True)
+    unknown = anon.post("/login", data={"username": "nobody", "password": "whatever"})
+    assert unknown.status_code == 401 and "wrong" in unknown.get_data(as_text=True)
+    failed = events(app, "sign_in_failed")
+    assert [e.username for e in failed] == ["alice", "nobody"]
+    assert all(e.address == "127.0.0.1" for e in failed)
+
+
+def test_empty_sign_in_form_names_the_fields(anon):
+    response = anon.post("/login", data={})
+    assert response.status_code == 400
+    assert "Enter your user name." in response.get_data(as_text=True)
+
+
+def test_next_goes_back_to_the_page_but_never_off_site(app):
+    add_user(app, "alice")
+    for target, expected in (("/history?class=covid", "/history?class=covid"), ("https://evil.example/", "/"),
+                             ("//evil.example/", "/"), ("/\\evil.example", "/")):
+        client = app.test_client()
+        response = client.post(f"/login?next={target}", data={"username": "alice", "password": PASSWORD})
+        assert response.status_code == 302 and response.location == expected, target
+
+
+def test_session_cookie_flags(app, anon):
+    add_user(app, "alice")
+    response = anon.post("/login", data={"username": "alice", "password": PASSWORD})
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Expires=" in cookie
+    assert "Secure" not in cookie  # plain HTTP (make run on loopback)
+
+
+def test_session_cookie_is_secure_behind_a_tls_proxy(make_app):
+    app = make_app(TRUSTED_PROXIES=1)
+    add_user(app, "alice")
+    response = app.test_client().post("/login", data={"username": "alice", "password": PASSWORD},
+                                      headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.1.2.3"})
+    assert "Secure" in response.headers["Set-Cookie"]
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert events(app, "sign_in")[-1].address == "10.1.2.3"
+
+
+def test_forwarded_headers_are_ignored_without_a_trusted_proxy(app, anon):
+    add_user(app, "alice")
+    anon.post("/login", data={"username": "alice", "password": "wrong password"},
+              headers={"X-Forwarded-For": "10.9.9.9"})
+    assert events(app, "sign_in_failed")[-1].address == "127.0.0.1"
+
+
+# -- throttling ---------------------------------------------------------------------------------------
+
+
+def test_failed_sign_ins_are_throttled_per_account(make_app):
+    app = make_app(SIGN_IN_LIMIT_PER_ACCOUNT=3)
+    add_user(app, "alice")
+    client = app.test_client()
+    for _ in range(3):
+        assert client.post("/login", data={"username": "alice", "password": "guess guess"}).status_code == 401
+    refused = client.post("/login", data={"username": "alice", "password": PASSWORD})  # even the right one
+    assert refused.status_code == 429 and "Too many failed sign-ins" in refused.get_data(as_text=True)
+    assert int(refused.headers["Retry-After"]) > 0
+    assert events(app, "sign_in_throttled")[-1].username == "alice"
+    add_user(app, "bob")
+    assert client.post("/login", data={"username": "bob", "password": PASSWORD}).status_code == 302
+
+
+def test_failed_sign_ins_are_throttled_per_address(make_app):
+    app = make_app(SIGN_IN_LIMIT_PER_ADDRESS=4)
+    add_user(app, "alice")
+    client = app.test_client()
+    for n in range(4):
+        assert client.post("/login", data={"username": f"user{n}", "password": "guess guess"}).status_code == 401
+    assert client.post("/login", data={"username": "alice", "password": PASSWORD}).status_code == 429
+    other = app.test_client()
+    response = other.post("/login", data={"username": "alice", "password": PASSWORD},
+                          environ_base={"REMOTE_ADDR": "10.0.0.7"})
+    assert response.status_code == 302
+
+
+def test_throttling_ends_after_the_window(make_app):
+    app = make_app(SIGN_IN_LIMIT_PER_ACCOUNT=1, SIGN_IN_WINDOW_SECONDS=1)
+    add_user(app, "alice")
+    client = app.test_client()
+    client.post("/login", data={"username": "alice", "password": "guess guess"})
+    assert client.post("/login", data={"username": "alice", "password": PASSWORD}).status_code == 429
+    with app.app_context():  # age the failure past the window instead of sleeping
+        for event in db.session.scalars(select(AuditEvent).where(AuditEvent.action == "sign_in_failed")):
+            event.created_at = event.created_at.replace(year=event.created_at.year - 1)
+        db.session.commit()
+    assert client.post("/login", data={"username": "alice", "password": PASSWORD}).status_code == 302
+
+
+# -- roles and user management ------------------------------------------------------------------------
+
+
+def test_clinicians_cannot_manage_users_or_read_the_audit_log(client):
+    for path in ("/admin/users", "/admin/audit"):
+        response = client.get(path)
+        assert response.status_code == 403 and "administrators" in response.get_data(as_text=True)
+    assert client.post("/admin/users", data={"username": "mallory", "role": "admin"}).status_code == 403
+
+
+def test_admin_adds_a_user_who_must_choose_a_password(app, admin_client):
+    page = admin_client.post("/admin/users", data={"username": "carol", "role": "clinician"})
+    assert page.status_code == 201
+    password = re.search(r"data-one-time-password>([^<]+)<", page.get_data(as_text=True)).group(1)
+    carol = app.test_client()
+    assert carol.post("/login", data={"username": "carol", "password": password}).status_code == 302
+    forced = carol.get("/history")
+    assert forced.status_code == 302 and forced.location == "/account/password"
+    assert carol.get("/api/v1/predictions").status_code == 302
+    changed = carol.post("/account/password", data={"current": password, "new": "carol's own pw", "repeat": "carol's own pw"})
+    assert changed.status_code == 302
+    assert carol.get("/history").status_code == 200
+    assert admin_client.post("/admin/users", data={"username": "CAROL", "role": "clinician"}).status_code == 400
+    assert [e.target for e in events(app, "user_created")][-1] == "user:carol"
+    assert events(app, "password_changed")[-1].username == "carol"
+
+
+def test_disabled_user_cannot_sign_in_or_use_a_session_or_token(app, admin_client, chest_png):
+    bob_id = add_user(app, "bob")
+    bob = signed_in(app, "bob")
+    token = token_for(app, "bob")
+    assert post_upload(app.test_client(), chest_png, {"Authorization": f"Bearer {token}"}).status_code == 201
+    assert admin_client.post(f"/admin/users/{bob_id}/disable").status_code == 302
+    assert bob.get("/history").status_code == 302  # the open session ended
+    again = app.test_client().post("/login", data={"username": "bob", "password": PASSWORD})
+    assert again.status_code == 401 and "disabled" in again.get_data(as_text=True)
+    refused = app.test_client().get("/api/v1/predictions", headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 401 and "disabled" in refused.get_json()["error"]
+    assert admin_client.post(f"/admin/users/{bob_id}/enable").status_code == 302
+    assert signed_in(app, "bob").get("/history").status_code == 200
+    assert [e.action for e in events(app) if e.target == "user:bob"][-2:] == ["user_disabled", "user_enabled"]
+
+
+def test_admin_resets_a_password(app, admin_client):
+    bob_id = add_user(app, "bob")
+    bob = signed_in(app, "bob")
+    page = admin_client.post(f"/admin/users/{bob_id}/reset")
+    password = re.search(r"data-one-time-password>([^<]+)<", page.get_data(as_text=True)).group(1)
+    assert bob.get("/history").status_code == 302  # signed out by the reset
+    assert app.test_client().post("/login", data={"username": "bob", "password": PASSWORD}).status_code == 401
+    fresh = app.test_client()
+    assert fresh.post("/login", data={"username": "bob", "password": password}).status_code == 302
+    assert fresh.get("/").location == "/account/password"
+    assert events(app, "password_reset")[-1].target == "user:bob"
+
+
+def test_admin_cannot_lock_themselves_out(app, admin_client):
+    me = user_row(app, "boss")
+    response = admin_client.post(f"/admin/users/{me.id}/disable")
+    assert response.status_code == 400 and "another administrator" in response.get_data(as_text=True)
+    assert user_row(app, "boss").active
+
+
+def test_password_change_checks_the_current_one(client):
+    wrong = client.post("/account/password", data={"current": "nope nope nope", "new": "a new password", "repeat": "a new password"})
+    assert wrong.status_code == 400 and "current password is wrong" in wrong.get_data(as_text=True)
+    short = client.post("/account/password", data={"current": PASSWORD, "new": "short", "repeat": "short"})
+    assert short.status_code == 400 and "at least 10" in short.get_data(as_text=True)
+
+
+# -- API tokens ---------------------------------------------------------------------------------------
+
+
+def test_token_lifecycle(app, client, chest_png):
+    page = client.post("/account/tokens", data={"label": "PACS bridge"})
+    assert page.status_code == 201
+    token = re.search(r"data-new-token>([^<]+)<", page.get_data(as_text=True)).group(1)
+    assert token.startswith("cxr_")
+    bearer = {"Authorization": f"Bearer {token}"}
+    script = app.test_client()
+    created = post_upload(script, chest_png, bearer)
+    assert created.status_code == 201 and created.get_json()["user"] == "clinician"
+    assert "Set-Cookie" not in created.headers  # a token request starts no session
+    assert script.get(f"/api/v1/predictions/{created.get_json()['id']}", headers=bearer).status_code == 200
+    assert script.get("/history").status_code == 302  # tokens are for the API only
+    assert token not in client.get("/account").get_data(as_text=True)  # shown once
+    with app.app_context():
+        from webapp.db import ApiToken
+
+        row = db.session.scalar(select(ApiToken))
+        assert row.digest != token and row.last_used_at is not None
+        token_id = row.id
+    assert client.post(f"/account/tokens/{token_id}/revoke").status_code == 302
+    revoked = script.get("/api/v1/predictions", headers=bearer)
+    assert revoked.status_code == 401 and "revoked" in revoked.get_json()["error"]
+    assert [e.action for e in events(app) if e.target == f"token:{token_id}"] == ["token_created", "token_revoked"]
+
+
+def test_users_cannot_revoke_each_others_tokens(app, client):
+    add_user(app, "bob")
+    token_for(app, "bob")
+    with app.app_context():
+        from webapp.db import ApiToken
+
+        token_id = db.session.scalar(select(ApiToken.id))
+    assert client.post(f"/account/tokens/{token_id}/revoke").status_code == 404
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer cxr_made_up"])
+def test_malformed_or_unknown_tokens_get_401(anon, header):
+    response = anon.get("/api/v1/predictions", headers={"Authorization": header})
+    assert response.status_code == 401 and response.is_json and response.get_json()["error"]
+
+
+# -- records of who did what --------------------------------------------------------------------------
+
+
+def test_predictions_and_reviews_record_their_user(app, client, upload):
+    record = upload()
+    assert record["user"] == "clinician"
+    client.post(f"/predictions/{record['id']}/reviews", data={"verdict": "agree"})
+    detail = client.get(f"/predictions/{record['id']}").get_data(as_text=True)
+    assert "by clinician" in detail and "· clinician" in detail
+    history = client.get("/history").get_data(as_text=True)
+    assert "<td>clinician</td>" in history
+    csv = client.get("/history.csv").get_data(as_text=True).splitlines()
+    assert csv[0].split(",")[2] == "user" and csv[1].split(",")[2] == "clinician"
+    with app.app_context():
+        row = db.session.get(Prediction, record["id"])
+        assert row.user.username == "clinician" and row.reviews[0].user.username == "clinician"
+
+
+def test_audit_trail_records_each_action(app, client, admin_client, upload):
+    record = upload(reference="R-1")
+    pid = f"prediction:{record['id']}"
+    client.get(f"/predictions/{record['id']}")
+    client.get(f"/api/v1/predictions/{record['id']}")
+    client.post(f"/predictions/{record['id']}/reviews", data={"verdict": "disagree", "correct_class": "normal"
+                if record["class"] == "covid" else "covid"})
+    client.get("/history.csv?q=R-1")
+    admin_client.post("/admin/users", data={"username": "dave", "role": "admin"})
+    client.post("/logout")
+    seen = [(e.username, e.action, e.target) for e in events(app)]
+    for expected in [
+        ("clinician", "sign_in", None), ("boss", "sign_in", None), ("clinician", "upload", pid),
+        ("clinician", "view", pid), ("clinician", "review", pid), ("clinician", "export", "history.csv"),
+        ("boss", "user_created", "user:dave"), ("clinician", "sign_out", None),
+    ]:
+        assert expected in seen, expected
+    assert sum(1 for e in seen if e[1] == "view" and e[2] == pid) == 2  # page and API
+    assert events(app, "export")[-1].detail == "q=R-1"
+    assert events(app, "upload")[-1].address == "127.0.0.1"
+
+
+def test_admin_browses_and_filters_the_audit_log(app, client, admin_client, upload):
+    record = upload()
+    client.get(f"/predictions/{record['id']}")
+    page = admin_client.get("/admin/audit?user=clinician&action=view")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "1 entry." in html and f"prediction:{record['id']}" in html
+    everything = admin_client.get("/admin/audit").get_data(as_text=True)
+    assert "sign_in" in everything and "upload" in everything
+    bad = admin_client.get("/admin/audit?date_from=2026-02-02&date_to=2026-01-01")
+    assert bad.status_code == 400 and "before the start date" in bad.get_data(as_text=True)
+    assert admin_client.get("/admin/audit?action=made_up").status_code == 400
+
+
+# -- first administrator and CLI ----------------------------------------------------------------------
+
+
+def test_first_start_creates_an_admin_with_a_printed_one_time_password(make_app, capsys):
+    app = make_app()
+    printed = capsys.readouterr().out
+    password = re.search(r"one-time password: (\S+)", printed).group(1)
+    admin = user_row(app, "admin")
+    assert admin.role == "admin" and admin.must_change_password
+    client = app.test_client()
+    assert client.post("/login", data={"username": "admin", "password": password}).status_code == 302
+    assert client.get("/admin/users").location == "/account/password"
+    make_app()  # a second start (another worker) creates nobody
+    assert "one-time password" not in capsys.readouterr().out
+
+
+def test_admin_password_from_the_environment(make_app, monkeypatch, capsys):
+    monkeypatch.setenv("CXR_ADMIN_PASSWORD", "0123456789")  # digits: must stay a string
+    app = make_app()
+    assert "one-time password" not in capsys.readouterr().out
+    assert not user_row(app, "admin").must_change_password
+    assert signed_in(app, "admin", "0123456789").get("/admin/users").status_code == 200
+
+
+def test_cli_creates_users_and_tokens(app, runner, monkeypatch, chest_png):
+    monkeypatch.setenv("CXR_USER_PASSWORD", "a long enough secret")
+    result = runner.invoke(args=["create-user", "Eve", "--role", "admin"])
+    assert result.exit_code == 0 and "Created the admin 'eve'" in result.output
+    assert runner.invoke(args=["create-user", "eve"]).exit_code != 0  # exists
+    monkeypatch.setenv("CXR_USER_PASSWORD", "short")
+    short = runner.invoke(args=["create-user", "frank"])
+    assert short.exit_code != 0 and "at least 10" in short.output
+    token = runner.invoke(args=["create-token", "eve", "--label", "monitoring"]).output.strip().splitlines()[-1]
+    response = app.test_client().get("/api/v1/predictions", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    assert runner.invoke(args=["create-token", "nobody"]).exit_code != 0
+
+
+def test_cli_prompts_for_the_password(app, runner, monkeypatch):
+    monkeypatch.delenv("CXR_USER_PASSWORD", raising=False)
+    result = runner.invoke(args=["create-user", "gina"], input="gina's password\ngina's password\n")
+    assert result.exit_code == 0, result.output
+    assert signed_in(app, "gina", "gina's password").get("/history").status_code == 200
+

@@ -1,0 +1,73 @@
+"""The audit trail: who did what, when, and from which address.
+
+`record` adds an entry to the current database session, so that it is committed together with the
+change it describes (or rolled back with it); callers that change nothing commit it themselves.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from flask import has_request_context, request
+from flask_login import current_user
+from sqlalchemy import Select, select
+
+from webapp.db import AuditEvent, User, db
+
+SIGN_IN = "sign_in"
+SIGN_IN_FAILED = "sign_in_failed"
+SIGN_IN_THROTTLED = "sign_in_throttled"
+SIGN_OUT = "sign_out"
+PASSWORD_CHANGED = "password_changed"
+UPLOAD = "upload"
+VIEW = "view"
+REVIEW = "review"
+EXPORT = "export"
+USER_CREATED = "user_created"
+USER_DISABLED = "user_disabled"
+USER_ENABLED = "user_enabled"
+PASSWORD_RESET = "password_reset"
+TOKEN_CREATED = "token_created"
+TOKEN_REVOKED = "token_revoked"
+
+ACTIONS = (
+    SIGN_IN, SIGN_IN_FAILED, SIGN_IN_THROTTLED, SIGN_OUT, PASSWORD_CHANGED, UPLOAD, VIEW, REVIEW, EXPORT,
+    USER_CREATED, USER_DISABLED, USER_ENABLED, PASSWORD_RESET, TOKEN_CREATED, TOKEN_REVOKED,
+)  # fmt: skip
+
+
+def record(
+    action: str, *, target: str | None = None, detail: str | None = None, user: User | None = None,
+    username: str | None = None,
+) -> AuditEvent:
+    """Add an entry for `user` (default: the signed-in user, if any) to the session, uncommitted."""
+    if user is None and has_request_context() and current_user.is_authenticated:
+        user = current_user._get_current_object()
+    event = AuditEvent(
+        action=action,
+        user_id=user.id if user is not None else None,
+        username=user.username if user is not None else (username or None),
+        target=target,
+        detail=detail,
+        address=request.remote_addr if has_request_context() else None,
+    )
+    db.session.add(event)
+    return event
+
+
+def filtered(
+    username: str | None = None, action: str | None = None, date_from=None, date_to=None, address: str | None = None
+) -> Select:
+    """Newest first, narrowed by any of the filters (dates UTC, inclusive)."""
+    query = select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+    if username:
+        query = query.where(AuditEvent.username == username.strip().lower())
+    if action:
+        query = query.where(AuditEvent.action == action)
+    if address:
+        query = query.where(AuditEvent.address == address.strip())
+    if date_from:
+        query = query.where(AuditEvent.created_at >= datetime.combine(date_from, time.min))
+    if date_to:
+        query = query.where(AuditEvent.created_at < datetime.combine(date_to + timedelta(days=1), time.min))
+    return query

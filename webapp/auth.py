@@ -1,0 +1,229 @@
+"""Accounts and access control: Flask-Login sessions for people, hashed bearer tokens for scripts,
+sign-in throttling, and the rule that every route except sign-in and /healthz needs a user."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+
+from flask import Flask, Request, abort, current_app, g, redirect, request, session, url_for
+from flask_login import LoginManager, current_user, login_user
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webapp import audit
+from webapp.security import csrf
+from webapp.db import ROLES, ApiToken, AuditEvent, User, db, utcnow
+
+login_manager = LoginManager()
+login_manager.login_view = "auth.login"
+login_manager.login_message = "Sign in to continue."
+login_manager.session_protection = "basic"
+
+# Routes anyone may reach: the sign-in page, the load balancer's health check and the static files.
+PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "static"}
+# What a user with a one-time password may do before choosing their own.
+PASSWORD_CHANGE_ENDPOINTS = {"account.password", "auth.logout", "static"}
+# Bearer tokens open the API and the image files that its answers link to.
+TOKEN_ENDPOINTS = {"results.image_file"}
+TOKEN_PREFIX = "cxr_"
+MIN_PASSWORD_LENGTH = 10
+
+
+class AccountError(ValueError):
+    """A user-management request that cannot be carried out; the message says why."""
+
+
+def normalise(username: str) -> str:
+    return (username or "").strip().lower()
+
+
+def hash_password(password: str, app: Flask | None = None) -> str:
+    """scrypt by default; PASSWORD_HASH_METHOD lets the tests use a cheap one."""
+    return generate_password_hash(password, method=(app or current_app).config["PASSWORD_HASH_METHOD"])
+
+
+def check_new_password(password: str) -> None:
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"The password must have at least {MIN_PASSWORD_LENGTH} characters.")
+
+
+def one_time_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def find_user(username: str) -> User | None:
+    return db.session.scalar(select(User).where(User.username == normalise(username)))
+
+
+def create_user(username: str, password: str, role: str, *, must_change_password: bool = False) -> User:
+    """Add a user (not yet committed). Names are letters, digits and . _ -, compared without case."""
+    name = normalise(username)
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-" for c in name):
+        raise AccountError("A user name has 1–64 letters, digits, dots, dashes or underscores.")
+    if role not in ROLES:
+        raise AccountError(f"The role must be one of: {', '.join(ROLES)}.")
+    if find_user(name) is not None:
+        raise AccountError(f"The user '{name}' exists already.")
+    check_new_password(password)
+    user = User(username=name, password_hash=hash_password(password), role=role, active=True,
+                must_change_password=must_change_password, session_token=secrets.token_hex(32))
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def set_password(user: User, password: str, *, one_time: bool = False) -> None:
+    """Replace the password and sign the user out everywhere else (a new session token)."""
+    check_new_password(password)
+    user.password_hash = hash_password(password)
+    user.must_change_password = one_time
+    user.session_token = secrets.token_hex(32)
+
+
+def set_active(user: User, active: bool) -> None:
+    user.active = active
+    user.session_token = secrets.token_hex(32)  # a disabled user's open sessions end now
+
+
+def issue_token(user: User, label: str) -> tuple[str, ApiToken]:
+    """Create an API token for `user` (flushed, not committed): the token itself is returned only here."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(user=user, digest=token_digest(token), prefix=token[:12], label=(label or "").strip()[:64] or "API")
+    db.session.add(row)
+    db.session.flush()
+    return token, row
+
+
+def token_digest(token: str) -> str:
+    # A fast hash suffices: tokens carry 256 random bits, so there is nothing to guess from the digest.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def verify_password(username: str, password: str) -> User | None:
+    """The active user with this name and password, else None (timing does not reveal which was wrong)."""
+    user = find_user(username)
+    if user is None:
+        check_password_hash(current_app.config["DUMMY_PASSWORD_HASH"], password or "")
+        return None
+    if not check_password_hash(user.password_hash, password or ""):
+        return None
+    return user
+
+
+def throttled(username: str, address: str | None) -> timedelta | None:
+    """How long sign-in stays refused after too many recent failures for this account or address.
+
+    Counted from the audit table, so every worker and host sees the same failures."""
+    window = timedelta(seconds=int(current_app.config["SIGN_IN_WINDOW_SECONDS"]))
+    since = utcnow() - window
+    limits = (
+        (AuditEvent.username == normalise(username), int(current_app.config["SIGN_IN_LIMIT_PER_ACCOUNT"])),
+        (AuditEvent.address == address, int(current_app.config["SIGN_IN_LIMIT_PER_ADDRESS"])),
+    )
+    for condition, limit in limits:
+        query = select(func.count(), func.min(AuditEvent.created_at)).where(
+            AuditEvent.action == audit.SIGN_IN_FAILED, AuditEvent.created_at >= since, condition
+        )
+        count, oldest = db.session.execute(query).one()
+        if count >= limit:
+            return max(timedelta(seconds=1), oldest + window - utcnow())
+    return None
+
+
+def sign_in(user: User) -> None:
+    login_user(user, remember=False)
+    session.permanent = True  # ends after PERMANENT_SESSION_LIFETIME
+    user.last_sign_in_at = utcnow()
+
+
+@login_manager.user_loader
+def load_user(session_token: str) -> User | None:
+    user = db.session.scalar(select(User).where(User.session_token == session_token))
+    return user if user is not None and user.active else None
+
+
+@login_manager.request_loader
+def bearer_user(request: Request) -> User | None:
+    """The user of a valid `Authorization: Bearer` token on an API route (for this request only: no
+    session is created); aborts 401 for a bad token."""
+    header = request.headers.get("Authorization", "")
+    if not header or not (request.blueprint == "api" or request.endpoint in TOKEN_ENDPOINTS):
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        abort(401, "Send the API token as 'Authorization: Bearer <token>'.")
+    row = db.session.scalar(select(ApiToken).where(ApiToken.digest == token_digest(token.strip())))
+    if row is None or row.revoked_at is not None or not row.user.active:
+        abort(401, "The API token is not valid: it is unknown, revoked, or its user is disabled.")
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):  # not a write per request
+        row.last_used_at = now
+        try:
+            db.session.commit()
+        except SQLAlchemyError:  # bookkeeping only: a busy database must not refuse the request itself
+            db.session.rollback()
+            current_app.logger.warning("Could not record the last use of API token %s", row.id, exc_info=True)
+    g.api_token = row
+    return row.user
+
+
+def require_user() -> Any:
+    """before_request: refuse anonymous access; the user comes from a bearer token or the session."""
+    if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+        return None  # unknown URLs fall through to 404
+    if not current_user.is_authenticated:
+        if request.blueprint == "api":
+            abort(401, "Sign in, or send an API token as 'Authorization: Bearer <token>'.")
+        return login_manager.unauthorized()
+    if request.blueprint == "api" and "api_token" not in g and current_app.config["WTF_CSRF_ENABLED"]:
+        csrf.protect()  # the API is CSRF-exempt for tokens only: a browser session needs the form token
+    if current_user.must_change_password and "api_token" not in g and request.endpoint not in PASSWORD_CHANGE_ENDPOINTS:
+        return redirect(url_for("account.password"))
+    return None
+
+
+def admin_required(view: Callable) -> Callable:
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403, "Only administrators may open this page.")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def ensure_first_admin(app: Flask) -> None:
+    """With no users at all, create `admin` with a one-time password (CXR_ADMIN_PASSWORD, or generated
+    and printed) so that a fresh install can be signed in to. Runs under the schema lock."""
+    with app.app_context():
+        if db.session.scalar(select(func.count()).select_from(User)):
+            return
+        given = app.config.get("ADMIN_PASSWORD")
+        password = given or one_time_password()
+        try:
+            create_user("admin", password, "admin", must_change_password=not given)
+            audit.record(audit.USER_CREATED, target="user:admin", detail="first administrator, at start-up")
+            db.session.commit()
+        except IntegrityError:  # another worker or host created it first
+            db.session.rollback()
+            return
+    if not given:
+        banner = "=" * 72
+        message = (f"\n{banner}\nNo users existed, so an administrator was created.\n"
+                   f"  user name: admin\n  one-time password: {password}\n"
+                   f"Sign in and choose a new password. (Set CXR_ADMIN_PASSWORD to choose it yourself.)\n{banner}\n")
+        print(message, flush=True)  # noqa: T201 - the console is where the operator looks
+    app.logger.warning("Created the first administrator 'admin'%s.", "" if given else " (one-time password printed)")
+
+
+def init_app(app: Flask) -> None:
+    # Checked against unknown user names, so that a wrong name takes as long as a wrong password.
+    app.config.setdefault("DUMMY_PASSWORD_HASH", hash_password(secrets.token_hex(16), app))
+    login_manager.init_app(app)
+    app.before_request(require_user)

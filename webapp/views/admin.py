@@ -1,0 +1,97 @@
+"""Administration: user accounts (add, disable, enable, reset password) and the audit log."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from webapp import audit
+from webapp.account_forms import AuditFilter, ConfirmForm, NewUserForm
+from webapp.auth import AccountError, admin_required, create_user, one_time_password, set_active, set_password
+from webapp.db import User, db
+from webapp.queries import paginate
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.before_request
+@admin_required
+def only_admins() -> None:
+    """Every page here is for administrators (signed-in users are checked first, in webapp.auth)."""
+
+
+def _users_page(form: NewUserForm | None = None, status: int = 200, issued: tuple[str, str] | None = None):
+    users = db.session.scalars(select(User).order_by(User.username)).all()
+    return render_template("admin_users.html", users=users, form=form or NewUserForm(formdata=None),
+                           confirm=ConfirmForm(), issued=issued), status
+
+
+@bp.get("/users")
+def users() -> tuple[str, int]:
+    return _users_page()
+
+
+@bp.post("/users")
+def add_user() -> tuple[str, int]:
+    form = NewUserForm()
+    if not form.validate_on_submit():
+        return _users_page(form, 400)
+    password = one_time_password()
+    try:
+        user = create_user(form.username.data, password, form.role.data, must_change_password=True)
+    except AccountError as exc:
+        db.session.rollback()
+        form.username.errors.append(str(exc))
+        return _users_page(form, 400)
+    audit.record(audit.USER_CREATED, target=f"user:{user.username}", detail=f"role {user.role}")
+    db.session.commit()
+    return _users_page(status=201, issued=(user.username, password))
+
+
+def _target(user_id: int) -> User:
+    user = db.get_or_404(User, user_id)
+    if user.id == current_user.id:
+        abort(400, "Use your account page for your own account; another administrator can disable or reset it.")
+    return user
+
+
+@bp.post("/users/<int:user_id>/disable")
+def disable(user_id: int) -> Response:
+    user = _target(user_id)
+    set_active(user, False)
+    audit.record(audit.USER_DISABLED, target=f"user:{user.username}")
+    db.session.commit()
+    flash(f"{user.username} is disabled: signed out everywhere, and their API tokens stop working.")
+    return redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<int:user_id>/enable")
+def enable(user_id: int) -> Response:
+    user = _target(user_id)
+    set_active(user, True)
+    audit.record(audit.USER_ENABLED, target=f"user:{user.username}")
+    db.session.commit()
+    flash(f"{user.username} may sign in again.")
+    return redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<int:user_id>/reset")
+def reset(user_id: int) -> tuple[str, int]:
+    user = _target(user_id)
+    password = one_time_password()
+    set_password(user, password, one_time=True)
+    audit.record(audit.PASSWORD_RESET, target=f"user:{user.username}")
+    db.session.commit()
+    return _users_page(issued=(user.username, password))
+
+
+@bp.get("/audit")
+def audit_log() -> tuple[str, int]:
+    filters = AuditFilter(request.args)
+    if not filters.validate():
+        return render_template("admin_audit.html", filters=filters, page=None), 400
+    data = filters.data
+    page = paginate(audit.filtered(data["user"], data["action"], data["date_from"], data["date_to"], data["address"]))
+    return render_template("admin_audit.html", filters=filters, page=page), 200
