@@ -255,6 +255,7 @@ def test_users_cannot_revoke_each_others_tokens(app, client):
 def test_malformed_or_unknown_tokens_get_401(anon, header):
     response = anon.get("/api/v1/predictions", headers={"Authorization": header})
     assert response.status_code == 401 and response.is_json and response.get_json()["error"]
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 # -- records of who did what --------------------------------------------------------------------------

@@ -15,7 +15,9 @@ def _wants_json() -> bool:
 
 def _respond(message: str, status: int):
     if _wants_json():
-        return {"error": message}, status
+        # RFC 9110: a 401 names the scheme that would be accepted.
+        headers = {"WWW-Authenticate": 'Bearer realm="cxr"'} if status == 401 else {}
+        return {"error": message}, status, headers
     return render_template("error.html", message=message, status=status), status
 
 

@@ -34,7 +34,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
         {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
         {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
     ]  # fmt: skip
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "Chest X-ray triage API",
@@ -96,7 +96,16 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                 "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document"}}}
             },
         },
+        # Every operation: a bearer token from the account page or `flask --app app create-token`, or the
+        # browser session (whose unsafe requests then also need the X-CSRFToken header).
+        "security": [{"bearerToken": []}, {"session": []}],
         "components": {
+            "securitySchemes": {
+                "bearerToken": {"type": "http", "scheme": "bearer",
+                                "description": "An API token: account page, or `flask --app app create-token NAME`"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "session",
+                            "description": "The signed-in browser session; POST also needs the X-CSRFToken header"},
+            },
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                 "Review": {
@@ -106,6 +115,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                         "agrees": {"type": "boolean"},
                         "correct_class": {"type": "string", "enum": classes},
                         "comment": nullable_text,
+                        "user": {**nullable_text, "description": "The reviewer"},
                     },
                 },
                 "Prediction": {
@@ -152,6 +162,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                             "description": "Grad-CAM of the CNN over the image",
                         },
                         "thumbnail_url": {"type": "string", "format": "uri"},
+                        "user": {**nullable_text, "description": "Who uploaded it"},
                         "reviews": {"type": "array", "items": {"$ref": "#/components/schemas/Review"}},
                     },
                 },
@@ -170,3 +181,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
             }
         },
     }
+    unauthorised = _error("No valid token or session: the token is missing, unknown or revoked, or its user disabled")
+    for operation in (op for path in document["paths"].values() for op in path.values()):
+        operation["responses"]["401"] = unauthorised
+    return document

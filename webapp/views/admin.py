@@ -57,23 +57,15 @@ def _target(user_id: int) -> User:
     return user
 
 
-@bp.post("/users/<int:user_id>/disable")
-def disable(user_id: int) -> Response:
+@bp.post("/users/<int:user_id>/<any(disable, enable):change>")
+def set_state(user_id: int, change: str) -> Response:
     user = _target(user_id)
-    set_active(user, False)
-    audit.record(audit.USER_DISABLED, target=f"user:{user.username}")
+    active = change == "enable"
+    set_active(user, active)
+    audit.record(audit.USER_ENABLED if active else audit.USER_DISABLED, target=f"user:{user.username}")
     db.session.commit()
-    flash(f"{user.username} is disabled: signed out everywhere, and their API tokens stop working.")
-    return redirect(url_for("admin.users"))
-
-
-@bp.post("/users/<int:user_id>/enable")
-def enable(user_id: int) -> Response:
-    user = _target(user_id)
-    set_active(user, True)
-    audit.record(audit.USER_ENABLED, target=f"user:{user.username}")
-    db.session.commit()
-    flash(f"{user.username} may sign in again.")
+    flash(f"{user.username} may sign in again." if active else
+          f"{user.username} is disabled: signed out everywhere, and their API tokens stop working.")
     return redirect(url_for("admin.users"))
 
 
