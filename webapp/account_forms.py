@@ -50,12 +50,6 @@ class NewUserForm(FlaskForm):
     submit = SubmitField("Add user")
 
 
-class ConfirmForm(FlaskForm):
-    """A button that changes something (sign out, revoke, disable, reset): only its CSRF token."""
-
-    submit = SubmitField()
-
-
 class AuditFilter(Form):
     """GET parameters of the audit log page."""
 

@@ -8,7 +8,7 @@ from werkzeug.security import check_password_hash
 from werkzeug.wrappers import Response
 
 from webapp import audit
-from webapp.account_forms import ConfirmForm, PasswordChangeForm, TokenForm
+from webapp.account_forms import PasswordChangeForm, TokenForm
 from webapp.auth import issue_token, set_password, sign_in
 from webapp.db import ApiToken, db, utcnow
 
@@ -20,7 +20,6 @@ def _render(status: int = 200, *, password_form=None, token_form=None, new_token
         "account.html",
         password_form=password_form or PasswordChangeForm(formdata=None),
         token_form=token_form or TokenForm(formdata=None),
-        confirm=ConfirmForm(),
         new_token=new_token,
     ), status
 

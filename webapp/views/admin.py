@@ -8,7 +8,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from webapp import audit
-from webapp.account_forms import AuditFilter, ConfirmForm, NewUserForm
+from webapp.account_forms import AuditFilter, NewUserForm
 from webapp.auth import AccountError, admin_required, create_user, one_time_password, set_active, set_password
 from webapp.db import User, db
 from webapp.queries import paginate
@@ -25,7 +25,7 @@ def only_admins() -> None:
 def _users_page(form: NewUserForm | None = None, status: int = 200, issued: tuple[str, str] | None = None):
     users = db.session.scalars(select(User).order_by(User.username)).all()
     return render_template("admin_users.html", users=users, form=form or NewUserForm(formdata=None),
-                           confirm=ConfirmForm(), issued=issued), status
+                           issued=issued), status
 
 
 @bp.get("/users")
