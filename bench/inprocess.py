@@ -37,9 +37,8 @@ SETTINGS = ((1, 1), (2, 1), (2, 2))
 def full_prediction(bundle: Any, data: bytes, thumbnail_size: int = 256) -> dict[str, bytes]:
     """Exactly the work of `webapp.predictions.create_prediction` for one upload, less the disk and database."""
     from cxr.gate import assess
-    from cxr.imaging import decode_image, to_uint8
-    from cxr.overlay import overlay_rgb, png_bytes
-    from webapp.predictions import thumbnail
+    from cxr.imaging import decode_image
+    from cxr.overlay import stored_pngs
 
     image = decode_image(data)
     output = bundle.predict(image.pixels)
@@ -47,12 +46,7 @@ def full_prediction(bundle: Any, data: bytes, thumbnail_size: int = 256) -> dict
     if not gate.accepted:  # refused uploads are answered 422 and not stored
         return {}
     hashlib.sha256(data).hexdigest()
-    gray = to_uint8(image.pixels)
-    return {
-        "image": png_bytes(gray),
-        "overlay": png_bytes(overlay_rgb(image.pixels, output.heatmap, output.box)),
-        "thumbnail": png_bytes(thumbnail(gray, thumbnail_size)),
-    }
+    return stored_pngs(image.pixels, output.heatmap, output.box, thumbnail_size)
 
 
 def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
@@ -62,9 +56,8 @@ def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
     from cxr.decision import decide
     from cxr.gate import assess
     from cxr.imaging import decode_image, to_uint8
-    from cxr.overlay import overlay_rgb, png_bytes
+    from cxr.overlay import display_overlay, png_bytes, thumbnail
     from cxr.preprocess import preprocess
-    from webapp.predictions import thumbnail
 
     times: dict[str, float] = {}
 
@@ -86,7 +79,7 @@ def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
     timed("sha256", lambda: hashlib.sha256(data).hexdigest())
     gray = timed("to_uint8", lambda: to_uint8(image.pixels))
     timed("PNG image", lambda: png_bytes(gray))
-    timed("overlay + PNG", lambda: png_bytes(overlay_rgb(image.pixels, output.heatmap, output.box)))
+    timed("overlay + PNG", lambda: png_bytes(display_overlay(image.pixels, output.heatmap, output.box, gray)))
     timed("thumbnail + PNG", lambda: png_bytes(thumbnail(gray, 256)))
     return times
 

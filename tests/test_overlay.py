@@ -7,7 +7,7 @@ import pytest
 from matplotlib import colormaps
 
 from cxr.imaging import to_uint8
-from cxr.overlay import heatmap_full_size, overlay_rgb
+from cxr.overlay import OVERLAY_MAX_SIDE, display_overlay, heatmap_full_size, overlay_rgb, stored_pngs
 
 
 def reference_overlay(pixels, heatmap, box, alpha=0.45):
@@ -66,3 +66,29 @@ def test_png_bytes_leaves_other_arrays_to_pillow():
     rgba = np.zeros((4, 5, 4), np.uint8)
     rgba[..., 3] = 255
     assert np.asarray(Image.open(io.BytesIO(png_bytes(rgba)))).shape == (4, 5, 4)
+
+
+def test_large_films_get_an_overlay_of_display_size_small_ones_their_own():
+    heat = np.zeros((8, 8), np.float32)
+    heat[2:6, 2:6] = 1.0
+    small = np.full((320, 300), 0.5, np.float32)
+    assert (display_overlay(small, heat, (0, 320, 0, 300)) == overlay_rgb(small, heat, (0, 320, 0, 300))).all()
+    film = np.full((2400, 2000), 0.5, np.float32)
+    box = (400, 2000, 200, 1800)  # the crop the model saw, in film pixels
+    out = display_overlay(film, heat, box)
+    assert out.shape == (OVERLAY_MAX_SIDE, round(2000 * OVERLAY_MAX_SIDE / 2400), 3)
+    coloured = np.argwhere((out != out[..., :1]).any(axis=2))  # where the colour map shows
+    scale = OVERLAY_MAX_SIDE / 2400
+    assert coloured[:, 0].min() >= 400 * scale - 1 and coloured[:, 0].max() <= 2000 * scale + 1
+    assert coloured[:, 1].min() >= 200 * scale - 1 and coloured[:, 1].max() <= 1800 * scale + 1
+
+
+def test_stored_pngs_keep_the_film_at_full_size():
+    import io
+
+    from PIL import Image
+
+    film = np.random.default_rng(0).random((1500, 1200), dtype=np.float32)
+    pngs = stored_pngs(film, np.ones((8, 8), np.float32), (0, 1500, 0, 1200), 256)
+    sizes = {kind: Image.open(io.BytesIO(data)).size for kind, data in pngs.items()}
+    assert sizes == {"image": (1200, 1500), "overlay": (819, 1024), "thumbnail": (205, 256)}

@@ -8,17 +8,15 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 from flask import current_app, has_request_context, request
 from flask_login import current_user
-from PIL import Image
 
 from cxr.bundle import ModelBundle
 from cxr.bundle import Prediction as ModelOutput
 from cxr.errors import NotAChestXray
 from cxr.gate import GateResult, assess
-from cxr.imaging import DecodedImage, decode_image, to_uint8
-from cxr.overlay import overlay_rgb, png_bytes
+from cxr.imaging import DecodedImage, decode_image
+from cxr.overlay import stored_pngs
 from webapp import audit
 from webapp.db import Prediction, db, utcnow
 from webapp.resilience import require_model
@@ -93,25 +91,20 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
     """
     analysis = analyse(data)
     record = build_record(analysis, filename, reference, note)
-    pixels = analysis.image.pixels
-    gray = to_uint8(pixels)
-    payloads = {
-        "image_path": png_bytes(gray),
-        "overlay_path": png_bytes(overlay_rgb(pixels, analysis.output.heatmap, analysis.output.box, gray=gray)),
-        "thumbnail_path": png_bytes(thumbnail(gray, int(current_app.config["THUMBNAIL_SIZE"]))),
-    }
+    pngs = stored_pngs(analysis.image.pixels, analysis.output.heatmap, analysis.output.box,
+                       int(current_app.config["THUMBNAIL_SIZE"]))
     folder = Path(current_app.config["UPLOAD_FOLDER"])
     stem = f"{record.created_at:%Y/%m}/{uuid.uuid4().hex}"
-    suffixes = {"image_path": "", "overlay_path": "-overlay", "thumbnail_path": "-thumb"}
+    suffixes = {"image": "", "overlay": "-overlay", "thumbnail": "-thumb"}
     written: list[Path] = []
     try:
-        for attribute, payload in payloads.items():
-            relative = f"{stem}{suffixes[attribute]}.png"
+        for kind, png in pngs.items():
+            relative = f"{stem}{suffixes[kind]}.png"
             path = folder / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             written.append(path)
-            path.write_bytes(payload)
-            setattr(record, attribute, relative)
+            path.write_bytes(png)
+            setattr(record, f"{kind}_path", relative)
         via = request.blueprint if has_request_context() else None
         if via and current_user.is_authenticated:
             record.user_id = current_user.id
@@ -125,12 +118,6 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
             path.unlink(missing_ok=True)
         raise
     return record
-
-
-def thumbnail(gray: np.ndarray, size: int) -> np.ndarray:
-    image = Image.fromarray(gray)
-    image.thumbnail((size, size), Image.LANCZOS)
-    return np.asarray(image)
 
 
 def display_name(filename: str | None) -> str:
