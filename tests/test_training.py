@@ -194,3 +194,20 @@ def test_three_class_model_trains_and_serves(dataset, tmp_path):
     prediction = bundle.predict(image)
     assert len(prediction.probabilities) == 3
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_fine_tuning_starts_from_a_model_on_the_same_split(trained, dataset, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "tuned"
+    assert train.main(["--data", str(dataset), "--out", str(out), "--init-from", str(trained), *TINY]) == 0
+    assert "CNN weights taken from" in capsys.readouterr().out
+    start, card = (json.loads((d / "model_card.json").read_text()) for d in (trained, out))
+    assert card["training"]["init_from"] == {"version": start["version"], "epochs": 1, "learning_rate": 0.001,
+                                             "init_from": None}
+    assert (out / "split.csv").read_text() == (trained / "split.csv").read_text()
+    ModelBundle(out)  # loads, and its card matches its files
+    # Another split (another seed) could put the first model's training images into this test split.
+    assert train.main(["--data", str(dataset), "--out", str(tmp_path / "x"), "--init-from", str(trained),
+                       "--seed", "7", *TINY]) == 2
+    assert "split differs" in capsys.readouterr().err

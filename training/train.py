@@ -31,6 +31,7 @@ from training.data import (
     counts,
     load_dataset,
     patient_split,
+    read_split,
     write_split,
 )
 from training.images import load_images
@@ -69,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-sensitivity", type=float, default=0.95, help="threshold rule for covid")
     parser.add_argument("--ood-quantile", type=float, default=0.995, help="validation quantile of the OOD gate")
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable rows instead of stopping")
+    parser.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
+                        help="start from the CNN weights of this model (fine-tuning); it must have the same "
+                             "architecture and have been trained on the same split")
     parser.add_argument("--cache", type=Path, default=Path(".cache"), help="where decoded arrays are cached")
     parser.add_argument("--no-cache", action="store_true")
     return parser.parse_args(argv)
@@ -136,6 +140,10 @@ def train_cnn(args, classes, images, labels, split, started):
 
     keras.utils.set_random_seed(args.seed)
     model = build_cnn(args.input_size, len(classes), args.base_filters, args.blocks)
+    if args.init_from is not None:
+        start = keras.models.load_model(args.init_from / CNN_FILE, compile=False)
+        model.set_weights(start.get_weights())  # ValueError when the architecture differs
+        stage(f"CNN weights taken from {args.init_from}", started)
     model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -227,6 +235,15 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def initial_model(directory: Path | None) -> dict | None:
+    """Which model a fine-tuning run started from, and how it had been trained, for the model card."""
+    if directory is None:
+        return None
+    card = json.loads((directory / CARD_FILE).read_text())
+    return {"version": card["version"], "epochs": card["training"]["epochs"],
+            "learning_rate": card["training"]["learning_rate"], "init_from": card["training"].get("init_from")}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -245,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     labels = np.array([classes.index(s.label) for s in samples])
     split = patient_split(samples, fractions, args.seed)
     stage("split by patient: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()), started)
+    if args.init_from is not None:
+        previous = read_split(args.init_from / SPLIT_FILE)
+        if previous != {samples[i].file: name for name in SPLITS for i in split[name]}:
+            # Otherwise images the starting model trained on could sit in this run's test split.
+            print(f"error: the split differs from the one {args.init_from} was trained on; use the same data, "
+                  "--split and --seed", file=sys.stderr)
+            return 2
 
     model, history, fit_stats = train_cnn(args, classes, images, labels, split, started)
 
@@ -295,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
             "gradcam_layer": f"block{args.blocks}_relu2",
             "architecture": {"blocks": args.blocks, "base_filters": args.base_filters,
                              "batch_norm": True, "dropout": 0.25, "parameters": int(model.count_params())},
-            "training": {**{k: v for k, v in vars(args).items() if k not in ("data", "out", "cache", "no_cache")},
-                         "data": str(args.data), **fit_stats,
+            "training": {**{k: v for k, v in vars(args).items()
+                            if k not in ("data", "out", "cache", "no_cache", "init_from")},
+                         "data": str(args.data), "init_from": initial_model(args.init_from), **fit_stats,
                          "wall_seconds": round(time.perf_counter() - started, 1)},
             "data": {name: counts(samples, split[name]) for name in SPLITS} | {"left_out_by_class": dict(excluded)},
             "threshold": {"value": threshold, "class": POSITIVE_CLASS if threshold is not None else None,
