@@ -33,7 +33,6 @@ MEMORY_MIB = 1024.0
 
 def in_process_reference(workers: int, tf_threads: int | None, repeats: int, batch_seconds: float) -> dict[str, Any]:
     """Full-prediction p50 with the workers' thread setting, and the best batch throughput of any setting."""
-    from bench.common import ROOT  # noqa: F401  (children run from the project root)
     from cxr.runtime import available_cores
 
     cores = available_cores()

@@ -15,14 +15,19 @@ def add_user(app, name: str, role: str = "clinician", password: str = PASSWORD) 
         return user.id
 
 
-def signed_in(app, name: str, password: str = PASSWORD):
-    """A test client signed in as `name` through the sign-in form."""
+def csrf_token(client, path: str) -> str | None:
+    """The CSRF token of the form on `path` (None when CSRF protection is off)."""
     import re
 
+    found = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', client.get(path).get_data(as_text=True))
+    return found.group(1) if found else None
+
+
+def signed_in(app, name: str, password: str = PASSWORD):
+    """A test client signed in as `name` through the sign-in form."""
     client = app.test_client()
-    form = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form)  # when CSRF is on
-    data = {"username": name, "password": password, **({"csrf_token": token.group(1)} if token else {})}
+    token = csrf_token(client, "/login")
+    data = {"username": name, "password": password, **({"csrf_token": token} if token else {})}
     response = client.post("/login", data=data)
     assert response.status_code == 302, response.get_data(as_text=True)
     return client

@@ -11,7 +11,7 @@ from conftest import dicom_bytes, gray_pixels, png_bytes
 from PIL import Image
 
 from webapp.db import Prediction, db
-from tests.accounts import clinician_client
+from tests.accounts import clinician_client, csrf_token
 
 UNIFORM_PNG = png_bytes(np.full((256, 256), 128, dtype=np.uint8))  # decodes, but the gate refuses it
 
@@ -152,24 +152,25 @@ def test_csrf_protects_the_forms(make_app, chest_png):
     refused = client.post("/", data=_files((chest_png, "a.png")))
     assert refused.status_code == 400
     assert "Reload the page" in refused.get_data(as_text=True)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', client.get("/").get_data(as_text=True))
-    accepted = client.post("/", data={**_files((chest_png, "a.png")), "csrf_token": token.group(1)})
+    token = csrf_token(client, "/")
+    accepted = client.post("/", data={**_files((chest_png, "a.png")), "csrf_token": token})
     assert accepted.status_code == 302
     # The review form needs its token too; so does the JSON API when the browser session signs it.
     assert client.post(f"{accepted.location}/reviews", data={"verdict": "agree"}).status_code == 400
     api = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")})
     assert api.status_code == 400 and "Reload the page" in api.get_json()["error"]
     api = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")},
-                      headers={"X-CSRFToken": token.group(1)})
+                      headers={"X-CSRFToken": token})
     assert api.status_code == 201
 
 
-def test_pages_need_no_inline_script_or_external_resource(client, upload):
+def test_pages_need_no_inline_script_or_external_resource(admin_client, anon, upload):
     prediction = upload()
-    for page in ("/", "/history", "/model", f"/predictions/{prediction['id']}"):
+    pages = ("/", "/history", "/model", f"/predictions/{prediction['id']}", "/account", "/admin/users", "/admin/audit")
+    for client, page in [(admin_client, page) for page in pages] + [(anon, "/login")]:
         html = client.get(page).get_data(as_text=True)
         assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", html) == [], page
         assert " style=" not in html and " on" + "click=" not in html, page
         assert not re.search(r'(src|href)="(https?:)?//', html), page
-    assert client.get("/static/app.js").status_code == 200
-    assert client.get("/static/style.css").status_code == 200
+    assert anon.get("/static/app.js").status_code == 200
+    assert anon.get("/static/style.css").status_code == 200
