@@ -6,7 +6,7 @@ time goes, and the best batch throughput of that full prediction in one process.
 Each TensorFlow thread setting runs in a fresh process (threads are fixed when TF starts):
   * latency rows: bare forward (`tf.function(cnn(x, training=False))` on one preprocessed image) and the
     full prediction (decode, preprocess, one forward pass with features + CNN probabilities + Grad-CAM,
-    ensemble, OOD score and gate, then the stored PNGs: image, Grad-CAM overlay, thumbnail), measured
+    ensemble, OOD score and gate, then the stored files: image PNG, Grad-CAM overlay and thumbnail JPEGs), measured
     alternately on the same images in the same process, so their ratio is from one run;
   * throughput rows: the same full prediction over a batch of images, one after another or from two
     threads of the one process, in images per second.
@@ -38,7 +38,7 @@ def full_prediction(bundle: Any, data: bytes, thumbnail_size: int = 256) -> dict
     """Exactly the work of `webapp.predictions.create_prediction` for one upload, less the disk and database."""
     from cxr.gate import assess
     from cxr.imaging import decode_image
-    from cxr.overlay import stored_pngs
+    from cxr.overlay import stored_files
 
     image = decode_image(data)
     output = bundle.predict(image.pixels)
@@ -46,7 +46,7 @@ def full_prediction(bundle: Any, data: bytes, thumbnail_size: int = 256) -> dict
     if not gate.accepted:  # refused uploads are answered 422 and not stored
         return {}
     hashlib.sha256(data).hexdigest()
-    return stored_pngs(image.pixels, output.heatmap, output.box, thumbnail_size)
+    return stored_files(image.pixels, output.heatmap, output.box, thumbnail_size)
 
 
 def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
@@ -56,7 +56,7 @@ def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
     from cxr.decision import decide
     from cxr.gate import assess
     from cxr.imaging import decode_image, to_uint8
-    from cxr.overlay import display_overlay, png_bytes, thumbnail
+    from cxr.overlay import display_overlay, jpeg_bytes, png_bytes, thumbnail
     from cxr.preprocess import preprocess
 
     times: dict[str, float] = {}
@@ -79,8 +79,9 @@ def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
     timed("sha256", lambda: hashlib.sha256(data).hexdigest())
     gray = timed("to_uint8", lambda: to_uint8(image.pixels))
     timed("PNG image", lambda: png_bytes(gray))
-    timed("overlay + PNG", lambda: png_bytes(display_overlay(image.pixels, output.heatmap, output.box, gray)))
-    timed("thumbnail + PNG", lambda: png_bytes(thumbnail(gray, 256)))
+    overlay = timed("overlay", lambda: display_overlay(image.pixels, output.heatmap, output.box, gray))
+    timed("overlay JPEG", lambda: jpeg_bytes(overlay))
+    timed("thumbnail + JPEG", lambda: jpeg_bytes(thumbnail(gray, 256)))
     return times
 
 
@@ -99,7 +100,7 @@ def measure(images: int, repeats: int, batch_seconds: float, model_dir: Path, la
     loaded = time.perf_counter()
     bundle = ModelBundle(model_dir)
     load_s = time.perf_counter() - loaded
-    # Only images the gate accepts: those go the whole way (a refused upload skips the PNGs).
+    # Only images the gate accepts: those go the whole way (a refused upload skips the stored files).
     blobs = [data for _, data in read_images(images * 2) if full_prediction(bundle, data)][:images]
     tensors = [preprocess(decode_image(b).pixels, bundle.input_size).tensor[np.newaxis] for b in blobs]
     size = bundle.input_size
@@ -141,7 +142,7 @@ def measure(images: int, repeats: int, batch_seconds: float, model_dir: Path, la
 
     batch = {str(c): throughput(c) for c in (1, 2)}
     large = None
-    if large_side:  # a detector-sized film: decoding, preprocessing, overlay and PNGs grow with the pixels
+    if large_side:  # a detector-sized film: decoding, preprocessing, overlay and encoding grow with the pixels
         import io
 
         from PIL import Image

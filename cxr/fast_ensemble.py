@@ -5,10 +5,12 @@ single tree). scikit-learn predicts one image by calling each tree in turn, each
 input: a few milliseconds per image, more than the CNN's forward pass. Here every tree is flattened
 into one node table and all trees are walked at once with numpy, which gives the same leaves and so the
 same probabilities (to the last bits of floating-point summation order) in a fraction of the time.
+The standard scaler and the Platt-scaled RBF SVM are written out in numpy too: their scikit-learn
+calls cost ~2 ms per image, nearly all of it input validation.
 
 `compile_ensemble` accepts exactly what training exports (a Pipeline of transformers ending in a
-soft VotingClassifier whose members are trees, forests of trees, SAMME AdaBoost over trees, or anything
-else with `predict_proba`, which is then called as is). It checks itself against scikit-learn on probe
+soft VotingClassifier whose members are trees, forests of trees, SAMME AdaBoost over trees, a binary
+sigmoid-calibrated RBF SVC, or anything else with `predict_proba`, which is then called as is). It checks itself against scikit-learn on probe
 inputs and returns None when anything differs or is not understood; callers then use scikit-learn.
 """
 
@@ -94,7 +96,7 @@ def _compile(pipeline) -> Callable[[np.ndarray], np.ndarray] | None:
     voting = pipeline[-1]
     if voting.voting != "soft":
         return None
-    transform = pipeline[:-1].transform if len(pipeline) > 1 else (lambda X: X)
+    transform = _transform(pipeline[:-1])
     n_classes = len(voting.classes_)
     trees: list = []
     members: list[tuple[str, object, slice]] = []  # (kind, estimator, its trees in the bank)
@@ -112,6 +114,8 @@ def _compile(pipeline) -> Callable[[np.ndarray], np.ndarray] | None:
                 and all(np.array_equal(t.classes_, member.classes_) for t in member.estimators_):
             trees += [t.tree_ for t in member.estimators_]
             members.append(("adaboost", member, slice(start, len(trees))))
+        elif (svm := _sigmoid_svm(member)) is not None:
+            members.append(("function", svm, slice(0, 0)))
         else:
             members.append(("sklearn", member, slice(0, 0)))
     bank = TreeBank(trees, n_classes) if trees else None
@@ -123,6 +127,8 @@ def _compile(pipeline) -> Callable[[np.ndarray], np.ndarray] | None:
         for kind, member, span in members:
             if kind == "sklearn":
                 probas.append(member.predict_proba(X))
+            elif kind == "function":
+                probas.append(member(X))
             elif kind == "tree":
                 probas.append(leaf_values[:, span.start, :])
             elif kind == "forest":
@@ -139,6 +145,58 @@ def _compile(pipeline) -> Callable[[np.ndarray], np.ndarray] | None:
                     pred = pred.sum(axis=1)
                 probas.append(member._compute_proba_from_decision(pred, k))
         return np.average(np.asarray(probas), axis=0, weights=voting._weights_not_none)
+
+    return predict_proba
+
+
+def _transform(steps) -> Callable[[np.ndarray], np.ndarray]:
+    """The pipeline's transformers: a StandardScaler as scikit-learn computes it (float32 stays float32, its
+    statistics cast to the input's type), anything else through its own `transform`."""
+    from sklearn.preprocessing import StandardScaler
+
+    if len(steps) == 0:
+        return lambda X: X
+    if len(steps) > 1 or type(steps[0]) is not StandardScaler:
+        return steps.transform
+    scaler = steps[0]
+
+    def standardize(X: np.ndarray) -> np.ndarray:
+        if X.dtype not in (np.float32, np.float64):
+            return scaler.transform(X)
+        out = np.array(X)
+        if scaler.with_mean:
+            out -= scaler.mean_.astype(out.dtype)
+        if scaler.with_std:
+            out /= scaler.scale_.astype(out.dtype)
+        return out
+
+    return standardize
+
+
+def _sigmoid_svm(member) -> Callable[[np.ndarray], np.ndarray] | None:
+    """`predict_proba` of CalibratedClassifierCV(SVC(kernel="rbf"), method="sigmoid", ensemble=False) on two
+    classes: the SVC's decision function, then Platt's sigmoid. None for anything else."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    if not isinstance(member, CalibratedClassifierCV) or member.method != "sigmoid" or len(member.classes_) != 2 \
+            or len(member.calibrated_classifiers_) != 1:
+        return None
+    calibrated = member.calibrated_classifiers_[0]
+    svc = calibrated.estimator
+    if type(svc) is not SVC or svc.kernel != "rbf" or len(calibrated.calibrators) != 1:
+        return None
+    vectors = np.asarray(svc.support_vectors_, dtype=np.float64)
+    squares, coef = (vectors**2).sum(axis=1), svc.dual_coef_[0]
+    gamma, intercept = float(svc._gamma), float(svc.intercept_[0])
+    a, b = float(calibrated.calibrators[0].a_), float(calibrated.calibrators[0].b_)
+
+    def predict_proba(X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        distances = (X**2).sum(axis=1)[:, np.newaxis] + squares - 2.0 * (X @ vectors.T)
+        decision = np.exp(-gamma * np.maximum(distances, 0.0)) @ coef + intercept
+        positive = 1.0 / (1.0 + np.exp(a * decision + b))  # _SigmoidCalibration: expit(-(a·d + b))
+        return np.column_stack([1.0 - positive, positive])
 
     return predict_proba
 

@@ -31,7 +31,9 @@ def test_create_read_and_fetch_images(client, chest_png, bundle):
     for key in ("image_url", "overlay_url", "thumbnail_url", "url"):
         fetched = client.get(created[key])
         assert fetched.status_code == 200, key
-    assert client.get(created["overlay_url"]).data.startswith(b"\x89PNG")
+    assert created["image_url"].endswith("/image.png") and created["overlay_url"].endswith("/overlay.jpg")
+    assert client.get(created["image_url"]).data.startswith(b"\x89PNG")
+    assert client.get(created["overlay_url"]).data.startswith(b"\xff\xd8")
     read = client.get(f"/api/v1/predictions/{created['id']}")
     assert read.status_code == 200 and read.get_json() == created
 

@@ -79,3 +79,28 @@ def test_the_shipped_bundle_serves_the_compiled_ensemble(bundle):
     probes = probe_features(bundle.ood.mean, bundle.ood.precision, count=500, seed=7)
     assert getattr(bundle._ensemble_proba, "__self__", None) is not bundle.ensemble  # not the fallback
     np.testing.assert_allclose(bundle._ensemble_proba(probes), bundle.ensemble.predict_proba(probes), rtol=0, atol=1e-12)
+
+
+def test_binary_svm_and_scaler_are_computed_without_scikit_learn(monkeypatch):
+    model = pipeline(2)
+    features, _ = training_data(2, seed=2)
+    fast = compile_ensemble(model, features[:50])
+    expected = model.predict_proba(features)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("called scikit-learn")
+
+    monkeypatch.setattr(CalibratedClassifierCV, "predict_proba", refuse)
+    monkeypatch.setattr(StandardScaler, "transform", refuse)
+    np.testing.assert_allclose(fast(features), expected, rtol=0, atol=1e-12)
+
+
+def test_other_transformers_go_through_scikit_learn():
+    from sklearn.preprocessing import MinMaxScaler
+
+    features, labels = training_data(2)
+    model = Pipeline([("scale", MinMaxScaler()), ("vote", VotingClassifier(
+        [("dt", DecisionTreeClassifier(random_state=0)), ("rf", RandomForestClassifier(n_estimators=5, random_state=0))],
+        voting="soft"))]).fit(features, labels)
+    fast = compile_ensemble(model, features[:20])
+    np.testing.assert_allclose(fast(features * 1.5), model.predict_proba(features * 1.5), rtol=0, atol=1e-12)

@@ -53,7 +53,7 @@ def test_disk_full_answers_503_stores_nothing_and_recovers(app, client, chest_pn
     write_bytes = Path.write_bytes
 
     def full_disk(self, data):
-        if self.name.endswith("-overlay.png"):  # the second of three files: the first must be removed again
+        if self.name.endswith("-overlay.jpg"):  # the second of three files: the first must be removed again
             raise OSError(errno.ENOSPC, "No space left on device", str(self))
         return write_bytes(self, data)
 

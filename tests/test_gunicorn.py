@@ -53,7 +53,7 @@ def test_gunicorn_serves_uploads_from_two_workers(server, chest_png):
         assert status == 200 and body["reference"] == created["reference"]
         # An API client holds only its token: the image URLs of the API's answer must work with it.
         status, image, _ = server.request("GET", created["overlay_url"].removeprefix(server.url))
-        assert status == 200 and image.startswith(b"\x89PNG"), (status, image[:300])
+        assert status == 200 and image.startswith(b"\xff\xd8"), (status, image[:300])
     status, body = server.get_json("/api/v1/predictions?q=GUNI")
     assert status == 200 and body["total"] == 4
     # The HTML pages take a signed-in session (the sign-in form, its CSRF token, the session cookie),

@@ -29,10 +29,12 @@ def test_history_lists_newest_first_with_thumbnails(client, upload):
     first, second = upload(reference="A-1"), upload(reference="B-2")
     html = client.get("/history").get_data(as_text=True)
     assert html.index(f"#{second['id']}<") < html.index(f"#{first['id']}<")
-    assert f"/predictions/{first['id']}/thumbnail.png" in html
+    assert f"/predictions/{first['id']}/thumbnail.jpg" in html
     assert "A-1" in html and "B-2" in html and first["class"] in html
     assert f"{first['probability'] * 100:.1f} %" in html
-    assert client.get(f"/predictions/{first['id']}/thumbnail.png").mimetype == "image/png"
+    thumbnail = client.get(f"/predictions/{first['id']}/thumbnail.jpg")
+    assert thumbnail.mimetype == "image/jpeg" and thumbnail.data.startswith(b"\xff\xd8")
+    assert client.get(f"/predictions/{first['id']}/thumbnail.png").status_code == 404  # not how it is stored
 
 
 def test_history_pagination(make_app, chest_png):

@@ -7,7 +7,7 @@ import pytest
 from matplotlib import colormaps
 
 from cxr.imaging import to_uint8
-from cxr.overlay import OVERLAY_MAX_SIDE, display_overlay, heatmap_full_size, overlay_rgb, stored_pngs
+from cxr.overlay import OVERLAY_MAX_SIDE, display_overlay, heatmap_full_size, overlay_rgb, stored_files
 
 
 def reference_overlay(pixels, heatmap, box, alpha=0.45):
@@ -83,12 +83,20 @@ def test_large_films_get_an_overlay_of_display_size_small_ones_their_own():
     assert coloured[:, 1].min() >= 200 * scale - 1 and coloured[:, 1].max() <= 1800 * scale + 1
 
 
-def test_stored_pngs_keep_the_film_at_full_size():
+def test_stored_files_keep_the_film_at_full_size_and_lossless():
     import io
 
     from PIL import Image
 
     film = np.random.default_rng(0).random((1500, 1200), dtype=np.float32)
-    pngs = stored_pngs(film, np.ones((8, 8), np.float32), (0, 1500, 0, 1200), 256)
-    sizes = {kind: Image.open(io.BytesIO(data)).size for kind, data in pngs.items()}
-    assert sizes == {"image": (1200, 1500), "overlay": (819, 1024), "thumbnail": (205, 256)}
+    heat = np.zeros((8, 8), np.float32)
+    heat[3:5, 3:5] = 1.0
+    files = stored_files(film, heat, (0, 1500, 0, 1200), 256)
+    opened = {kind: Image.open(io.BytesIO(data)) for kind, data in files.items()}
+    assert {kind: image.size for kind, image in opened.items()} == {
+        "image": (1200, 1500), "overlay": (819, 1024), "thumbnail": (205, 256)}
+    assert {kind: image.format for kind, image in opened.items()} == {"image": "PNG", "overlay": "JPEG", "thumbnail": "JPEG"}
+    assert (np.asarray(opened["image"]) == to_uint8(film)).all()
+    # The JPEG overlay stays close to the exact overlay: a colour map, not a diagnostic image.
+    exact = display_overlay(film, heat, (0, 1500, 0, 1200)).astype(int)
+    assert np.abs(np.asarray(opened["overlay"], dtype=int) - exact).mean() < 8

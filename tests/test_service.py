@@ -36,7 +36,7 @@ def test_failed_write_removes_earlier_files(app, chest_png, monkeypatch):
     write_bytes = Path.write_bytes
 
     def fail_on_overlay(self, data):
-        if self.name.endswith("-overlay.png"):
+        if self.name.endswith("-overlay.jpg"):
             raise OSError("no space left on device")
         return write_bytes(self, data)
 

@@ -49,11 +49,11 @@ def test_single_upload_shows_result(client, app, chest_png, bundle):
     assert "Research use only, not a diagnosis" in html
     assert "explains the <strong>CNN feature extractor</strong>" in html
     assert 'data-opacity-target="overlay"' in html
-    for kind in ("image", "overlay"):
-        url = f"/predictions/{record.id}/{kind}.png"
+    for kind, mimetype, magic in (("image.png", "image/png", b"\x89PNG"), ("overlay.jpg", "image/jpeg", b"\xff\xd8")):
+        url = f"/predictions/{record.id}/{kind}"
         assert url in html
         image = client.get(url)
-        assert image.status_code == 200 and image.mimetype == "image/png" and image.data.startswith(b"\x89PNG")
+        assert image.status_code == 200 and image.mimetype == mimetype and image.data.startswith(magic)
 
 
 def test_files_stored_under_generated_names(client, app, chest_png):
@@ -66,6 +66,25 @@ def test_files_stored_under_generated_names(client, app, chest_png):
         assert "evil" not in path and not path.startswith("/") and ".." not in path
         assert (folder / path).is_file()
     assert len([p for p in folder.rglob("*") if p.is_file()]) == 3
+
+
+def test_rows_stored_with_png_overlays_keep_working(client, app, chest_png):
+    """Predictions stored before the overlay and thumbnail became JPEGs keep their PNG files and URLs."""
+    client.post("/", data=_files((chest_png, "old.png")))
+    folder = app.config["UPLOAD_FOLDER"]
+    with app.app_context():
+        record = db.session.scalars(db.select(Prediction)).one()
+        old = record.overlay_path.removesuffix(".jpg") + ".png"
+        (folder / old).write_bytes(png_bytes(np.zeros((4, 4), np.uint8)))
+        (folder / record.overlay_path).unlink()
+        record.overlay_path = old
+        db.session.commit()
+        record_id = record.id
+    html = client.get(f"/predictions/{record_id}").get_data(as_text=True)
+    assert f"/predictions/{record_id}/overlay.png" in html
+    image = client.get(f"/predictions/{record_id}/overlay.png")
+    assert image.status_code == 200 and image.mimetype == "image/png"
+    assert client.get(f"/predictions/{record_id}/overlay.jpg").status_code == 404
 
 
 def test_several_files_keep_the_good_ones(client, app, chest_png):

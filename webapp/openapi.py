@@ -155,13 +155,14 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                         "note": nullable_text,
                         "created": {"type": "string", "format": "date-time"},
                         "url": {"type": "string", "format": "uri"},
-                        "image_url": {"type": "string", "format": "uri"},
+                        "image_url": {"type": "string", "format": "uri", "description": "The image as stored (PNG)"},
                         "overlay_url": {
                             "type": "string",
                             "format": "uri",
-                            "description": "Grad-CAM of the CNN over the image",
+                            "description": "Grad-CAM of the CNN over the image (JPEG; PNG for predictions stored "
+                                           "before 2026-11-23)",
                         },
-                        "thumbnail_url": {"type": "string", "format": "uri"},
+                        "thumbnail_url": {"type": "string", "format": "uri", "description": "JPEG (PNG before 2026-11-23)"},
                         "user": {**nullable_text, "description": "Who uploaded it"},
                         "reviews": {"type": "array", "items": {"$ref": "#/components/schemas/Review"}},
                     },

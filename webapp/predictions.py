@@ -16,7 +16,7 @@ from cxr.bundle import Prediction as ModelOutput
 from cxr.errors import NotAChestXray
 from cxr.gate import GateResult, assess
 from cxr.imaging import DecodedImage, decode_image
-from cxr.overlay import stored_pngs
+from cxr.overlay import FILE_FORMATS, stored_files
 from webapp import audit
 from webapp.db import Prediction, db, utcnow
 from webapp.resilience import require_model
@@ -85,25 +85,25 @@ def build_record(
 
 
 def create_prediction(data: bytes, filename: str, reference: str | None = None, note: str | None = None) -> Prediction:
-    """Analyse an upload and store it: three PNGs under generated names, then the row.
+    """Analyse an upload and store it: its three files under generated names, then the row.
 
     On any failure the files written so far are removed and the session rolled back.
     """
     analysis = analyse(data)
     record = build_record(analysis, filename, reference, note)
-    pngs = stored_pngs(analysis.image.pixels, analysis.output.heatmap, analysis.output.box,
+    files = stored_files(analysis.image.pixels, analysis.output.heatmap, analysis.output.box,
                        int(current_app.config["THUMBNAIL_SIZE"]))
     folder = Path(current_app.config["UPLOAD_FOLDER"])
     stem = f"{record.created_at:%Y/%m}/{uuid.uuid4().hex}"
     suffixes = {"image": "", "overlay": "-overlay", "thumbnail": "-thumb"}
     written: list[Path] = []
     try:
-        for kind, png in pngs.items():
-            relative = f"{stem}{suffixes[kind]}.png"
+        for kind, content in files.items():
+            relative = f"{stem}{suffixes[kind]}.{FILE_FORMATS[kind]}"
             path = folder / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             written.append(path)
-            path.write_bytes(png)
+            path.write_bytes(content)
             setattr(record, f"{kind}_path", relative)
         via = request.blueprint if has_request_context() else None
         if via and current_user.is_authenticated:

@@ -6,6 +6,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
+from pathlib import PurePosixPath
+
 from flask import url_for
 
 from webapp.db import Prediction, Review
@@ -49,10 +51,17 @@ def stored_json(row: Prediction, reviews: bool = False) -> dict[str, Any]:
     data = {"id": row.id, **prediction_json(row), "user": username(row)}
     data["url"] = url_for("results.detail", prediction_id=row.id, _external=True)
     for kind in ("image", "overlay", "thumbnail"):
-        data[f"{kind}_url"] = url_for("results.image_file", prediction_id=row.id, kind=kind, _external=True)
+        data[f"{kind}_url"] = image_url(row, kind, _external=True)
     if reviews:
         data["reviews"] = [review_json(review) for review in row.reviews]
     return data
+
+
+def image_url(row: Prediction, kind: str, **options: Any) -> str:
+    """The URL of a stored file ("image", "overlay" or "thumbnail"); its extension is the stored file's
+    (rows from before the overlay and thumbnail became JPEGs keep their PNGs)."""
+    extension = PurePosixPath(getattr(row, f"{kind}_path")).suffix.lstrip(".")
+    return url_for("results.image_file", prediction_id=row.id, kind=kind, extension=extension, **options)
 
 
 def username(row: Prediction | Review) -> str | None:

@@ -7,6 +7,7 @@ from datetime import datetime
 from flask import Flask, request, url_for
 
 from webapp.predictions import BUNDLE_KEY
+from webapp.serialize import image_url
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -35,6 +36,7 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(number)
     app.add_template_filter(utc)
     app.add_template_global(page_url)
+    app.add_template_global(image_url)
 
     @app.context_processor
     def model_version() -> dict[str, str | None]:

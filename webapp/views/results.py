@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, redirect, render_template, send_from_directory, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, send_from_directory, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from cxr.decision import POSITIVE_CLASS
+from cxr.overlay import MIME_TYPES
 from webapp import audit
 from webapp.db import Prediction, Review, db
 from webapp.forms import ReviewForm
@@ -59,11 +60,14 @@ def review(prediction_id: int) -> Response | tuple[str, int]:
     return redirect(url_for("results.detail", prediction_id=record.id, _anchor="reviews"))
 
 
-@bp.get("/<int:prediction_id>/<any(image, overlay, thumbnail):kind>.png")
-def image_file(prediction_id: int, kind: str) -> Response:
+@bp.get("/<int:prediction_id>/<any(image, overlay, thumbnail):kind>.<any(png, jpg):extension>")
+def image_file(prediction_id: int, kind: str, extension: str) -> Response:
     record = db.get_or_404(Prediction, prediction_id)
+    stored = getattr(record, IMAGE_COLUMNS[kind])
+    if not stored.endswith(f".{extension}"):
+        abort(404)
     response = send_from_directory(
-        current_app.config["UPLOAD_FOLDER"], getattr(record, IMAGE_COLUMNS[kind]), mimetype="image/png", max_age=3600
+        current_app.config["UPLOAD_FOLDER"], stored, mimetype=MIME_TYPES[extension], max_age=3600
     )
     response.cache_control.public = False
     response.cache_control.private = True  # patient images: browser cache only, never shared caches
