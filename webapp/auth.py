@@ -14,6 +14,7 @@ from flask import Flask, Request, abort, current_app, g, redirect, request, sess
 from flask_login import LoginManager, current_user, login_user
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp import audit
@@ -158,7 +159,10 @@ def bearer_user(request: Request) -> User | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         abort(401, "Send the API token as 'Authorization: Bearer <token>'.")
-    row = db.session.scalar(select(ApiToken).where(ApiToken.digest == token_digest(token.strip())))
+    # The user in the same query: one database round trip per API request, not two.
+    row = db.session.scalar(
+        select(ApiToken).options(joinedload(ApiToken.user)).where(ApiToken.digest == token_digest(token.strip()))
+    )
     if row is None or row.revoked_at is not None or not row.user.active:
         abort(401, "The API token is not valid: it is unknown, revoked, or its user is disabled.")
     now = utcnow()
