@@ -30,6 +30,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import urlencode, urlsplit
 
 from bench.common import percentile, read_images, table
+from cxr.overlay import FILE_FORMATS
 
 UPLOAD = "upload"
 LIST = "list"
@@ -223,7 +224,7 @@ class Client:
                 op, path = DETAIL, f"/api/v1/predictions/{self.random.choice(known)}"
             else:
                 kind = self.random.choice(("image", "overlay", "thumbnail"))
-                op, path = IMAGE, f"/predictions/{self.random.choice(known)}/{kind}.png"
+                op, path = IMAGE, f"/predictions/{self.random.choice(known)}/{kind}.{FILE_FORMATS[kind]}"
             started = time.perf_counter()
             status, payload, error = request(target, "GET", path, timeout=self.timeout, token=self.token)
         else:

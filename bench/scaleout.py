@@ -20,6 +20,7 @@ from bench.checks import all_ids, log_findings, storage_report, total_rows
 from bench.common import ForeignCpu, read_images, save_json, table, verdict
 from bench.load import UPLOAD, report, run_load
 from bench.postgres import Postgres
+from cxr.overlay import FILE_FORMATS
 from bench.server import Gunicorn, flask_command, provision, server_env
 
 
@@ -52,8 +53,9 @@ def scale_out(workdir: Path, clients: int, duration: float, reads: float, images
             cross = []  # images stored through one instance, fetched from the other
             for prediction_id in created[:: max(1, len(created) // 20)]:
                 for kind in ("image", "overlay", "thumbnail"):
-                    cross.append(servers[1].request("GET", f"/predictions/{prediction_id}/{kind}.png")[0])
-                    cross.append(servers[0].request("GET", f"/predictions/{prediction_id}/{kind}.png")[0])
+                    path = f"/predictions/{prediction_id}/{kind}.{FILE_FORMATS[kind]}"
+                    cross.append(servers[1].request("GET", path)[0])
+                    cross.append(servers[0].request("GET", path)[0])
             storage = storage_report(servers[0], min_age=0)
             return {
                 "uploads": run.summary(UPLOAD),

@@ -38,6 +38,8 @@ def soak(workdir: Path, clients: int, duration: float, reads: float, images: int
             "statuses": dict(run.statuses()),
             "failures": [f"{r.op} {r.status} {r.error[:200]}" for r in run.failures()[:20]],
             "locked_responses": len(run.locked()),
+            # Every read asks for something that exists (ids of earlier 201s): anything but 2xx is a defect.
+            "reads_not_2xx": sum(1 for r in run.results if r.op != UPLOAD and not r.ok),
             "created_201": len(run.created_ids()),
             "rows": rows,
             "storage": {k: storage[k] for k in ("rows", "files", "rows_missing_files", "orphans", "young_orphans",
@@ -57,6 +59,7 @@ def render(result: dict) -> str:
         ["5xx or no answer", len(result["failures"]), verdict(not result["failures"])],
         ['"database is locked" (answers + log)', result["locked_responses"] + result["log"]["database_locked"],
          verdict(result["locked_responses"] + result["log"]["database_locked"] == 0)],
+        ["reads not answered 2xx", result["reads_not_2xx"], verdict(result["reads_not_2xx"] == 0)],
         ["rows == 201 answers", f"{result['rows']} / {result['created_201']}",
          verdict(result["rows"] == result["created_201"])],
         ["rows without their files", len(storage["rows_missing_files"]), verdict(not storage["rows_missing_files"])],
@@ -69,7 +72,7 @@ def render(result: dict) -> str:
 
 def passed(result: dict) -> bool:
     return (not result["failures"] and result["locked_responses"] == 0 and result["log"]["database_locked"] == 0
-            and result["rows"] == result["created_201"] and result["storage"]["consistent"])
+            and result["reads_not_2xx"] == 0 and result["rows"] == result["created_201"] and result["storage"]["consistent"])
 
 
 def main(argv: list[str] | None = None) -> int:
