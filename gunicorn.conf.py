@@ -23,9 +23,9 @@ os.environ.setdefault("CXR_STRICT_STARTUP", "false")
 timeout = 120
 graceful_timeout = 30
 keepalive = 5
-# No periodic worker recycling: a new worker needs ~11 s (TensorFlow import, model load) before it serves,
-# and with 1000 requests per worker both workers of a busy server reached the limit within seconds of
-# each other, which stalled every request for ~10 s about once a minute (bench/README.md, "Soak").
+# No periodic worker recycling: a new worker serves ~13 s after the old one exits (TensorFlow import,
+# model load), and with 1000 requests per worker both workers of a busy server reached the limit within
+# seconds of each other, which stalled every request for ~10 s about once a minute (bench/README.md, "Soak").
 # Memory is flat without it (the soak's peak RSS per worker); `--max-requests N` turns it back on.
 max_requests = 0
 # No runtime control socket (gunicornc): its default path in ~/.gunicorn would be shared by every
