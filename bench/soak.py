@@ -72,7 +72,8 @@ def render(result: dict) -> str:
 
 def passed(result: dict) -> bool:
     return (not result["failures"] and result["locked_responses"] == 0 and result["log"]["database_locked"] == 0
-            and result["reads_not_2xx"] == 0 and result["rows"] == result["created_201"] and result["storage"]["consistent"])
+            and result["reads_not_2xx"] == 0 and result["rows"] == result["created_201"]
+            and result["storage"]["consistent"])
 
 
 def main(argv: list[str] | None = None) -> int:

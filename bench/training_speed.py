@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {round_ + 1}: oneDNN {'on ' if onednn else 'off'} {result['images_per_s']:.1f} images/s",
                   flush=True)
     off, on = median(speeds["off"]), median(speeds["on"])
-    print(f"\nCNN {shape['size']} px, {shape['base_filters']} base filters, {shape['blocks']} blocks; batches of {BATCH}; "
+    print(f"\nCNN {shape['size']} px, {shape['base_filters']} base filters, {shape['blocks']} blocks; "
+          f"batches of {BATCH}; "
           f"{args.steps} steps per run; median of {args.rounds} alternating runs\n")
     print(table(["oneDNN", "training images/s (median)", "runs"],
                 [["off (TensorFlow's default here)", off, " ".join(f"{v:.1f}" for v in speeds["off"])],

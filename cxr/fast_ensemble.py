@@ -10,8 +10,9 @@ calls cost ~2 ms per image, nearly all of it input validation.
 
 `compile_ensemble` accepts exactly what training exports (a Pipeline of transformers ending in a
 soft VotingClassifier whose members are trees, forests of trees, SAMME AdaBoost over trees, a binary
-sigmoid-calibrated RBF SVC, or anything else with `predict_proba`, which is then called as is). It checks itself against scikit-learn on probe
-inputs and returns None when anything differs or is not understood; callers then use scikit-learn.
+sigmoid-calibrated RBF SVC, or anything else with `predict_proba`, which is then called as is). It
+checks itself against scikit-learn on probe inputs and returns None when anything differs or is not
+understood; callers then use scikit-learn.
 """
 
 from __future__ import annotations

@@ -99,8 +99,9 @@ def test_other_transformers_go_through_scikit_learn():
     from sklearn.preprocessing import MinMaxScaler
 
     features, labels = training_data(2)
-    model = Pipeline([("scale", MinMaxScaler()), ("vote", VotingClassifier(
-        [("dt", DecisionTreeClassifier(random_state=0)), ("rf", RandomForestClassifier(n_estimators=5, random_state=0))],
-        voting="soft"))]).fit(features, labels)
+    members = [("dt", DecisionTreeClassifier(random_state=0)),
+               ("rf", RandomForestClassifier(n_estimators=5, random_state=0))]
+    model = Pipeline([("scale", MinMaxScaler()), ("vote", VotingClassifier(members, voting="soft"))])
+    model.fit(features, labels)
     fast = compile_ensemble(model, features[:20])
     np.testing.assert_allclose(fast(features * 1.5), model.predict_proba(features * 1.5), rtol=0, atol=1e-12)

@@ -95,7 +95,8 @@ def test_stored_files_keep_the_film_at_full_size_and_lossless():
     opened = {kind: Image.open(io.BytesIO(data)) for kind, data in files.items()}
     assert {kind: image.size for kind, image in opened.items()} == {
         "image": (1200, 1500), "overlay": (819, 1024), "thumbnail": (205, 256)}
-    assert {kind: image.format for kind, image in opened.items()} == {"image": "PNG", "overlay": "JPEG", "thumbnail": "JPEG"}
+    formats = {kind: image.format for kind, image in opened.items()}
+    assert formats == {"image": "PNG", "overlay": "JPEG", "thumbnail": "JPEG"}
     assert (np.asarray(opened["image"]) == to_uint8(film)).all()
     # The JPEG overlay stays close to the exact overlay: a colour map, not a diagnostic image.
     exact = display_overlay(film, heat, (0, 1500, 0, 1200)).astype(int)

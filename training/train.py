@@ -39,11 +39,6 @@ from training.images import load_images
 from training.metrics import choose_threshold
 from training.scoring import classifier_probabilities, format_table, score_all
 
-# TensorFlow leaves its oneDNN kernels off on CPUs without AVX-512 (these AMD EPYC machines have AVX2):
-# turned on, training ran 1.5-1.8x faster here (README, "Training"). Read when TensorFlow is first imported.
-# Serving leaves them off: for one image at a time they gave no gain.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
 LIMITATIONS = [
     "Research use only; not a medical device and not a diagnosis.",
     "Trained on public web collections in which COVID-19 and normal images mostly come from different "
@@ -251,6 +246,11 @@ def initial_model(directory: Path | None) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # TensorFlow leaves its oneDNN kernels off on CPUs without AVX-512 (these AMD EPYC machines have AVX2):
+    # turned on, training ran 1.62x faster here (`python -m bench.training_speed`). Read when TensorFlow is
+    # first imported, which happens below (train_cnn); set here, not at import, so that importing this
+    # module changes nothing for serving code in the same process, which leaves them off (no gain there).
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     args = parse_args(argv)
     started = time.perf_counter()
     classes = list(dict.fromkeys(canonical_label(c) for c in args.classes.split(",") if c.strip()))

@@ -162,7 +162,11 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                             "description": "Grad-CAM of the CNN over the image (JPEG; PNG for predictions stored "
                                            "before 2026-11-23)",
                         },
-                        "thumbnail_url": {"type": "string", "format": "uri", "description": "JPEG (PNG before 2026-11-23)"},
+                        "thumbnail_url": {
+                            "type": "string",
+                            "format": "uri",
+                            "description": "JPEG (PNG for predictions stored before 2026-11-23)",
+                        },
                         "user": {**nullable_text, "description": "Who uploaded it"},
                         "reviews": {"type": "array", "items": {"$ref": "#/components/schemas/Review"}},
                     },
