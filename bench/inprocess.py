@@ -46,7 +46,7 @@ def full_prediction(bundle: Any, data: bytes, thumbnail_size: int = 256) -> dict
     if not gate.accepted:  # refused uploads are answered 422 and not stored
         return {}
     hashlib.sha256(data).hexdigest()
-    return stored_files(image.pixels, output.heatmap, output.box, thumbnail_size)
+    return stored_files(image, output.heatmap, output.box, thumbnail_size)
 
 
 def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
@@ -55,8 +55,8 @@ def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
 
     from cxr.decision import decide
     from cxr.gate import assess
-    from cxr.imaging import decode_image, to_uint8
-    from cxr.overlay import display_overlay, jpeg_bytes, png_bytes, thumbnail
+    from cxr.imaging import decode_image
+    from cxr.overlay import display_overlay, film_png, jpeg_bytes, thumbnail
     from cxr.preprocess import preprocess
 
     times: dict[str, float] = {}
@@ -75,10 +75,10 @@ def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
     timed("(ensemble through scikit-learn, as before)", lambda: bundle.ensemble.predict_proba(feats))
     timed("decision + OOD", lambda: (decide(probs, bundle.classes, bundle.threshold), bundle.ood.distance(feats)))
     output = bundle.predict(image.pixels)
+    gray = timed("to_uint8", lambda: image.gray)  # made once, for the gate and the stored files
     timed("gate", lambda: assess(image, output))
     timed("sha256", lambda: hashlib.sha256(data).hexdigest())
-    gray = timed("to_uint8", lambda: to_uint8(image.pixels))
-    timed("PNG image", lambda: png_bytes(gray))
+    timed("PNG image", lambda: film_png(image))
     overlay = timed("overlay", lambda: display_overlay(image.pixels, output.heatmap, output.box, gray))
     timed("overlay JPEG", lambda: jpeg_bytes(overlay))
     timed("thumbnail + JPEG", lambda: jpeg_bytes(thumbnail(gray, 256)))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from cxr.errors import CorruptImage, InputError, NotAChestXray, UnsupportedFormat
 
@@ -45,12 +46,20 @@ class DecodedImage:
     """A decoded radiograph: `pixels` is 2-D float32 in [0, 1], higher is brighter (bone is white).
 
     `metadata` holds only what the history shows (DICOM modality, body part, view): never patient data.
+    `source_png` is the upload itself when it already holds exactly `gray`: an 8-bit grayscale PNG
+    without transparency or EXIF rotation (its metadata chunks are still in it).
     """
 
     pixels: np.ndarray
     format: str
     colourfulness: float = 0.0
     metadata: dict[str, str] = field(default_factory=dict)
+    source_png: bytes | None = field(default=None, repr=False)
+
+    @cached_property
+    def gray(self) -> np.ndarray:
+        """The pixels as 8-bit grayscale (`to_uint8`), made once for the gate and the stored files."""
+        return to_uint8(self.pixels)
 
     @property
     def width(self) -> int:
@@ -126,8 +135,11 @@ def _decode_raster(data: bytes) -> DecodedImage:
     kind = "JPEG" if image.format == "MPO" else str(image.format)
     image.load()
     # Cameras and phones store the picture as the sensor saw it and say in EXIF how to turn it upright.
+    upright = image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1)
     pixels, colour = _pil_to_gray(ImageOps.exif_transpose(image))
-    return DecodedImage(pixels=pixels, format=kind, colourfulness=colour)
+    # IHDR (always the first chunk) at bytes 24-25: bit depth 8, colour type 0 (grayscale).
+    film = kind == "PNG" and upright and data[24:26] == b"\x08\x00" and "transparency" not in image.info
+    return DecodedImage(pixels=pixels, format=kind, colourfulness=colour, source_png=data if film else None)
 
 
 def _signature(data: bytes) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from cxr.imaging import to_uint8
+from cxr.imaging import DecodedImage, to_uint8
 
 
 def heatmap_full_size(heatmap: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
@@ -67,15 +67,22 @@ MIME_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
 JPEG_QUALITY = 90
 
 
-def stored_files(pixels: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, int, int],
+def stored_files(image: DecodedImage, heatmap: np.ndarray, box: tuple[int, int, int, int],
                  thumbnail_size: int) -> dict[str, bytes]:
     """{"image", "overlay", "thumbnail"}: the files kept for one prediction, encoded as `FILE_FORMATS` says."""
-    gray = to_uint8(pixels)
+    gray = image.gray
     return {
-        "image": png_bytes(gray),
-        "overlay": jpeg_bytes(display_overlay(pixels, heatmap, box, gray)),
+        "image": film_png(image),
+        "overlay": jpeg_bytes(display_overlay(image.pixels, heatmap, box, gray)),
         "thumbnail": jpeg_bytes(thumbnail(gray, thumbnail_size)),
     }
+
+
+def film_png(image: DecodedImage) -> bytes:
+    """The film as stored: a lossless PNG of `image.gray`. An upload that already is one
+    (`DecodedImage.source_png`) is kept as it came, less its metadata chunks, instead of being
+    compressed again (bench/README.md "In-process")."""
+    return image_chunks_only(image.source_png) if image.source_png else png_bytes(image.gray)
 
 
 def display_overlay(pixels: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, int, int],
@@ -125,6 +132,24 @@ def png_bytes(array: np.ndarray) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"".join((b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header),
                      _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 1)), _chunk(b"IEND", b"")))
+
+
+# What a PNG needs to show its pixels. Every other chunk (text, EXIF, ICC profile, time, ...) is metadata,
+# which can name a patient, and is not stored.
+IMAGE_CHUNKS = (b"IHDR", b"IDAT", b"IEND")
+
+
+def image_chunks_only(png: bytes) -> bytes:
+    """A grayscale PNG file that decoded without error, with its image chunks only (checksums made anew)."""
+    parts, position = [png[:8]], 8
+    while position + 8 <= len(png):
+        length, kind = struct.unpack(">I4s", png[position : position + 8])
+        if kind in IMAGE_CHUNKS:
+            parts.append(_chunk(kind, png[position + 8 : position + 8 + length]))
+        if kind == b"IEND":
+            break
+        position += 12 + length
+    return b"".join(parts)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

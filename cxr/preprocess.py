@@ -76,7 +76,13 @@ def equalise(image: np.ndarray) -> np.ndarray:
         return np.zeros_like(image, dtype=np.float32)
     scaled = (image - low) / (high - low)
     bins = int(PARAMETERS["equalisation_bins"])
-    hist, edges = np.histogram(scaled, bins=bins, range=(0.0, 1.0))
-    cdf = np.cumsum(hist).astype(np.float64)
+    # np.histogram(scaled, bins, range=(0, 1)) and np.interp(scaled, edges[1:], cdf), computed from each
+    # pixel's bin: with a power-of-two bin count the bins are exact, so this gives the same values
+    # (tests/test_preprocess.py) without np.interp's binary search per pixel (0.9 of 1.1 ms at 128 px).
+    index = np.minimum((scaled * bins).astype(np.intp), bins - 1)  # the last bin includes 1.0
+    cdf = np.cumsum(np.bincount(index.ravel(), minlength=bins)).astype(np.float64)
     cdf = (cdf - cdf[0]) / max(cdf[-1] - cdf[0], 1.0)
-    return np.interp(scaled, edges[1:], cdf).astype(np.float32)
+    # In bin i the curve rises linearly from cdf[i - 1] at its left edge i / bins; below edge 1 it is cdf[0].
+    start = np.concatenate(([cdf[0]], cdf[:-1]))
+    slope = np.concatenate(([0.0], np.diff(cdf))) * bins
+    return (start[index] + (scaled - index / bins) * slope[index]).astype(np.float32)

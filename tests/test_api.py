@@ -38,6 +38,25 @@ def test_create_read_and_fetch_images(client, chest_png, bundle):
     assert read.status_code == 200 and read.get_json() == created
 
 
+def test_an_upload_writes_its_rows_and_reads_nothing_back(app, client, chest_png):
+    """The answer comes from the objects just stored: no row is read again after the commit."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+    with app.app_context():
+        engine = db.engine
+    listener = lambda _conn, _cursor, sql, *_: statements.append(" ".join(sql.split()).upper())  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        response = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "c.png")})
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert response.status_code == 201 and response.get_json()["reviews"] == []
+    assert [sql.split(" (")[0] for sql in statements if sql.startswith("INSERT")] == [
+        "INSERT INTO PREDICTIONS", "INSERT INTO AUDIT_EVENTS"]
+    assert not [sql for sql in statements if sql.startswith("SELECT") and ("PREDICTIONS" in sql or "REVIEWS" in sql)]
+
+
 def test_list_is_paginated(make_app, chest_png):
     client = clinician_client(make_app(PER_PAGE=2))
     ids = [

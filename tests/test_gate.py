@@ -14,7 +14,7 @@ import pytest
 
 from bench.nonxray import colour_photos, documents, gray_photos, noise, screenshots
 from cxr.bundle import Prediction
-from cxr.gate import assess
+from cxr.gate import assess, percentiles
 from cxr.imaging import DecodedImage, decode_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +45,13 @@ OBVIOUS = {
     "uniform-noise": (lambda: dict(noise())["uniform.png"], "edges"),
     "grayscale-photo": (lambda: next(gray_photos())[1], "layout"),
 }
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 2), (320, 300)])
+def test_percentiles_from_the_histogram_equal_numpys(shape) -> None:
+    gray = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    for qs in ((5, 95), (0, 50, 100)):
+        np.testing.assert_allclose(percentiles(gray, qs), np.percentile(gray, qs) / 255, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", sorted(OBVIOUS))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from matplotlib import colormaps
 
-from cxr.imaging import to_uint8
-from cxr.overlay import OVERLAY_MAX_SIDE, display_overlay, heatmap_full_size, overlay_rgb, stored_files
+from cxr.imaging import DecodedImage, decode_image, to_uint8
+from cxr.overlay import (OVERLAY_MAX_SIDE, display_overlay, film_png, heatmap_full_size, overlay_rgb, png_bytes,
+                         stored_files)
 
 
 def reference_overlay(pixels, heatmap, box, alpha=0.45):
@@ -46,8 +47,6 @@ def test_png_bytes_is_lossless(shape):
 
     from PIL import Image
 
-    from cxr.overlay import png_bytes
-
     rng = np.random.default_rng(0)
     array = rng.integers(0, 256, shape, dtype=np.uint8)
     decoded = Image.open(io.BytesIO(png_bytes(array)))
@@ -60,8 +59,6 @@ def test_png_bytes_leaves_other_arrays_to_pillow():
     import io
 
     from PIL import Image
-
-    from cxr.overlay import png_bytes
 
     rgba = np.zeros((4, 5, 4), np.uint8)
     rgba[..., 3] = 255
@@ -91,7 +88,7 @@ def test_stored_files_keep_the_film_at_full_size_and_lossless():
     film = np.random.default_rng(0).random((1500, 1200), dtype=np.float32)
     heat = np.zeros((8, 8), np.float32)
     heat[3:5, 3:5] = 1.0
-    files = stored_files(film, heat, (0, 1500, 0, 1200), 256)
+    files = stored_files(DecodedImage(film, "TIFF"), heat, (0, 1500, 0, 1200), 256)
     opened = {kind: Image.open(io.BytesIO(data)) for kind, data in files.items()}
     assert {kind: image.size for kind, image in opened.items()} == {
         "image": (1200, 1500), "overlay": (819, 1024), "thumbnail": (205, 256)}
@@ -101,3 +98,74 @@ def test_stored_files_keep_the_film_at_full_size_and_lossless():
     # The JPEG overlay stays close to the exact overlay: a colour map, not a diagnostic image.
     exact = display_overlay(film, heat, (0, 1500, 0, 1200)).astype(int)
     assert np.abs(np.asarray(opened["overlay"], dtype=int) - exact).mean() < 8
+
+
+def _png_with_metadata(gray: np.ndarray, **options) -> bytes:
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Patient", "Doe^Jane")
+    info.add_itxt("Comment", "MRN 12345", zip=True)
+    exif = Image.Exif()
+    exif[0x010E] = "Jane Doe, born 1970"  # ImageDescription
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="PNG", pnginfo=info, exif=exif, icc_profile=b"\0" * 200, **options)
+    return buffer.getvalue()
+
+
+def _chunk_types(png: bytes) -> list[bytes]:
+    import struct
+
+    kinds, position = [], 8
+    while position < len(png):
+        length, kind = struct.unpack(">I4s", png[position : position + 8])
+        kinds.append(kind)
+        position += 12 + length
+    return kinds
+
+
+def test_an_uploaded_grayscale_png_is_kept_as_it_came_without_its_metadata():
+    import io
+
+    from PIL import Image
+
+    gray = np.random.default_rng(2).integers(0, 256, (300, 280), dtype=np.uint8)
+    upload = _png_with_metadata(gray, compress_level=9)
+    assert {b"tEXt", b"iTXt", b"eXIf", b"iCCP"} <= set(_chunk_types(upload))
+    image = decode_image(upload)
+    assert image.source_png == upload
+    stored = film_png(image)
+    assert set(_chunk_types(stored)) == {b"IHDR", b"IDAT", b"IEND"}
+    assert b"Doe" not in stored and b"12345" not in stored
+    assert stored != png_bytes(gray)  # the upload's own compressed data, not compressed again
+    decoded = Image.open(io.BytesIO(stored))
+    decoded.load()  # checks every chunk's checksum
+    assert decoded.mode == "L" and (np.asarray(decoded) == gray).all() and (image.gray == gray).all()
+
+
+@pytest.mark.parametrize("kind", ["16-bit", "rgb", "rotated", "transparent", "jpeg"])
+def test_other_uploads_get_their_film_encoded_from_the_decoded_pixels(kind):
+    import io
+
+    from PIL import Image
+
+    gray = np.random.default_rng(3).integers(0, 256, (200, 240), dtype=np.uint8)
+    picture, options = Image.fromarray(gray), {}
+    if kind == "16-bit":
+        picture = Image.fromarray(gray.astype(np.uint16) * 257)
+    elif kind == "rgb":
+        picture = picture.convert("RGB")
+    elif kind == "rotated":
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90° clockwise to view
+        options["exif"] = exif
+    elif kind == "transparent":
+        options["transparency"] = 0
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG" if kind == "jpeg" else "PNG", **options)
+    image = decode_image(buffer.getvalue())
+    assert image.source_png is None
+    stored = Image.open(io.BytesIO(film_png(image)))
+    assert stored.format == "PNG" and (np.asarray(stored) == image.gray).all()

@@ -30,7 +30,10 @@ class Base(DeclarativeBase):
     )
 
 
-db = SQLAlchemy(model_class=Base)
+# A session lasts one request (or one CLI command), so its objects need not be read again after a commit:
+# with SQLAlchemy's default, every upload and every viewed prediction read its row back right after
+# committing it, one more query on each (tests/test_api.py checks that an upload reads nothing back).
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 
 

@@ -81,6 +81,7 @@ def build_record(
         ood_score=analysis.gate.score,
         reference=(reference or "").strip() or None,
         note=(note or "").strip() or None,
+        reviews=[],  # known to be none: the answer's review list needs no query
     )
 
 
@@ -91,8 +92,8 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
     """
     analysis = analyse(data)
     record = build_record(analysis, filename, reference, note)
-    files = stored_files(analysis.image.pixels, analysis.output.heatmap, analysis.output.box,
-                       int(current_app.config["THUMBNAIL_SIZE"]))
+    files = stored_files(analysis.image, analysis.output.heatmap, analysis.output.box,
+                         int(current_app.config["THUMBNAIL_SIZE"]))
     folder = Path(current_app.config["UPLOAD_FOLDER"])
     stem = f"{record.created_at:%Y/%m}/{uuid.uuid4().hex}"
     suffixes = {"image": "", "overlay": "-overlay", "thumbnail": "-thumb"}

@@ -1,0 +1,49 @@
+"""The shared preprocessing: histogram equalisation gives exactly what its textbook definition gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxr.preprocess import PARAMETERS, equalise, preprocess
+from conftest import synthetic_chest
+
+
+def textbook_equalise(image: np.ndarray) -> np.ndarray:
+    """np.histogram and np.interp, as the model was first trained with."""
+    low, high = float(image.min()), float(image.max())
+    scaled = (image - low) / (high - low)
+    hist, edges = np.histogram(scaled, bins=int(PARAMETERS["equalisation_bins"]), range=(0.0, 1.0))
+    cdf = np.cumsum(hist).astype(np.float64)
+    cdf = (cdf - cdf[0]) / max(cdf[-1] - cdf[0], 1.0)
+    return np.interp(scaled, edges[1:], cdf).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.random.default_rng(0).random((128, 128), dtype=np.float32),
+        (np.random.default_rng(1).integers(0, 256, (128, 96)) / 255).astype(np.float32),  # many ties, bin edges
+        np.linspace(0, 1, 128 * 128, dtype=np.float32).reshape(128, 128),
+        np.array([[0.2, 0.2], [0.2, 0.9]], dtype=np.float32),  # two values: one bin each end
+        synthetic_chest(3, 128).astype(np.float32) / 255,
+    ],
+    ids=["random", "8-bit levels", "ramp", "two values", "chest"],
+)
+def test_equalise_matches_histogram_and_interp(image):
+    fast = equalise(image)
+    assert fast.dtype == np.float32 and fast.shape == image.shape
+    np.testing.assert_array_equal(fast, textbook_equalise(image))
+    assert fast.min() == 0.0 and fast.max() == 1.0
+
+
+def test_a_flat_image_equalises_to_zeros():
+    assert not equalise(np.full((16, 16), 0.4, np.float32)).any()
+
+
+def test_preprocess_gives_the_model_input_and_its_crop_box():
+    pixels = synthetic_chest(0, 320).astype(np.float32) / 255
+    prepared = preprocess(pixels, 128)
+    assert prepared.tensor.shape == (128, 128, 1) and prepared.tensor.dtype == np.float32
+    top, bottom, left, right = prepared.box
+    assert 0 <= top < bottom <= 320 and 0 <= left < right <= 320
