@@ -78,7 +78,7 @@ def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
     gray = timed("to_uint8", lambda: image.gray)  # made once, for the gate and the stored files
     timed("gate", lambda: assess(image, output))
     timed("sha256", lambda: hashlib.sha256(data).hexdigest())
-    timed("PNG image", lambda: film_png(image))
+    timed("film PNG", lambda: film_png(image))
     overlay = timed("overlay", lambda: display_overlay(image.pixels, output.heatmap, output.box, gray))
     timed("overlay JPEG", lambda: jpeg_bytes(overlay))
     timed("thumbnail + JPEG", lambda: jpeg_bytes(thumbnail(gray, 256)))
