@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=4, help="in-process reference rounds")
     parser.add_argument("--batch-seconds", type=float, default=15.0)
     parser.add_argument("--matrix", action="store_true", help="compare worker/thread layouts instead")
-    parser.add_argument("--matrix-requests", type=int, default=120)
+    parser.add_argument("--matrix-requests", type=int, default=600)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     images = read_images(args.images)
