@@ -12,17 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.decision import decide
+from cxr.calibration import apply_temperature
+from cxr.decision import Rule, decide
 from cxr.errors import ModelBundleError
 from cxr.fast_ensemble import compile_ensemble, probe_features
+from cxr.lungs import LUNG_FILE, LungLocaliser, crop_parameters, prepare
 from cxr.ood import FeatureDistance
-from cxr.preprocess import PARAMETERS, preprocess
+from cxr.preprocess import PARAMETERS
 
 CNN_FILE = "cnn.keras"
 ENSEMBLE_FILE = "ensemble.joblib"
 OOD_FILE = "ood.npz"
 CARD_FILE = "model_card.json"
-HASHED_FILES = (CNN_FILE, ENSEMBLE_FILE, OOD_FILE)
+HASHED_FILES = (CNN_FILE, ENSEMBLE_FILE, OOD_FILE)  # and LUNG_FILE, where the model has a lung crop
 RETRAIN_HINT = (
     "Restore the shipped models/ folder (git checkout -- models) or train a new model with "
     "`python -m training.train --data ../shared/data/cxr/manifest.csv --out models/`."
@@ -91,7 +93,9 @@ def _head_only_gradcam(cnn, card: dict, signature: list, reference):
 def artifact_version(directory: Path) -> str:
     """Content hash of the model artifacts: the version written into and checked against the card."""
     digest = hashlib.sha256()
-    for name in HASHED_FILES:
+    for name in (*HASHED_FILES, LUNG_FILE):
+        if name == LUNG_FILE and not (Path(directory) / name).is_file():
+            continue  # a model without the lung crop
         digest.update(name.encode())
         digest.update((Path(directory) / name).read_bytes())
     return digest.hexdigest()[:16]
@@ -100,7 +104,8 @@ def artifact_version(directory: Path) -> str:
 @dataclass(frozen=True)
 class Prediction:
     label: str
-    probabilities: dict[str, float]  # the ensemble's, which decide the label
+    probabilities: dict[str, float]  # the ensemble's (calibrated), which decide the label
+    decision: str  # the label, or "indeterminate" where the rule withholds it (`cxr.decision.Rule`)
     cnn_probabilities: dict[str, float]
     threshold: float | None
     heatmap: np.ndarray  # Grad-CAM of the predicted class over the crop box, in [0, 1]
@@ -139,9 +144,19 @@ class ModelBundle:
                 f"The model in {directory} was trained with other preprocessing parameters than this code uses. "
                 + RETRAIN_HINT
             )
+        lung_crop = self.card.get("lung_crop")
+        if lung_crop is not None and lung_crop != crop_parameters():
+            raise ModelBundleError(
+                f"The model in {directory} was trained with another lung crop than this code makes. " + RETRAIN_HINT
+            )
+        if lung_crop is not None and not (directory / LUNG_FILE).is_file():
+            raise ModelBundleError(f"The model directory {directory} lacks {LUNG_FILE}. {RETRAIN_HINT}")
         self.classes: list[str] = list(self.card["classes"])
         self.input_size: int = int(self.card["input_size"])
         self.threshold: float | None = self.card.get("threshold", {}).get("value")
+        # Models from before calibration and the indeterminate outcome carry neither: T = 1, no band.
+        self.temperature = float((self.card.get("calibration") or {}).get("temperature", 1.0))
+        self.rule = Rule.from_card(self.card)
         self._load_models()
 
     def _load_models(self) -> None:
@@ -150,6 +165,7 @@ class ModelBundle:
         import tensorflow as tf
 
         self.cnn = keras.saving.load_model(self.directory / CNN_FILE, compile=False)
+        self.localiser = LungLocaliser(self.directory / LUNG_FILE) if self.card.get("lung_crop") else None
         self.ensemble = joblib.load(self.directory / ENSEMBLE_FILE)
         self.ood = FeatureDistance.load(self.directory / OOD_FILE)
         # One image at a time, scikit-learn spends longer on its ~300 trees than the CNN on its forward
@@ -194,24 +210,31 @@ class ModelBundle:
         """Batch features and CNN probabilities, for evaluation over many images."""
         return embed(self.cnn, self.card["feature_layer"], tensors)
 
+    def ensemble_probabilities(self, features: np.ndarray) -> np.ndarray:
+        """The ensemble's calibrated probabilities (n × k) for CNN features (n × 64)."""
+        return apply_temperature(self._ensemble_proba(features), self.temperature)
+
     def predict(self, pixels: np.ndarray) -> Prediction:
         """Predict one decoded radiograph (2-D [0, 1] pixels)."""
         started = time.perf_counter()
-        prepared = preprocess(pixels, self.input_size)
+        prepared = prepare(pixels, self.input_size, self.localiser)
         feats, cnn_probs, cams = self.forward(prepared.tensor[np.newaxis])
-        probs = self._ensemble_proba(feats)[0]
+        probs = self.ensemble_probabilities(feats)[0]
         index = int(decide(probs[np.newaxis], self.classes, self.threshold)[0])
+        ood_distance = float(self.ood.distance(feats)[0])
         return Prediction(
             label=self.classes[index],
             probabilities=dict(zip(self.classes, map(float, probs))),
+            decision=self.rule.outcomes(probs[np.newaxis], np.array([ood_distance / self.ood.threshold]))[0],
             cnn_probabilities=dict(zip(self.classes, map(float, cnn_probs[0]))),
             threshold=self.threshold,
             heatmap=cams[0, index],
             box=prepared.box,
             features=feats[0],
-            ood_distance=float(self.ood.distance(feats)[0]),
+            ood_distance=ood_distance,
             ood_threshold=self.ood.threshold,
             model_version=self.version,
             elapsed_ms=(time.perf_counter() - started) * 1000.0,
-            tensor=prepared.tensor,
+            # The gate's statistics are those of the whole frame: it may reuse the input only when that is it.
+            tensor=prepared.tensor if self.localiser is None else None,
         )

@@ -1,13 +1,16 @@
-"""The decision rule that turns class probabilities into one predicted class, shared by
-evaluation and serving so that the reported metrics are those of the deployed behaviour."""
+"""The decision rule that turns class probabilities into one predicted class and a clinical
+outcome, shared by evaluation and serving so that the reported metrics are those of the deployed
+behaviour."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 POSITIVE_CLASS = "covid"
+INDETERMINATE = "indeterminate"
 
 
 def decide(probabilities: np.ndarray, classes: Sequence[str], threshold: float | None) -> np.ndarray:
@@ -23,3 +26,40 @@ def decide(probabilities: np.ndarray, classes: Sequence[str], threshold: float |
     others = probabilities.copy()
     others[:, positive] = -np.inf
     return np.where(probabilities[:, positive] >= threshold, positive, others.argmax(axis=1))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The deployed decision: the covid threshold and when a film is *indeterminate*.
+
+    A film is "covid" when p(covid) ≥ `threshold` (the indeterminate outcome never takes a COVID call
+    away, so it cannot lower sensitivity). Below that it is "indeterminate" instead of the other class
+    when p(covid) ≥ `indeterminate_below` (too close to the threshold to call it normal) or its
+    out-of-distribution score exceeds `unusual_score` (unlike the training films, so a "normal" from
+    the model means little). Indeterminate counts as "no COVID call" in every metric.
+    """
+
+    classes: tuple[str, ...]
+    threshold: float | None
+    indeterminate_below: float | None = None
+    unusual_score: float | None = None
+
+    @classmethod
+    def from_card(cls, card: dict) -> Rule:
+        threshold = card.get("threshold") or {}
+        return cls(tuple(card["classes"]), threshold.get("value"), threshold.get("indeterminate_below"),
+                   (card.get("ood") or {}).get("indeterminate_above_score"))
+
+    def outcomes(self, probabilities: np.ndarray, ood_scores: np.ndarray | None = None) -> list[str]:
+        """"covid", another class name, or "indeterminate" for each row of `probabilities`."""
+        probabilities = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+        chosen = [self.classes[i] for i in decide(probabilities, self.classes, self.threshold)]
+        if self.threshold is None or POSITIVE_CLASS not in self.classes:
+            return chosen
+        p_covid = probabilities[:, self.classes.index(POSITIVE_CLASS)]
+        unsure = np.zeros(len(chosen), dtype=bool)
+        if self.indeterminate_below is not None:
+            unsure |= p_covid >= self.indeterminate_below
+        if self.unusual_score is not None and ood_scores is not None:
+            unsure |= np.asarray(ood_scores, dtype=np.float64) > self.unusual_score
+        return [INDETERMINATE if label != POSITIVE_CLASS and flag else label for label, flag in zip(chosen, unsure)]

@@ -38,11 +38,12 @@ class Prepared:
     box: tuple[int, int, int, int]
 
 
-def preprocess(pixels: np.ndarray, size: int) -> Prepared:
-    """Turn a 2-D [0, 1] radiograph into the CNN input of `size` × `size` pixels."""
+def preprocess(pixels: np.ndarray, size: int, region: tuple[int, int, int, int] | None = None) -> Prepared:
+    """Turn a 2-D [0, 1] radiograph into the CNN input of `size` × `size` pixels: of `region`
+    (top, bottom, left, right; the lung box of `cxr.lungs`) when given, else of `crop_box`."""
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {pixels.shape}")
-    top, bottom, left, right = crop_box(pixels)
+    top, bottom, left, right = region if region is not None else crop_box(pixels)
     region = pixels[top:bottom, left:right].astype(np.float32, copy=False)
     resized = np.asarray(Image.fromarray(region, mode="F").resize((size, size), Image.BILINEAR))
     tensor = equalise(resized)[..., np.newaxis]

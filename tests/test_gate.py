@@ -24,7 +24,9 @@ SHARED = ROOT.parent / "shared" / "data" / "cxr"
 
 def stand_in(distance: float = 0.0) -> Prediction:
     """A prediction whose only relevant part is the feature distance (threshold 1)."""
-    return Prediction("normal", {}, {}, None, np.zeros((1, 1)), (0, 1, 0, 1), np.zeros(64), distance, 1.0, "test", 0.0)
+    return Prediction(label="normal", probabilities={}, decision="normal", cnn_probabilities={}, threshold=None,
+                      heatmap=np.zeros((1, 1)), box=(0, 1, 0, 1), features=np.zeros(64), ood_distance=distance,
+                      ood_threshold=1.0, model_version="test", elapsed_ms=0.0)
 
 
 def held_out_xrays(count: int) -> list[Path]:

@@ -7,13 +7,14 @@ import dataclasses
 
 import cxr.bundle
 import cxr.gate
+import cxr.lungs
 from cxr.gate import assess
 from cxr.imaging import decode_image
 
 
 def test_one_preprocess_and_one_forward_pass_per_upload(bundle, chest_png, monkeypatch):
     calls = {"preprocess": 0, "forward": 0}
-    real_preprocess, real_forward = cxr.bundle.preprocess, bundle._forward
+    real_preprocess, real_forward = cxr.lungs.preprocess, bundle._forward
 
     def counting_preprocess(*args, **kwargs):
         calls["preprocess"] += 1
@@ -23,12 +24,15 @@ def test_one_preprocess_and_one_forward_pass_per_upload(bundle, chest_png, monke
         calls["forward"] += 1
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(cxr.bundle, "preprocess", counting_preprocess)
+    monkeypatch.setattr(cxr.lungs, "preprocess", counting_preprocess)
     monkeypatch.setattr(cxr.gate, "preprocess", counting_preprocess)
     monkeypatch.setattr(bundle, "_forward", counting_forward)
     image = decode_image(chest_png)
     result = assess(image, bundle.predict(image.pixels))
-    expected = 1 if bundle.input_size == cxr.gate.STATISTICS_SIZE else 2  # a model of another size: the gate's own
+    if bundle.localiser is not None:  # the overview for the localiser, the lung box, and the gate's whole frame
+        expected = 3
+    else:  # a model of another size than the gate's statistics: the gate's own
+        expected = 1 if bundle.input_size == cxr.gate.STATISTICS_SIZE else 2
     assert calls == {"preprocess": expected, "forward": 1}
     assert result.accepted
 

@@ -129,10 +129,14 @@ def test_evaluate_writes_metrics_and_predictions(trained, dataset, tmp_path, cap
     assert evaluate.main(argv) == 0
     assert "Ensemble (operating threshold)" in capsys.readouterr().out
     metrics = json.loads(out.read_text())
-    assert metrics["n"] == 72 and metrics["left_out_by_class"] == {"viral_pneumonia": 36}
+    # viral pneumonia was trained as the non-COVID class (the default --negatives), so it is scored as such
+    assert metrics["n"] == 108 and metrics["left_out_by_class"] == {}
+    assert metrics["outcomes"]["all"]["n_other_findings"] == 36
     rows = list(csv.DictReader(preds.open()))
-    assert list(rows[0]) == ["file", "label", "predicted", "p_covid", "p_normal"]
-    assert len(rows) == 72
+    assert list(rows[0]) == ["file", "label", "predicted", "p_covid", "p_normal", "class", "source"]
+    assert len(rows) == 108
+    assert {r["predicted"] for r in rows} <= {"covid", "normal", "indeterminate"}
+    assert all(r["class"] == "covid" for r in rows if r["predicted"] == "covid")
     assert all(abs(float(r["p_covid"]) + float(r["p_normal"]) - 1) < 1e-4 for r in rows)
     assert evaluate.main([*argv[:4], "--split", "test"]) == 0
 

@@ -17,6 +17,8 @@ KNOWN_LABELS = ("covid", "normal", "viral_pneumonia", "bacterial_pneumonia", "lu
 LABEL_ALIASES = {"covid_19": "covid", "covid19": "covid", "lung_opacity": "lung_opacity", "no_finding": "normal"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm"}
 SPLITS = ("train", "val", "test")
+# Images of sources kept out of training and validation altogether: the estimate of an unseen hospital.
+UNSEEN = "unseen"
 SPLIT_FILE = "split.csv"  # saved beside the model so evaluation can reuse the exact split
 
 
@@ -73,7 +75,7 @@ def load_dataset(
     return samples, excluded
 
 
-def _source_from_name(file: str) -> str:
+def source_from_name(file: str) -> str:
     match = re.match(r"([A-Za-z0-9]+)_\d+$", Path(file).stem)
     return match.group(1) if match else "unknown"
 
@@ -93,7 +95,7 @@ def _manifest_rows(manifest: Path) -> Iterable[Sample]:
             if not label:
                 raise DataError(f"{origin}: the label column is empty.")
             patient = (row.get("patient_id") or "").strip() or f"image:{file}"
-            source = (row.get("source") or "").strip() or _source_from_name(file)
+            source = (row.get("source") or "").strip() or source_from_name(file)
             yield Sample(manifest.parent / file, file, label, patient, source, origin)
 
 
@@ -110,18 +112,26 @@ def _folder_rows(root: Path) -> Iterable[Sample]:
 
 
 def patient_split(
-    samples: Sequence[Sample], fractions: tuple[float, float, float] = (0.7, 0.2, 0.1), seed: int = 42
+    samples: Sequence[Sample],
+    fractions: tuple[float, float, float] = (0.7, 0.2, 0.1),
+    seed: int = 42,
+    holdout_sources: Iterable[str] = (),
 ) -> dict[str, list[int]]:
     """Indices per split, with every patient in exactly one split.
 
-    Patients are grouped by (label, source) of their first image and each group is shuffled with
-    `seed` and cut at the cumulative image fractions, so every split keeps the class and source mix.
+    Images of `holdout_sources` all go to the extra split `UNSEEN` (present only when it is not
+    empty). The others' patients are grouped by (label, source) of their first image and each group
+    is shuffled with `seed` and cut at the cumulative image fractions, so every split keeps the class
+    and source mix.
     """
     if abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"split fractions must add up to 1, got {fractions}")
+    holdout = set(holdout_sources)
+    unseen = [index for index, sample in enumerate(samples) if sample.source in holdout]
     by_patient: dict[str, list[int]] = defaultdict(list)
     for index, sample in enumerate(samples):
-        by_patient[sample.patient].append(index)
+        if sample.source not in holdout:
+            by_patient[sample.patient].append(index)
     strata: dict[tuple[str, str], list[str]] = defaultdict(list)
     for patient, indices in by_patient.items():
         first = samples[indices[0]]
@@ -140,6 +150,8 @@ def patient_split(
             name = SPLITS[int(np.searchsorted(cut_points, middle, side="right"))]
             split[name].extend(by_patient[patient])
             seen += len(by_patient[patient])
+    if unseen:
+        split[UNSEEN] = unseen
     return {name: sorted(indices) for name, indices in split.items()}
 
 
@@ -147,8 +159,8 @@ def write_split(path: Path, samples: Sequence[Sample], split: dict[str, list[int
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "label", "patient_id", "source", "split"])
-        for name in SPLITS:
-            for index in split[name]:
+        for name, indices in split.items():
+            for index in indices:
                 s = samples[index]
                 writer.writerow([s.file, s.label, s.patient, s.source, name])
 

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from cxr.bundle import ModelBundle
-from cxr.decision import decide
+from cxr.decision import POSITIVE_CLASS, decide
 from cxr.errors import ModelBundleError
-from training.data import SPLIT_FILE, SPLITS, DataError, load_dataset, read_split
-from training.images import load_images
+from training.data import SPLIT_FILE, SPLITS, UNSEEN, DataError, load_dataset, read_split
+from training.images import load_inputs
 from training.scoring import classifier_probabilities, format_table, score_all
+from training.unseen import NORMAL, format_sources, per_source
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, required=True, help="manifest CSV or class-folder tree")
     parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
     parser.add_argument("--predictions", type=Path, help="write one CSV row per image here")
-    parser.add_argument("--split", choices=SPLITS, help="only the images the model's saved split puts here")
+    parser.add_argument("--split", choices=(*SPLITS, UNSEEN), help="only the images the model's saved split puts here")
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable rows instead of stopping")
     return parser.parse_args(argv)
 
@@ -46,28 +47,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     classes = bundle.classes
+    # Labels the model was trained to call normal (non-COVID findings) are scored as such.
+    negatives = [n for n in bundle.card.get("data", {}).get("trained_as_normal", []) if n not in classes]
     try:
-        samples, excluded = load_dataset(args.data, classes, known_labels=None)
+        samples, excluded = load_dataset(args.data, classes + negatives, known_labels=None)
         if args.split:
             saved = read_split(args.model / SPLIT_FILE)
             samples = [s for s in samples if saved.get(s.file) == args.split]
             if not samples:
                 raise DataError(f"no image of {args.data} is in the model's {args.split} split")
-        images, kept = load_images(samples, bundle.input_size, skip_bad=args.skip_bad)
+        images, kept = load_inputs(samples, bundle.input_size, bundle.localiser, skip_bad=args.skip_bad)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if excluded:
         print(f"left out {sum(excluded.values())} image(s) of classes the model does not know: {dict(excluded)}")
     samples = [samples[i] for i in kept]
-    labels = np.array([classes.index(s.label) for s in samples])
+    labels = np.array([classes.index(NORMAL if s.label in negatives else s.label) for s in samples])
     forward_started = time.perf_counter()
     features, cnn_probs = bundle.embed(images)
-    probabilities = classifier_probabilities(bundle.ensemble, features, cnn_probs)
+    probabilities = classifier_probabilities(bundle.ensemble, features, cnn_probs, bundle.temperature)
     rate = len(samples) / (time.perf_counter() - started)
-    metrics = score_all(probabilities, labels, classes, bundle.threshold, [s.source for s in samples])
+    sources = [s.source for s in samples]
+    metrics = score_all(probabilities, labels, classes, bundle.threshold, sources)
     title = f"{args.data}{f' ({args.split} split)' if args.split else ''}: {len(samples)} images, model {bundle.version}"
     print(format_table(metrics, classes, title))
+    decisions = bundle.rule.outcomes(probabilities["ensemble"], bundle.ood.distance(features) / bundle.ood.threshold)
+    outcomes = None
+    if POSITIVE_CLASS in classes and bundle.threshold is not None:
+        p_covid = probabilities["ensemble"][:, classes.index(POSITIVE_CLASS)]
+        outcomes = per_source([s.label for s in samples], p_covid, decisions, sources)
+        print(format_sources(outcomes, "\nAt the deployed rule (indeterminate counts as no COVID call), per source"))
     print(f"{rate:.1f} images/s end to end ({len(samples) / (time.perf_counter() - forward_started):.1f} after decoding)")
     if args.out:
         result = {
@@ -78,15 +88,19 @@ def main(argv: list[str] | None = None) -> int:
             "left_out_by_class": dict(excluded),
             "threshold": bundle.threshold,
             "metrics": metrics,
+            "outcomes": outcomes,
         }
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     if args.predictions:
-        predicted = decide(probabilities["ensemble"], classes, bundle.threshold)
         with args.predictions.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["file", "label", "predicted"] + [f"p_{c}" for c in classes])
-            for sample, index, probs in zip(samples, predicted, probabilities["ensemble"]):
-                writer.writerow([sample.file, sample.label, classes[index]] + [f"{p:.6f}" for p in probs])
+            # "predicted" is the deployed outcome (a class or "indeterminate"); "class" the class the threshold
+            # rule gives, which the app shows beside an indeterminate outcome.
+            writer.writerow(["file", "label", "predicted"] + [f"p_{c}" for c in classes] + ["class", "source"])
+            chosen = decide(probabilities["ensemble"], classes, bundle.threshold)
+            for sample, decision, index, probs in zip(samples, decisions, chosen, probabilities["ensemble"]):
+                writer.writerow([sample.file, sample.label, decision] + [f"{p:.6f}" for p in probs]
+                                + [classes[index], sample.source])
     return 0
 
 

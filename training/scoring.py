@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cxr.calibration import apply_temperature
 from cxr.decision import decide
 from training.metrics import classification_metrics
 
@@ -21,14 +22,17 @@ MEMBER_TITLES = {
 }
 
 
-def classifier_probabilities(ensemble, features: np.ndarray, cnn_probabilities: np.ndarray) -> dict[str, np.ndarray]:
-    """Probabilities (n × k) of each classifier; `ensemble` is the fitted scaler + voting pipeline."""
+def classifier_probabilities(
+    ensemble, features: np.ndarray, cnn_probabilities: np.ndarray, temperature: float = 1.0
+) -> dict[str, np.ndarray]:
+    """Probabilities (n × k) of each classifier; `ensemble` is the fitted scaler + voting pipeline, whose
+    probabilities are calibrated with `temperature` as serving calibrates them."""
     scaled = ensemble[:-1].transform(features)
     voting = ensemble[-1]
     result = {"cnn": cnn_probabilities}
     for name, member in voting.named_estimators_.items():
         result[name] = member.predict_proba(scaled)
-    result["ensemble"] = ensemble.predict_proba(features)
+    result["ensemble"] = apply_temperature(ensemble.predict_proba(features), temperature)
     return result
 
 

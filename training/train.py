@@ -13,20 +13,22 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from cxr.bundle import CARD_FILE, CNN_FILE, ENSEMBLE_FILE, OOD_FILE, artifact_version, embed
-from cxr.decision import POSITIVE_CLASS
+from cxr.calibration import apply_temperature, fit_temperature
+from cxr.decision import POSITIVE_CLASS, Rule
+from cxr.lungs import LUNG_FILE, LungLocaliser, crop_parameters
 from cxr.ood import FeatureDistance
 from cxr.preprocess import PARAMETERS
 from training import report
+from training.augment import augmenter
 from training.data import (
     DEFAULT_CLASSES,
     SPLIT_FILE,
-    SPLITS,
     DataError,
     canonical_label,
     counts,
@@ -35,9 +37,13 @@ from training.data import (
     read_split,
     write_split,
 )
-from training.images import load_images
+from training.images import load_inputs
 from training.metrics import choose_threshold
+from training.sampling import balanced_weights, epoch_order
 from training.scoring import classifier_probabilities, format_table, score_all
+from training.unseen import NORMAL, format_sources, per_source
+
+NON_COVID_FINDINGS = "viral_pneumonia,bacterial_pneumonia,other"
 
 LIMITATIONS = [
     "Research use only; not a medical device and not a diagnosis.",
@@ -68,12 +74,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--split", default="0.7,0.2,0.1", help="train,validation,test fractions")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--holdout-sources", default="",
+                        help="comma-separated sources kept out of training and validation altogether; their "
+                             "figures estimate a hospital the model never saw")
+    parser.add_argument("--negatives", default=NON_COVID_FINDINGS,
+                        help="labels trained as the class 'normal' (non-COVID); '' for none "
+                             f"(default: {NON_COVID_FINDINGS})")
+    parser.add_argument("--sampling", choices=("balanced", "shuffle"), default="balanced",
+                        help="balanced: every class an equal share of an epoch, sources within a class by "
+                             "sqrt(size); shuffle: every training image once per epoch, with class weights")
+    parser.add_argument("--epoch-size", type=int, default=2048, help="images per epoch with --sampling balanced")
+    parser.add_argument("--augment", choices=("acquisition", "geometry"), default="acquisition",
+                        help="geometry: rotation, shift, zoom; acquisition: also resolution loss, blur/sharpen, "
+                             "JPEG and noise")
     parser.add_argument("--min-sensitivity", type=float, default=0.95, help="threshold rule for covid")
+    parser.add_argument("--indeterminate-sensitivity", type=float, default=0.99,
+                        help="below the threshold, films are indeterminate down to the p(covid) at which "
+                             "'covid or indeterminate' reaches this validation sensitivity")
+    parser.add_argument("--unusual-quantile", type=float, default=0.95,
+                        help="validation quantile of the OOD distance above which a film not called covid "
+                             "is indeterminate")
     parser.add_argument("--ood-quantile", type=float, default=0.995, help="validation quantile of the OOD gate")
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable rows instead of stopping")
     parser.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
                         help="start from the CNN weights of this model (fine-tuning); it must have the same "
                              "architecture and have been trained on the same split")
+    parser.add_argument("--lung-localiser", type=Path, metavar="FILE",
+                        help="a lung localiser from `python -m training.lungs`: the CNN then sees the lung box "
+                             "only, and the localiser ships in the model directory")
     parser.add_argument("--cache", type=Path, default=Path(".cache"), help="where decoded arrays are cached")
     parser.add_argument("--no-cache", action="store_true")
     return parser.parse_args(argv)
@@ -81,28 +109,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def stage(message: str, started: float) -> None:
     print(f"[{time.perf_counter() - started:7.1f}s] {message}", flush=True)
-
-
-def augmenter(seed: int):
-    """Training-only augmentation of position, scale and rotation.
-
-    No exposure augmentation: histogram equalisation in `preprocess` already maps any monotonic
-    exposure change to the same input, so gamma/contrast jitter after it only creates inputs that
-    inference never sees.
-    """
-    import keras
-    from keras import layers
-
-    geometric = keras.Sequential(
-        [
-            # "nearest" fill: black corners would be a train-only artefact that validation never shows.
-            layers.RandomRotation(0.03, fill_mode="nearest", seed=seed),
-            layers.RandomTranslation(0.05, 0.05, fill_mode="nearest", seed=seed + 1),
-            layers.RandomZoom((-0.1, 0.1), fill_mode="nearest", seed=seed + 2),
-        ],
-        name="augment",
-    )
-    return lambda images, labels: (geometric(images, training=True), labels)
 
 
 def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int = 128) -> None:
@@ -133,7 +139,7 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int = 128) -> 
             layer.momentum = momentum
 
 
-def train_cnn(args, classes, images, labels, split, started):
+def train_cnn(args, classes, samples, images, labels, split, started):
     import keras
     import tensorflow as tf
 
@@ -151,15 +157,27 @@ def train_cnn(args, classes, images, labels, split, started):
         metrics=["accuracy"],
     )
     train_idx, val_idx = np.asarray(split["train"]), np.asarray(split["val"])
-    present = np.bincount(labels[train_idx], minlength=len(classes))
-    weights = {k: float(len(train_idx) / (len(classes) * max(n, 1))) for k, n in enumerate(present)}
-    stage(f"CNN: {model.count_params():,} parameters, class weights {weights}", started)
+    rng_seed = args.seed + 7
+    if args.sampling == "balanced":
+        groups = [f"{samples[i].source}|{samples[i].label}" for i in train_idx]
+        order = epoch_order(balanced_weights(labels[train_idx], groups), args.epochs, args.epoch_size, rng_seed)
+        weights = None  # every class already has an equal share of each epoch
+    else:
+        rng = np.random.default_rng(rng_seed)
+        order = np.stack([rng.permutation(len(train_idx)) for _ in range(args.epochs)])
+        present = np.bincount(labels[train_idx], minlength=len(classes))
+        weights = {k: float(len(train_idx) / (len(classes) * max(n, 1))) for k, n in enumerate(present)}
+    steps = order.shape[1] // args.batch_size
+    order = order[:, : steps * args.batch_size]
+    stage(f"CNN: {model.count_params():,} parameters; {args.sampling} sampling, {steps} steps per epoch, "
+          f"class weights {weights}", started)
+    train_images = tf.constant(images[train_idx])  # float16: half the memory; cast after the gather
+    train_labels = tf.constant(labels[train_idx])
     train_ds = (
-        tf.data.Dataset.from_tensor_slices((images[train_idx], labels[train_idx]))
-        .shuffle(len(train_idx), seed=args.seed, reshuffle_each_iteration=True)
+        tf.data.Dataset.from_tensor_slices(order.reshape(-1))
         .batch(args.batch_size)
-        .map(lambda x, y: (tf.cast(x, tf.float32), y))
-        .map(augmenter(args.seed), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(lambda idx: (tf.gather(train_images, idx), tf.gather(train_labels, idx)))
+        .map(augmenter(args.seed, acquisition=args.augment == "acquisition"), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
     val_ds = (
@@ -186,15 +204,16 @@ def train_cnn(args, classes, images, labels, split, started):
         train_ds,
         validation_data=val_ds,
         epochs=args.epochs,
+        steps_per_epoch=steps,
         class_weight=weights,
         callbacks=callbacks,
-        shuffle=False,  # the dataset reshuffles itself each epoch
+        shuffle=False,  # `order` fixes every epoch's images
         verbose=2,
     )
     recalibrate_batch_norm(model, calibration)
     seconds = time.perf_counter() - fit_started
     epochs = len(history.history["loss"])
-    throughput = epochs * len(train_idx) / seconds
+    throughput = epochs * steps * args.batch_size / seconds
     stage(f"CNN trained: {epochs} epochs in {seconds:.0f}s ({throughput:.1f} training images/s)", started)
     return model, history.history, {"epochs": epochs, "seconds": round(seconds, 1), "images_per_second": round(throughput, 1)}
 
@@ -254,52 +273,76 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     classes = list(dict.fromkeys(canonical_label(c) for c in args.classes.split(",") if c.strip()))
+    negatives = [n for n in dict.fromkeys(canonical_label(c) for c in args.negatives.split(",") if c.strip())
+                 if n not in classes]
+    if negatives and NORMAL not in classes:
+        print(f"error: --negatives are trained as '{NORMAL}', which is not among --classes", file=sys.stderr)
+        return 2
+    holdout = [h.strip() for h in args.holdout_sources.split(",") if h.strip()]
     fractions = tuple(float(f) for f in args.split.split(","))
     try:
-        samples, excluded = load_dataset(args.data, classes)
-        stage(f"{len(samples)} images of {classes}; left out by class: {dict(excluded) or 'none'}", started)
-        images, kept = load_images(
-            samples, args.input_size, skip_bad=args.skip_bad, cache_dir=None if args.no_cache else args.cache
-        )
+        samples, excluded = load_dataset(args.data, classes + negatives)
+        stage(f"{len(samples)} images of {classes} (trained as {NORMAL}: {negatives or 'none'}); "
+              f"left out by class: {dict(excluded) or 'none'}", started)
+        localiser = LungLocaliser(args.lung_localiser) if args.lung_localiser else None
+        images, kept = load_inputs(samples, args.input_size, localiser, skip_bad=args.skip_bad,
+                                   cache_dir=None if args.no_cache else args.cache)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     samples = [samples[i] for i in kept]
-    labels = np.array([classes.index(s.label) for s in samples])
-    split = patient_split(samples, fractions, args.seed)
+    unknown = sorted(set(holdout) - {s.source for s in samples})
+    if unknown:
+        print(f"error: no image comes from the held-out source(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    labels = np.array([classes.index(NORMAL if s.label in negatives else s.label) for s in samples])
+    split = patient_split(samples, fractions, args.seed, holdout)
     stage("split by patient: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()), started)
     if args.init_from is not None:
         previous = read_split(args.init_from / SPLIT_FILE)
-        if previous != {samples[i].file: name for name in SPLITS for i in split[name]}:
+        if previous != {samples[i].file: name for name, indices in split.items() for i in indices}:
             # Otherwise images the starting model trained on could sit in this run's test split.
             print(f"error: the split differs from the one {args.init_from} was trained on; use the same data, "
-                  "--split and --seed", file=sys.stderr)
+                  "--split, --seed and --holdout-sources", file=sys.stderr)
             return 2
 
-    model, history, fit_stats = train_cnn(args, classes, images, labels, split, started)
+    model, history, fit_stats = train_cnn(args, classes, samples, images, labels, split, started)
 
     stage("extracting 64-d features", started)
     feats, cnn_probs = {}, {}
-    for name in SPLITS:
-        feats[name], cnn_probs[name] = embed(model, "features", images[split[name]].astype(np.float32))
+    for name, indices in split.items():
+        feats[name], cnn_probs[name] = embed(model, "features", images[indices].astype(np.float32))
     ensemble = fit_ensemble(feats["train"], labels[split["train"]], args.seed)
     stage("ensemble (decision tree, SVM, random forest, AdaBoost; soft voting) fitted", started)
 
-    val_probs = ensemble.predict_proba(feats["val"])
-    threshold = None
+    temperature = fit_temperature(ensemble.predict_proba(feats["val"]), labels[split["val"]])
+    val_probs = apply_temperature(ensemble.predict_proba(feats["val"]), temperature)
+    threshold = lower = None
     if POSITIVE_CLASS in classes:
         positive = classes.index(POSITIVE_CLASS)
         threshold = choose_threshold(labels[split["val"]], val_probs[:, positive], positive, args.min_sensitivity)
+        lower = min(threshold, choose_threshold(labels[split["val"]], val_probs[:, positive], positive,
+                                                args.indeterminate_sensitivity))
     ood = FeatureDistance.fit(feats["train"], feats["val"], args.ood_quantile)
-    stage(f"operating threshold {threshold}; OOD distance threshold {ood.threshold:.2f}", started)
+    unusual = float(np.quantile(ood.distance(feats["val"]), args.unusual_quantile) / ood.threshold)
+    rule = Rule(tuple(classes), threshold, lower, unusual)
+    stage(f"temperature {temperature:.3f}; operating threshold {threshold}, indeterminate from {lower}; "
+          f"OOD distance threshold {ood.threshold:.2f}, unusual above score {unusual:.3f}", started)
 
-    metrics, probabilities = {}, {}
-    for name in ("val", "test"):
-        idx = split[name]
-        probabilities[name] = classifier_probabilities(ensemble, feats[name], cnn_probs[name])
-        metrics[name] = score_all(probabilities[name], labels[idx], classes, threshold, [samples[i].source for i in idx])
-        print(format_table(metrics[name], classes, f"\n{name} split"), flush=True)
-    ood_pass = {name: float((ood.distance(feats[name]) <= ood.threshold).mean()) for name in ("val", "test")}
+    metrics, probabilities, outcomes = {}, {}, {}
+    for name, idx in split.items():
+        probabilities[name] = classifier_probabilities(ensemble, feats[name], cnn_probs[name], temperature)
+        if name != "train":
+            metrics[name] = score_all(probabilities[name], labels[idx], classes, threshold,
+                                      [samples[i].source for i in idx])
+            print(format_table(metrics[name], classes, f"\n{name} split"), flush=True)
+        if threshold is not None:
+            p_covid = probabilities[name]["ensemble"][:, classes.index(POSITIVE_CLASS)]
+            decided = rule.outcomes(probabilities[name]["ensemble"], ood.distance(feats[name]) / ood.threshold)
+            outcomes[name] = per_source([samples[i].label for i in idx], p_covid, decided,
+                                        [samples[i].source for i in idx])
+            print(format_sources(outcomes[name], f"\n{name} split at the deployed rule, per source"), flush=True)
+    ood_pass = {name: float((ood.distance(feats[name]) <= ood.threshold).mean()) for name in split if name != "train"}
 
     staging = Path(tempfile.mkdtemp(prefix="model-", dir=args.out.parent if args.out.parent.exists() else None))
     try:
@@ -308,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
 
         joblib.dump(ensemble, staging / ENSEMBLE_FILE, compress=3)
         ood.save(staging / OOD_FILE)
+        if args.lung_localiser:
+            shutil.copyfile(args.lung_localiser, staging / LUNG_FILE)
         write_split(staging / SPLIT_FILE, samples, split)
         (staging / "report").mkdir()
         report.training_curves(history, staging / "report" / "training_curves.png")
@@ -317,26 +362,35 @@ def main(argv: list[str] | None = None) -> int:
         card = {
             "name": "EMCNet-style CNN + soft-voting ensemble",
             "version": artifact_version(staging),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "classes": classes,
             "input_size": args.input_size,
             "preprocessing": PARAMETERS,
+            "lung_crop": crop_parameters() if args.lung_localiser else None,
             "feature_layer": "features",
             "gradcam_layer": f"block{args.blocks}_relu2",
             "architecture": {"blocks": args.blocks, "base_filters": args.base_filters,
                              "batch_norm": True, "dropout": 0.25, "parameters": int(model.count_params())},
             "training": {**{k: v for k, v in vars(args).items()
-                            if k not in ("data", "out", "cache", "no_cache", "init_from")},
+                            if k not in ("data", "out", "cache", "no_cache", "init_from", "lung_localiser")},
                          "data": str(args.data), "init_from": initial_model(args.init_from), **fit_stats,
                          "wall_seconds": round(time.perf_counter() - started, 1)},
-            "data": {name: counts(samples, split[name]) for name in SPLITS} | {"left_out_by_class": dict(excluded)},
+            "data": {name: counts(samples, indices) for name, indices in split.items()}
+            | {"left_out_by_class": dict(excluded), "trained_as_normal": negatives, "holdout_sources": holdout},
+            "calibration": {"method": "temperature scaling of the ensemble's probabilities, fitted on validation",
+                            "temperature": temperature},
             "threshold": {"value": threshold, "class": POSITIVE_CLASS if threshold is not None else None,
                           "rule": f"highest validation specificity with sensitivity ≥ {args.min_sensitivity}; "
-                                  "ties to the value nearest 0.5" if threshold is not None else "argmax"},
+                                  "ties to the value nearest 0.5" if threshold is not None else "argmax",
+                          "indeterminate_below": lower,
+                          "indeterminate_rule": "below the threshold, p(covid) from which 'covid or indeterminate' "
+                                                f"reaches validation sensitivity ≥ {args.indeterminate_sensitivity}"},
             "ood": {"method": "Mahalanobis distance of the 64-d features to the training features "
                               "(Ledoit-Wolf covariance)",
-                    "threshold": ood.threshold, "validation_quantile": args.ood_quantile, "pass_rate": ood_pass},
+                    "threshold": ood.threshold, "validation_quantile": args.ood_quantile, "pass_rate": ood_pass,
+                    "indeterminate_above_score": unusual, "indeterminate_quantile": args.unusual_quantile},
             "metrics": metrics,
+            "outcomes": outcomes,
             "libraries": library_versions(),
             "limitations": LIMITATIONS,
         }

@@ -53,7 +53,9 @@ class Prediction(db.Model):
     image_path: Mapped[str] = mapped_column(String(255))
     overlay_path: Mapped[str] = mapped_column(String(255))
     thumbnail_path: Mapped[str] = mapped_column(String(255))
-    label: Mapped[str] = mapped_column(String(64), index=True)
+    label: Mapped[str] = mapped_column(String(64), index=True)  # the class the threshold rule gives
+    # What is reported: the label, or "indeterminate" where the model's rule withholds it (cxr.decision.Rule).
+    decision: Mapped[str] = mapped_column(String(64), index=True)
     probabilities: Mapped[dict[str, float]] = mapped_column(JSON)  # the ensemble's
     cnn_probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
     threshold: Mapped[float | None]

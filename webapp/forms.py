@@ -10,6 +10,8 @@ from wtforms import Form, RadioField, SelectChoice, SelectField, StringField, Su
 from wtforms.fields import DateField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
+from cxr.decision import INDETERMINATE
+
 ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.dcm,.dicom,image/png,image/jpeg,image/tiff,application/dicom"
 
 
@@ -66,8 +68,10 @@ class ReviewForm(FlaskForm):
 
 
 class HistoryFilter(Form):
-    """GET parameters: `class`, `date_from`, `date_to` (YYYY-MM-DD, UTC, inclusive) and `q` (reference)."""
+    """GET parameters: `decision`, `class`, `date_from`, `date_to` (YYYY-MM-DD, UTC, inclusive) and `q`
+    (reference)."""
 
+    decision = SelectField("Decision", choices=[], validate_choice=False)
     predicted = SelectField("Class", choices=[], validate_choice=False, name="class")
     date_from = DateField("From", validators=[Optional()])
     date_to = DateField("To", validators=[Optional()])
@@ -77,6 +81,12 @@ class HistoryFilter(Form):
         super().__init__(formdata)
         self.classes = classes
         self.predicted.choices = [SelectChoice("", "All classes")] + [SelectChoice(c) for c in classes]
+        self.decisions = [*classes, INDETERMINATE]
+        self.decision.choices = [SelectChoice("", "All decisions")] + [SelectChoice(d) for d in self.decisions]
+
+    def validate_decision(self, field: SelectField) -> None:
+        if field.data and field.data not in self.decisions:
+            raise ValidationError(f"Unknown decision '{field.data}'.")
 
     def validate_predicted(self, field: SelectField) -> None:
         if field.data and field.data not in self.classes:
@@ -92,6 +102,7 @@ class HistoryFilter(Form):
     def active(self) -> dict[str, str]:
         """The filters in effect, as query parameters (for pagination and export links)."""
         values = {
+            "decision": self.decision.data or "",
             "class": self.predicted.data or "",
             "date_from": self.date_from.data.isoformat() if self.date_from.data else "",
             "date_to": self.date_to.data.isoformat() if self.date_to.data else "",

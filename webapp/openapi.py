@@ -27,6 +27,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
     }
     nullable_text = {"type": ["string", "null"]}
     filters = [
+        {"name": "decision", "in": "query", "schema": {"type": "string", "enum": [*classes, "indeterminate"]}},
         {"name": "class", "in": "query", "schema": {"type": "string", "enum": classes}},
         {"name": "date_from", "in": "query", "description": "First day (UTC), inclusive", "schema": {"type": "string", "format": "date"}},
         {"name": "date_to", "in": "query", "description": "Last day (UTC), inclusive", "schema": {"type": "string", "format": "date"}},
@@ -122,6 +123,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                     "type": "object",
                     "required": [
                         "id",
+                        "decision",
                         "class",
                         "probabilities",
                         "cnn_probabilities",
@@ -132,6 +134,13 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                     ],
                     "properties": {
                         "id": {"type": "integer"},
+                        "decision": {
+                            "type": "string",
+                            "enum": [*classes, "indeterminate"],
+                            "description": "The outcome to act on: the class, or indeterminate when the film is "
+                            "too close to the threshold or unlike the training films to call it "
+                            f"{' or '.join(c for c in classes if c != 'covid')}",
+                        },
                         "class": {"type": "string", "enum": classes},
                         "probability": {
                             "type": "number",

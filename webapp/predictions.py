@@ -73,6 +73,7 @@ def build_record(
         overlay_path="",
         thumbnail_path="",
         label=output.label,
+        decision=output.decision,
         probabilities=output.probabilities,
         cnn_probabilities=output.cnn_probabilities,
         threshold=output.threshold,

@@ -14,6 +14,8 @@ from webapp.forms import HistoryFilter
 
 def history_select(filters: HistoryFilter) -> Select:
     query = select(Prediction).order_by(Prediction.created_at.desc(), Prediction.id.desc())
+    if filters.decision.data:
+        query = query.where(Prediction.decision == filters.decision.data)
     if filters.predicted.data:
         query = query.where(Prediction.label == filters.predicted.data)
     if filters.date_from.data:

@@ -20,6 +20,7 @@ def timestamp(value: datetime | None) -> str | None:
 def prediction_json(row: Prediction) -> dict[str, Any]:
     """The result fields; the CLI prints these for files it does not store."""
     return {
+        "decision": row.decision,
         "class": row.label,
         "probability": row.probability,
         "probabilities": row.probabilities,
@@ -79,7 +80,7 @@ def csv_safe(value: Any) -> Any:
 def csv_rows(rows: Iterable[Prediction], classes: list[str]) -> Iterator[list[Any]]:
     """A header, then one row per prediction with every class's probabilities and the latest review."""
     yield [
-        "id", "created_utc", "user", "filename", "reference", "predicted_class", "probability",
+        "id", "created_utc", "user", "filename", "reference", "decision", "predicted_class", "probability",
         *(f"p_{c}" for c in classes), *(f"cnn_p_{c}" for c in classes),
         "threshold", "ood_score", "model_version", "elapsed_ms", "sha256", "note",
         "reviews", "latest_review", "latest_review_class",
@@ -88,7 +89,7 @@ def csv_rows(rows: Iterable[Prediction], classes: list[str]) -> Iterator[list[An
         latest = row.reviews[0] if row.reviews else None
         yield [
             row.id, timestamp(row.created_at), username(row) or "", csv_safe(row.filename), csv_safe(row.reference or ""),
-            row.label, round(row.probability, 4),
+            row.decision, row.label, round(row.probability, 4),
             *(_rounded(row.probabilities.get(c)) for c in classes),
             *(_rounded(row.cnn_probabilities.get(c)) for c in classes),
             _rounded(row.threshold), round(row.ood_score, 4), row.model_version, row.elapsed_ms, row.sha256,
