@@ -65,7 +65,7 @@ def grid(bundle: ModelBundle, films: list[tuple[str, str, np.ndarray]], path: Pa
         tile.thumbnail((TILE, TILE))
         x, y = (k % columns) * TILE, (k // columns) * (TILE + 18)
         canvas.paste(tile, (x + (TILE - tile.width) // 2, y))
-        draw.text((x + 4, y + TILE + 2), f"{file}: {label} → {prediction.decision}", fill="black")
+        draw.text((x + 4, y + TILE + 2), f"{file}: {label} -> {prediction.decision}", fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, optimize=True)
 

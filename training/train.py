@@ -47,15 +47,11 @@ NON_COVID_FINDINGS = "viral_pneumonia,bacterial_pneumonia,other"
 
 LIMITATIONS = [
     "Research use only; not a medical device and not a diagnosis.",
-    "Trained on public web collections in which COVID-19 and normal images mostly come from different "
-    "sources (COVID: publication figures, SIRM/BIMCV collections; normal: RSNA/NIH and paediatric Kermany "
-    "images). Part of the measured accuracy can come from source artefacts rather than disease; "
-    "see the per-source metrics.",
-    "Patient identifiers exist only for the ieee8023 and figure1 sources; other sources may place images of "
-    "one patient in two splits, which flatters the test metrics.",
-    "Frontal (PA/AP) adult and paediatric chest radiographs only; lateral views, CT, and other body parts are "
-    "out of scope and are refused by the out-of-distribution gate where it detects them.",
-    "Performance on an unseen hospital is expected to be lower than on this test split.",
+    "Sources are confounded with labels: nearly all normals come from one collection (radiography: RSNA/NIH and paediatric Kermany films), COVID films from web and publication collections. The figures for held-out sources (model card, 'unseen') are the honest estimate for a hospital the model never saw, and they are far below the internal test figures.",
+    "The held-out-source estimate rests on few normal films (about 100, mostly paediatric covid19imgds films, 11 ieee8023 and 3 figure1), so its specificity is uncertain by several points; its COVID films are mostly ieee8023 publication figures.",
+    "'normal' means 'no COVID-19 call': it was trained on normal films and on films with other findings (pneumonia, tuberculosis, CheXpert findings). It is not a statement that the film is normal.",
+    "Patient identifiers exist only for the ieee8023, figure1, montgomery and chexpert sources; other sources may place images of one patient in two splits, which flatters the test metrics.",
+    "Frontal (PA/AP) adult and paediatric chest radiographs only; lateral views, CT, and other body parts are out of scope and are refused by the out-of-distribution gate where it detects them.",
 ]
 
 
