@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -34,6 +35,14 @@ RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT"}
 CHEST_BODY_PARTS = ("CHEST", "THORAX", "TORAX", "LUNG", "TORSO")
 UNINFORMATIVE_BODY_PARTS = {"", "UNKNOWN", "OTHER", "NONE"}
 NON_FRONTAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLO", "RLO"}  # DICOM ViewPosition: laterals, obliques
+
+# A deflated DICOM data set (transfer syntax 1.2.840.10008.1.2.1.99) is inflated whole by pydicom before
+# any header can be checked: 1 MB can grow to gigabytes. It is measured first, in chunks that are thrown
+# away, against what the largest accepted film needs (16-bit samples) plus room for its header.
+DEFLATED_SYNTAXES = {"1.2.840.10008.1.2.1.99"}
+MAX_INFLATED_BYTES = MAX_PIXELS * 2 + 16 * 1024 * 1024
+INFLATE_CHUNK = 1024 * 1024
+LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 # Pillow's own bomb error (at twice its limit) then becomes our 413; between one and two times the
 # limit it only warns, and `_check_geometry` refuses those itself with a clearer message.
@@ -186,10 +195,48 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     return ((values - low) / (high - low)).astype(np.float32)
 
 
+def _meta_end(data: bytes) -> int:
+    """Where the file meta group (0002,xxxx; always explicit VR little endian) ends: its elements walked
+    one by one, so that a missing or false group length cannot hide the rest of the file."""
+    position = 132
+    while len(data) >= position + 8 and int.from_bytes(data[position : position + 2], "little") == 0x0002:
+        vr = data[position + 4 : position + 6]
+        if vr in LONG_VRS:
+            position += 12 + int.from_bytes(data[position + 8 : position + 12], "little")
+        else:
+            position += 8 + int.from_bytes(data[position + 6 : position + 8], "little")
+    return min(position, len(data))
+
+
+def _check_inflated_size(data: bytes) -> None:
+    """Refuse (413) a deflated DICOM whose data set would inflate beyond `MAX_INFLATED_BYTES`, inflating
+    it chunk by chunk without keeping the output; anything else passes unchanged."""
+    import pydicom
+
+    end = _meta_end(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        syntax = str(pydicom.dcmread(io.BytesIO(data[:end]), force=True).file_meta.get("TransferSyntaxUID", ""))
+    if syntax not in DEFLATED_SYNTAXES:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    size, pending = 0, data[end:]
+    while pending and not inflater.eof:
+        size += len(inflater.decompress(pending, INFLATE_CHUNK))
+        pending = inflater.unconsumed_tail
+        if size > MAX_INFLATED_BYTES:
+            raise InputError(
+                f"This compressed DICOM file would grow to more than {MAX_INFLATED_BYTES // 1_000_000} MB when "
+                "decompressed, more than any chest radiograph needs; it was not decoded.",
+                status=413,
+            )
+
+
 def _decode_dicom(data: bytes) -> DecodedImage:
     import pydicom
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
+    _check_inflated_size(data)
     with warnings.catch_warnings():
         # pydicom warns about invalid values by quoting them, which could put a patient name in a log.
         warnings.simplefilter("ignore")
