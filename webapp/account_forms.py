@@ -54,10 +54,16 @@ class AuditFilter(Form):
     """GET parameters of the audit log page."""
 
     user = StringField("User", validators=[Optional(), Length(max=64)])
-    action = SelectField("Action", choices=[SelectChoice("", "All actions")] + [SelectChoice(a) for a in ACTIONS])
+    # No `action=` in the query (the navigation's link, the pages' links) means all actions.
+    action = SelectField("Action", choices=[SelectChoice("", "All actions")] + [SelectChoice(a) for a in ACTIONS],
+                         validate_choice=False)
     address = StringField("Address", validators=[Optional(), Length(max=64)])
     date_from = DateField("From", validators=[Optional()])
     date_to = DateField("To", validators=[Optional()])
+
+    def validate_action(self, field: SelectField) -> None:
+        if field.data and field.data not in ACTIONS:
+            raise ValidationError(f"Unknown action '{field.data}'.")
 
     def validate_date_to(self, field: DateField) -> None:
         if field.data and self.date_from.data and field.data < self.date_from.data:
