@@ -6,7 +6,7 @@ change it describes (or rolled back with it); callers that change nothing commit
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 
 from flask import has_request_context, request
 from flask_login import current_user
@@ -69,5 +69,5 @@ def filtered(
     if date_from:
         query = query.where(AuditEvent.created_at >= datetime.combine(date_from, time.min))
     if date_to:
-        query = query.where(AuditEvent.created_at < datetime.combine(date_to + timedelta(days=1), time.min))
+        query = query.where(AuditEvent.created_at <= datetime.combine(date_to, time.max))  # inclusive
     return query

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 
-from flask import current_app, request
+from flask import abort, current_app, request
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import Select, select
 
 from webapp.db import Prediction, db
 from webapp.forms import HistoryFilter
+
+MAX_PAGE = 2**31 - 1
 
 
 def history_select(filters: HistoryFilter) -> Select:
@@ -20,10 +22,8 @@ def history_select(filters: HistoryFilter) -> Select:
         query = query.where(Prediction.label == filters.predicted.data)
     if filters.date_from.data:
         query = query.where(Prediction.created_at >= datetime.combine(filters.date_from.data, time.min))
-    if filters.date_to.data:  # inclusive: everything before the next midnight
-        query = query.where(
-            Prediction.created_at < datetime.combine(filters.date_to.data + timedelta(days=1), time.min)
-        )
+    if filters.date_to.data:  # inclusive (and no day after 9999-12-31 to overflow into)
+        query = query.where(Prediction.created_at <= datetime.combine(filters.date_to.data, time.max))
     if filters.q.data and filters.q.data.strip():
         query = query.where(Prediction.reference.icontains(filters.q.data.strip(), autoescape=True))
     return query
@@ -32,4 +32,7 @@ def history_select(filters: HistoryFilter) -> Select:
 def paginate(query: Select) -> Pagination:
     """The page named by the `page` and `per_page` (≤ 100, default PER_PAGE) query parameters; 404 if invalid."""
     per_page = request.args.get("per_page", type=int) or int(current_app.config["PER_PAGE"])
-    return db.paginate(query, per_page=per_page, max_per_page=100)
+    page = request.args.get("page", 1, type=int)
+    if not 1 <= page <= MAX_PAGE:  # a page whose offset no database accepts: not found, like any empty page
+        abort(404)
+    return db.paginate(query, page=page, per_page=per_page, max_per_page=100)

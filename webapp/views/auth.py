@@ -17,7 +17,10 @@ bp = Blueprint("auth", __name__)
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after signing in: a path on this site only (no open redirect)."""
+    """Where to go after signing in: a path on this site only (no open redirect), and no control
+    characters (a CR/LF would split the Location header)."""
+    if target and any(ord(c) < 32 or ord(c) == 127 for c in target):
+        return url_for("upload.index")
     parts = urlsplit(target or "")
     # Browsers read "/\host" as "//host": a backslash anywhere is refused.
     if target and not parts.scheme and not parts.netloc and target.startswith("/") and "\\" not in target \
