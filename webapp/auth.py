@@ -18,8 +18,8 @@ from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp import audit
-from webapp.security import csrf
 from webapp.db import ROLES, ApiToken, AuditEvent, User, db, utcnow
+from webapp.security import csrf
 
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
@@ -152,19 +152,23 @@ def load_user(session_token: str) -> User | None:
 @login_manager.request_loader
 def bearer_user(request: Request) -> User | None:
     """The user of a valid `Authorization: Bearer` token on an API route (for this request only: no
-    session is created); aborts 401 for a bad token."""
+    session is created). A bad token makes the request anonymous and leaves its reason in
+    `g.token_problem`, which `require_user` answers with 401: aborting here, inside Flask-Login's
+    loader, would abort again when the error page itself asks for the user (a bare 500)."""
     header = request.headers.get("Authorization", "")
     if not header or not (request.blueprint == "api" or request.endpoint in TOKEN_ENDPOINTS):
         return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        abort(401, "Send the API token as 'Authorization: Bearer <token>'.")
+        g.token_problem = "Send the API token as 'Authorization: Bearer <token>'."
+        return None
     # The user in the same query: one database round trip per API request, not two.
     row = db.session.scalar(
         select(ApiToken).options(joinedload(ApiToken.user)).where(ApiToken.digest == token_digest(token.strip()))
     )
     if row is None or row.revoked_at is not None or not row.user.active:
-        abort(401, "The API token is not valid: it is unknown, revoked, or its user is disabled.")
+        g.token_problem = "The API token is not valid: it is unknown, revoked, or its user is disabled."
+        return None
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):  # not a write per request
         row.last_used_at = now
@@ -182,6 +186,8 @@ def require_user() -> Any:
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
         return None  # unknown URLs fall through to 404
     if not current_user.is_authenticated:
+        if "token_problem" in g:
+            abort(401, g.token_problem)
         if request.blueprint == "api":
             abort(401, "Sign in, or send an API token as 'Authorization: Bearer <token>'.")
         return login_manager.unauthorized()
@@ -222,7 +228,7 @@ def ensure_first_admin(app: Flask) -> None:
         message = (f"\n{banner}\nNo users existed, so an administrator was created.\n"
                    f"  user name: admin\n  one-time password: {password}\n"
                    f"Sign in and choose a new password. (Set CXR_ADMIN_PASSWORD to choose it yourself.)\n{banner}\n")
-        print(message, flush=True)  # noqa: T201 - the console is where the operator looks
+        print(message, flush=True)
     app.logger.warning("Created the first administrator 'admin'%s.", "" if given else " (one-time password printed)")
 
 
