@@ -359,3 +359,19 @@ def test_cli_prompts_for_the_password(app, runner, monkeypatch):
     assert result.exit_code == 0, result.output
     assert signed_in(app, "gina", "gina's password").get("/history").status_code == 200
 
+
+
+def test_a_password_change_or_reset_revokes_the_users_api_tokens(app, client, admin_client):
+    def works(token: str) -> int:
+        return app.test_client().get("/api/v1/predictions", headers={"Authorization": f"Bearer {token}"}).status_code
+
+    before_change = token_for(app, "clinician")
+    assert works(before_change) == 200
+    changed = client.post("/account/password", data={"current": PASSWORD, "new": "a fresh passphrase",
+                                                      "repeat": "a fresh passphrase"})
+    assert changed.status_code == 302
+    assert works(before_change) == 401
+    before_reset = token_for(app, "clinician")
+    assert works(before_reset) == 200
+    assert admin_client.post(f"/admin/users/{user_row(app, 'clinician').id}/reset").status_code == 200
+    assert works(before_reset) == 401

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask, Request, abort, current_app, g, redirect, request, session, url_for
 from flask_login import LoginManager, current_user, login_user
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -80,11 +80,16 @@ def create_user(username: str, password: str, role: str, *, must_change_password
 
 
 def set_password(user: User, password: str, *, one_time: bool = False) -> None:
-    """Replace the password and sign the user out everywhere else (a new session token)."""
+    """Replace the password, sign the user out everywhere else (a new session token) and revoke every
+    API token of theirs: whoever knew the old password may have made one."""
     check_new_password(password)
     user.password_hash = hash_password(password)
     user.must_change_password = one_time
     user.session_token = secrets.token_hex(32)
+    if user.id is not None:
+        db.session.execute(
+            update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+        )
 
 
 def set_active(user: User, active: bool) -> None:
