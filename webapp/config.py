@@ -11,11 +11,16 @@ from typing import Any
 from flask import Flask
 
 SECRET_KEY_FILE = "secret_key"
+# Films, overlays, the SQLite database and its WAL files hold patient data: readable by the service's own
+# user only. Set for the whole process before anything is written (the CLI, gunicorn's workers, tests).
+PRIVATE_UMASK = 0o077
 
 
 def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
+    os.umask(PRIVATE_UMASK)
     instance = Path(app.instance_path)
     instance.mkdir(parents=True, exist_ok=True)
+    instance.chmod(0o700)  # also when an earlier version or `make` created it world-readable
     app.config.from_mapping(
         MODEL_DIR=Path(app.root_path, "models"),
         SQLALCHEMY_DATABASE_URI=f"sqlite:///{instance / 'cxr.sqlite'}",
