@@ -102,8 +102,8 @@ def test_upload_result_and_history(live_server, page, tmp_path, chest_png, bundl
     page.wait_for_url(re.compile(r"/predictions/\d+$"))
     prediction_id = page.url.rsplit("/", 1)[1]
 
-    label = page.locator("h1 .label").inner_text()
-    assert label in bundle.classes
+    label = page.locator("h1 .label").inner_text()  # the decision
+    assert label in [*bundle.classes, "indeterminate"]
     expect(page.locator("table.probabilities").first.locator("tbody tr")).to_have_count(len(bundle.classes))
     for cls in bundle.classes:
         expect(page.locator(f'progress[aria-label="p({cls})"]').first).to_be_visible()
