@@ -215,3 +215,19 @@ def test_fine_tuning_starts_from_a_model_on_the_same_split(trained, dataset, tmp
     assert train.main(["--data", str(dataset), "--out", str(tmp_path / "x"), "--init-from", str(trained),
                        "--seed", "7", *TINY]) == 2
     assert "split differs" in capsys.readouterr().err
+
+
+def test_held_out_sources_are_scored_apart_and_unknown_ones_refused(dataset, tmp_path, capsys):
+    out = tmp_path / "held"
+    assert train.main(["--data", str(dataset), "--out", str(out), "--holdout-sources", "viralsrc", *TINY]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["data"]["holdout_sources"] == ["viralsrc"]
+    assert card["data"]["unseen"]["per_source"] == {"viralsrc": 36}
+    assert "viralsrc" not in card["data"]["train"]["per_source"] and "viralsrc" not in card["data"]["val"]["per_source"]
+    unseen = card["outcomes"]["unseen"]["viralsrc"]
+    assert unseen["n_other_findings"] == 36 and unseen["sensitivity"] is None
+    assert 0.0 <= unseen["other_findings_not_called_covid"] <= 1.0
+    assert {row["split"] for row in csv.DictReader((out / "split.csv").open()) if row["file"].startswith("viral")} == {"unseen"}
+    assert card["calibration"]["temperature"] > 0 and card["threshold"]["indeterminate_below"] <= card["threshold"]["value"]
+    assert train.main(["--data", str(dataset), "--out", str(tmp_path / "x"), "--holdout-sources", "nowhere", *TINY]) == 2
+    assert "nowhere" in capsys.readouterr().err
