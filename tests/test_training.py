@@ -231,3 +231,29 @@ def test_held_out_sources_are_scored_apart_and_unknown_ones_refused(dataset, tmp
     assert card["calibration"]["temperature"] > 0 and card["threshold"]["indeterminate_below"] <= card["threshold"]["value"]
     assert train.main(["--data", str(dataset), "--out", str(tmp_path / "x"), "--holdout-sources", "nowhere", *TINY]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_lung_localiser_trains_and_a_lung_crop_model_serves(dataset, tmp_path):
+    from training import lungs
+
+    masks = tmp_path / "lungs" / "masks"
+    masks.mkdir(parents=True)
+    for row in list(csv.DictReader(dataset.open()))[:12]:
+        mask = np.zeros((160, 160), dtype=np.uint8)
+        mask[40:125, 25:135] = 255  # both lung fields of `synthetic_xray`
+        Image.fromarray(mask).save(masks / row["file"])
+    localiser = tmp_path / "lungs.keras"
+    assert lungs.main(["--lungs", str(masks.parent), "--images", str(dataset.parent), "--out", str(localiser),
+                       "--epochs", "2"]) == 0
+    out = tmp_path / "cropped"
+    assert train.main(["--data", str(dataset), "--out", str(out), "--lung-localiser", str(localiser), *TINY]) == 0
+    assert (out / "lungs.keras").is_file()
+    bundle = ModelBundle(out)
+    assert bundle.card["lung_crop"]["file"] == "lungs.keras" and bundle.localiser is not None
+    image = np.asarray(Image.open(dataset.parent / "covidsrc_0002.png"), dtype=np.float32) / 255.0
+    prediction = bundle.predict(image)
+    top, bottom, left, right = prediction.box
+    assert 0 <= top < bottom <= 160 and 0 <= left < right <= 160
+    (out / "lungs.keras").write_bytes(b"changed")  # the localiser is part of the hashed artifacts
+    with pytest.raises(Exception, match="do not match"):
+        ModelBundle(out)

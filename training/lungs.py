@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     model = build_localiser()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mae")
-    model.fit(train, validation_data=(tensors[held], targets[held]), epochs=args.epochs, verbose=0,
+    model.fit(train, validation_data=(tensors[held], targets[held]), epochs=args.epochs, verbose=0, shuffle=False,
               callbacks=[keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=15, min_lr=1e-5)])
     predicted = model.predict(tensors[held], verbose=0)
     overlap = iou(np.clip(predicted, 0, 1), targets[held])
