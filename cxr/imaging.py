@@ -37,8 +37,9 @@ UNINFORMATIVE_BODY_PARTS = {"", "UNKNOWN", "OTHER", "NONE"}
 NON_FRONTAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLO", "RLO"}  # DICOM ViewPosition: laterals, obliques
 
 # A deflated DICOM data set (transfer syntax 1.2.840.10008.1.2.1.99) is inflated whole by pydicom before
-# any header can be checked: 1 MB can grow to gigabytes. It is measured first, in chunks that are thrown
-# away, against what the largest accepted film needs (16-bit samples) plus room for its header.
+# any header can be checked, and deflate shrinks uniform bytes by orders of magnitude. So the inflated size
+# is measured first, in chunks that are thrown away, against what the largest accepted film needs
+# (16-bit samples) plus room for its header.
 DEFLATED_SYNTAXES = {"1.2.840.10008.1.2.1.99"}
 MAX_INFLATED_BYTES = MAX_PIXELS * 2 + 16 * 1024 * 1024
 INFLATE_CHUNK = 1024 * 1024

@@ -311,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     ensemble = fit_ensemble(feats["train"], labels[split["train"]], args.seed)
     stage("ensemble (decision tree, SVM, random forest, AdaBoost; soft voting) fitted", started)
 
-    temperature = fit_temperature(ensemble.predict_proba(feats["val"]), labels[split["val"]])
-    val_probs = apply_temperature(ensemble.predict_proba(feats["val"]), temperature)
+    raw_val_probs = ensemble.predict_proba(feats["val"])
+    temperature = fit_temperature(raw_val_probs, labels[split["val"]])
+    val_probs = apply_temperature(raw_val_probs, temperature)
     threshold = lower = None
     if POSITIVE_CLASS in classes:
         positive = classes.index(POSITIVE_CLASS)
@@ -327,11 +328,12 @@ def main(argv: list[str] | None = None) -> int:
 
     metrics, probabilities, outcomes = {}, {}, {}
     for name, idx in split.items():
+        if name == "train":
+            continue  # the figures that matter are on images the network and the ensemble did not fit
         probabilities[name] = classifier_probabilities(ensemble, feats[name], cnn_probs[name], temperature)
-        if name != "train":
-            metrics[name] = score_all(probabilities[name], labels[idx], classes, threshold,
-                                      [samples[i].source for i in idx])
-            print(format_table(metrics[name], classes, f"\n{name} split"), flush=True)
+        metrics[name] = score_all(probabilities[name], labels[idx], classes, threshold,
+                                  [samples[i].source for i in idx])
+        print(format_table(metrics[name], classes, f"\n{name} split"), flush=True)
         if threshold is not None:
             p_covid = probabilities[name]["ensemble"][:, classes.index(POSITIVE_CLASS)]
             decided = rule.outcomes(probabilities[name]["ensemble"], ood.distance(feats[name]) / ood.threshold)
