@@ -15,17 +15,18 @@ threads = 2
 # The app (and TensorFlow) is loaded in each worker after the fork: TensorFlow is not fork-safe.
 preload_app = False
 # A worker starts even when the model, the database or the upload folder is unusable: it answers 503
-# with the reason and recovers by itself (webapp/resilience.py), so a worker restarted during such a
-# fault cannot take the whole server down. A broken model directory at launch still stops the master
+# with the reason and recovers by itself (webapp/model_service.py, webapp/errors.py), so a worker
+# restarted during such a fault cannot take the whole server down. A broken model directory at launch still stops the master
 # at once (on_starting below).
 os.environ.setdefault("CXR_STRICT_STARTUP", "false")
-# Loading the model takes 10-30 s on a busy machine and a large DICOM upload a few seconds.
+# A worker loads TensorFlow and the model before its first request, and a large DICOM upload takes
+# seconds to decode: both must fit in the timeout on a busy machine.
 timeout = 120
 graceful_timeout = 30
 keepalive = 5
-# No periodic worker recycling: a new worker serves ~13 s after the old one exits (TensorFlow import,
-# model load), and with 1000 requests per worker both workers of a busy server reached the limit within
-# seconds of each other, which stalled every request for ~10 s about once a minute (bench/README.md, "Soak").
+# No periodic worker recycling: a new worker serves only after importing TensorFlow and loading the model,
+# and the workers of a busy server reach a request limit at about the same time, which stalls every
+# request while both restart (bench/README.md, "Soak").
 # Memory is flat without it (the soak's peak RSS per worker); `--max-requests N` turns it back on.
 max_requests = 0
 # No runtime control socket (gunicornc): its default path in ~/.gunicorn would be shared by every
@@ -61,10 +62,11 @@ logconfig_dict = {
 
 
 def on_starting(server):
-    """Refuse to start on a model directory that cannot work, before any worker loads TensorFlow."""
-    from webapp.resilience import check_configured_model
+    """Refuse to start on a model directory that cannot work and bring the database schema up to date,
+    before any worker loads TensorFlow."""
+    from webapp.startup import gunicorn_master_start
 
-    check_configured_model()
+    gunicorn_master_start()
 
 
 def post_fork(server, worker):

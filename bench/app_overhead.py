@@ -20,16 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import MODEL_DIR, ForeignCpu, machine, median, read_images, save_json, table
-from bench.load import multipart
+from tools.common import MODEL_DIR, ForeignCpu, machine, median, read_images, save_json, table
+from tools.load import multipart
 
 # (label, module or class, attribute): the steps of an upload, outermost first.
 STEPS = (
     ("whole request (Flask app)", "app", "wsgi_app"),
-    ("token check (before_request)", "webapp.auth", "bearer_user"),
+    ("token check (before_request)", "webapp.accounts", "bearer_user"),
     ("form and multipart parsing", "webapp.views.api", "ApiUploadForm"),
-    ("decode, predict, gate", "webapp.predictions", "analyse"),
-    ("stored files (encoding)", "webapp.predictions", "stored_files"),
+    ("decode, predict, gate", "webapp.analysis", "analyse"),
+    ("stored files (encoding)", "webapp.analysis", "stored_files"),
     ("file writes", "pathlib", "Path.write_bytes"),
     ("SQL flushes", "sqlalchemy.orm", "Session.flush"),
     ("commit (includes its flush)", "sqlalchemy.orm", "Session.commit"),
@@ -58,16 +58,18 @@ def measure(images: int, rounds: int, model_dir: Path) -> dict[str, Any]:
     configure_threads()
     import importlib
 
-    from app import create_app
     from bench.inprocess import full_prediction
     from cxr.bundle import ModelBundle
-    from webapp.auth import create_user, issue_token
+    from webapp import create_app
+    from webapp.accounts import create_user, issue_token
     from webapp.db import db
+    from webapp.startup import prepare_database
 
     bundle = ModelBundle(model_dir)
     folder = tempfile.mkdtemp(prefix="cxr-app-overhead-")
     app = create_app({"INSTANCE_PATH": folder, "MODEL_BUNDLE": bundle, "SECRET_KEY": "bench",
                       "ADMIN_PASSWORD": "bench-admin-password", "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000"})
+    prepare_database(app)
     with app.app_context():
         user = create_user("bench", "bench-password-1", "clinician")
         token, _ = issue_token(user, "app overhead")
@@ -90,7 +92,7 @@ def measure(images: int, rounds: int, model_dir: Path) -> dict[str, Any]:
             owner = getattr(owner, part)
         _wrap(owner, name, label, times)
     # Flask-Login keeps its own reference to the request loader.
-    app.login_manager._request_callback = sys.modules["webapp.auth"].bearer_user
+    app.login_manager._request_callback = sys.modules["webapp.accounts"].bearer_user
     for body, content_type in bodies[:5]:  # warm-up: caches, statement compilation
         upload(body, content_type)
     times.clear()

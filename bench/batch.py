@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import DATA_DIR, ForeignCpu, MODEL_DIR, PYTHON, ROOT, save_json, table
+from tools.common import DATA_DIR, MODEL_DIR, PYTHON, ROOT, ForeignCpu, save_json, table
 
 
 def evaluate(split: str | None, model: Path) -> dict:
@@ -59,7 +59,7 @@ def epochs_from_log(text: str, train_images: int | None) -> dict:
     """Per-epoch seconds and training images/s from a `training.train` log (Keras's verbose=2 lines)."""
     split = re.search(r"split by patient: train (\d+)", text)
     train_images = int(split.group(1)) if split else train_images
-    seconds = [float(v) for v in re.findall(r"^\d+/\d+ - (\d+(?:\.\d+)?)s - ", text, flags=re.M)]
+    seconds = [float(v) for v in re.findall(r"^\d+/\d+ - (\d+(?:\.\d+)?)s - ", text, flags=re.MULTILINE)]
     overall = re.search(r"\(([\d.]+) training images/s\)", text)
     return {
         "train_images": train_images,

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from bench.server import Gunicorn, flask_command
+from tools.server import Gunicorn, flask_command
 
 
 def total_rows(server: Gunicorn) -> int | None:

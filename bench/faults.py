@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.checks import storage_report
-from bench.common import MODEL_DIR, read_images, save_json, table, verdict
-from bench.postgres import Postgres, PostgresUnavailable
-from bench.server import Gunicorn
+from tools.common import MODEL_DIR, read_images, save_json, table, verdict
+from tools.postgres import Postgres, PostgresUnavailable
+from tools.server import Gunicorn
 
 MODEL_FILES = ("cnn.keras", "ensemble.joblib", "ood.npz", "model_card.json")
 
@@ -163,7 +163,7 @@ def run_faults(workdir: Path, database: str) -> dict[str, Any]:
 
         # 2. Not writable
         if mounted:
-            remount = lambda mode: subprocess.run(["mount", "-o", f"remount,{mode}", str(uploads)], check=True)  # noqa: E731
+            remount = lambda mode: subprocess.run(["mount", "-o", f"remount,{mode}", str(uploads)], check=True)
             results.append(scenario("upload folder read-only (EROFS)", probe, "Read-only file system",
                                     lambda: remount("ro"), lambda: remount("rw")))
         else:

@@ -26,8 +26,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import (MODEL_DIR, PYTHON, ROOT, ForeignCpu, machine, median, percentile, read_images, save_json,
-                          table, verdict)
+from tools.common import (
+    MODEL_DIR,
+    PYTHON,
+    ROOT,
+    ForeignCpu,
+    machine,
+    median,
+    percentile,
+    read_images,
+    save_json,
+    table,
+    verdict,
+)
 
 TARGET_RATIO = 1.5
 # (intra-op threads, inter-op threads) per process; (1, 1) is what each of 2 workers gets on 2 cores.
@@ -35,7 +46,7 @@ SETTINGS = ((1, 1), (2, 1), (2, 2))
 
 
 def full_prediction(bundle: Any, data: bytes, thumbnail_size: int = 256) -> dict[str, bytes]:
-    """Exactly the work of `webapp.predictions.create_prediction` for one upload, less the disk and database."""
+    """Exactly the work of `webapp.analysis.create_prediction` for one upload, less the disk and database."""
     from cxr.gate import assess
     from cxr.imaging import decode_image
     from cxr.overlay import stored_files

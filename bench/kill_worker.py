@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from bench.checks import storage_report, total_rows
-from bench.common import ForeignCpu, read_images, save_json, table, verdict
-from bench.load import UPLOAD, report, run_load
-from bench.server import Gunicorn
+from tools.common import ForeignCpu, read_images, save_json, table, verdict
+from tools.load import UPLOAD, report, run_load
+from tools.server import Gunicorn
 
 
 def kill_during_load(workdir: Path, clients: int, duration: float, kills: int, images: int,

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.nonxray import CATEGORIES, Sample, encode
 from cxr.bundle import ModelBundle
 from cxr.errors import InputError
 from cxr.gate import STATISTICS_SIZE, assess, coarse
 from cxr.imaging import decode_image
 from cxr.preprocess import preprocess
+from tools.nonxray import CATEGORIES, Sample, encode
 from training.data import read_split
 
 

@@ -17,11 +17,11 @@ import tempfile
 from pathlib import Path
 
 from bench.checks import all_ids, log_findings, storage_report, total_rows
-from bench.common import ForeignCpu, read_images, save_json, table, verdict
-from bench.load import UPLOAD, report, run_load
-from bench.postgres import Postgres
-from bench.server import Gunicorn, flask_command, provision, server_env
 from cxr.overlay import FILE_FORMATS
+from tools.common import ForeignCpu, read_images, save_json, table, verdict
+from tools.load import UPLOAD, report, run_load
+from tools.postgres import Postgres
+from tools.server import Gunicorn, flask_command, provision, server_env
 
 
 def scale_out(workdir: Path, clients: int, duration: float, reads: float, images: int, workers: int,

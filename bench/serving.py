@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import inprocess
-from bench.common import MODEL_DIR, ForeignCpu, machine, read_images, save_json, table, verdict
-from bench.load import UPLOAD, report, run_load
-from bench.server import Gunicorn
+from tools.common import MODEL_DIR, ForeignCpu, machine, read_images, save_json, table, verdict
+from tools.load import UPLOAD, report, run_load
+from tools.server import Gunicorn
 
 LEVELS = (1, 4, 8)
 P50_RATIO = 1.3

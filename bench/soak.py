@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 from bench.checks import log_findings, storage_report, total_rows
-from bench.common import ForeignCpu, machine, read_images, save_json, table, verdict
-from bench.load import DETAIL, IMAGE, LIST, UPLOAD, report, run_load
-from bench.server import Gunicorn
+from tools.common import ForeignCpu, machine, read_images, save_json, table, verdict
+from tools.load import DETAIL, IMAGE, LIST, UPLOAD, report, run_load
+from tools.server import Gunicorn
 
 
 def soak(workdir: Path, clients: int, duration: float, reads: float, images: int, workers: int | None = None,

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import MODEL_DIR, PYTHON, ROOT, ForeignCpu, median, save_json, table
+from tools.common import MODEL_DIR, PYTHON, ROOT, ForeignCpu, median, save_json, table
 
 BATCH = 32
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +101,7 @@ def artifact_version(directory: Path) -> str:
 
 
 @dataclass(frozen=True)
-class Prediction:
+class ModelOutput:
     label: str
     probabilities: dict[str, float]  # the ensemble's (calibrated), which decide the label
     decision: str  # the label, or "indeterminate" where the rule withholds it (`cxr.decision.Rule`)
@@ -111,46 +110,18 @@ class Prediction:
     heatmap: np.ndarray  # Grad-CAM of the predicted class over the crop box, in [0, 1]
     box: tuple[int, int, int, int]  # (top, bottom, left, right) in the decoded image
     features: np.ndarray
-    ood_distance: float
-    ood_threshold: float
+    ood_score: float  # feature distance / its threshold: ≤ 1 resembles the training X-rays
     model_version: str
-    elapsed_ms: float
     tensor: np.ndarray | None = None  # the model input (size × size × 1), for checks that need it too
-
-
-    @property
-    def in_distribution(self) -> bool:
-        return self.ood_distance <= self.ood_threshold
 
 
 class ModelBundle:
     """Everything needed to predict, loaded from one model directory."""
 
     def __init__(self, directory: Path) -> None:
-        directory = Path(directory)
-        missing = [n for n in (*HASHED_FILES, CARD_FILE) if not (directory / n).is_file()]
-        if missing:
-            raise ModelBundleError(f"The model directory {directory} lacks {', '.join(missing)}. {RETRAIN_HINT}")
-        self.directory = directory
-        self.card: dict = json.loads((directory / CARD_FILE).read_text())
-        self.version = artifact_version(directory)
-        if self.card.get("version") != self.version:
-            raise ModelBundleError(
-                f"The model files in {directory} do not match its {CARD_FILE} (card version "
-                f"{self.card.get('version')}, files hash to {self.version}). {RETRAIN_HINT}"
-            )
-        if self.card.get("preprocessing") != PARAMETERS:
-            raise ModelBundleError(
-                f"The model in {directory} was trained with other preprocessing parameters than this code uses. "
-                + RETRAIN_HINT
-            )
-        lung_crop = self.card.get("lung_crop")
-        if lung_crop is not None and lung_crop != crop_parameters():
-            raise ModelBundleError(
-                f"The model in {directory} was trained with another lung crop than this code makes. " + RETRAIN_HINT
-            )
-        if lung_crop is not None and not (directory / LUNG_FILE).is_file():
-            raise ModelBundleError(f"The model directory {directory} lacks {LUNG_FILE}. {RETRAIN_HINT}")
+        self.directory = Path(directory)
+        self.card: dict = self.verify(self.directory)
+        self.version: str = self.card["version"]
         self.classes: list[str] = list(self.card["classes"])
         self.input_size: int = int(self.card["input_size"])
         self.threshold: float | None = self.card.get("threshold", {}).get("value")
@@ -158,6 +129,36 @@ class ModelBundle:
         self.temperature = float((self.card.get("calibration") or {}).get("temperature", 1.0))
         self.rule = Rule.from_card(self.card)
         self._load_models()
+
+    @staticmethod
+    def verify(directory: Path) -> dict:
+        """The model card of `directory` after the checks that need no TensorFlow: every file present, the
+        card matching the files' hash, and the preprocessing and lung crop this code makes. Raises
+        `ModelBundleError` naming the fault; the gunicorn master calls this before any worker starts."""
+        directory = Path(directory)
+        missing = [n for n in (*HASHED_FILES, CARD_FILE) if not (directory / n).is_file()]
+        if missing:
+            raise ModelBundleError(f"The model directory {directory} lacks {', '.join(missing)}. {RETRAIN_HINT}")
+        card = json.loads((directory / CARD_FILE).read_text())
+        lung_crop = card.get("lung_crop")
+        if lung_crop is not None and not (directory / LUNG_FILE).is_file():
+            raise ModelBundleError(f"The model directory {directory} lacks {LUNG_FILE}. {RETRAIN_HINT}")
+        version = artifact_version(directory)
+        if card.get("version") != version:
+            raise ModelBundleError(
+                f"The model files in {directory} do not match its {CARD_FILE} (card version "
+                f"{card.get('version')}, files hash to {version}). {RETRAIN_HINT}"
+            )
+        if card.get("preprocessing") != PARAMETERS:
+            raise ModelBundleError(
+                f"The model in {directory} was trained with other preprocessing parameters than this code uses. "
+                + RETRAIN_HINT
+            )
+        if lung_crop is not None and lung_crop != crop_parameters():
+            raise ModelBundleError(
+                f"The model in {directory} was trained with another lung crop than this code makes. " + RETRAIN_HINT
+            )
+        return card
 
     def _load_models(self) -> None:
         import joblib
@@ -214,27 +215,24 @@ class ModelBundle:
         """The ensemble's calibrated probabilities (n × k) for CNN features (n × 64)."""
         return apply_temperature(self._ensemble_proba(features), self.temperature)
 
-    def predict(self, pixels: np.ndarray) -> Prediction:
+    def predict(self, pixels: np.ndarray) -> ModelOutput:
         """Predict one decoded radiograph (2-D [0, 1] pixels)."""
-        started = time.perf_counter()
         prepared = prepare(pixels, self.input_size, self.localiser)
         feats, cnn_probs, cams = self.forward(prepared.tensor[np.newaxis])
         probs = self.ensemble_probabilities(feats)[0]
         index = int(decide(probs[np.newaxis], self.classes, self.threshold)[0])
-        ood_distance = float(self.ood.distance(feats)[0])
-        return Prediction(
+        ood_score = float(self.ood.distance(feats)[0] / self.ood.threshold)
+        return ModelOutput(
             label=self.classes[index],
             probabilities=dict(zip(self.classes, map(float, probs))),
-            decision=self.rule.outcomes(probs[np.newaxis], np.array([ood_distance / self.ood.threshold]))[0],
+            decision=self.rule.outcomes(probs[np.newaxis], np.array([ood_score]))[0],
             cnn_probabilities=dict(zip(self.classes, map(float, cnn_probs[0]))),
             threshold=self.threshold,
             heatmap=cams[0, index],
             box=prepared.box,
             features=feats[0],
-            ood_distance=ood_distance,
-            ood_threshold=self.ood.threshold,
+            ood_score=ood_score,
             model_version=self.version,
-            elapsed_ms=(time.perf_counter() - started) * 1000.0,
             # The gate's statistics are those of the whole frame: it may reuse the input only when that is it.
             tensor=prepared.tensor if self.localiser is None else None,
         )

@@ -72,7 +72,7 @@ def compile_ensemble(pipeline, probes: np.ndarray) -> Callable[[np.ndarray], np.
     """A function features → probabilities equal to `pipeline.predict_proba`, or None if it cannot be made."""
     try:
         function = _compile(pipeline)
-    except Exception:  # noqa: BLE001 - any unexpected structure: use scikit-learn as it is
+    except Exception:
         log.warning("The ensemble is served through scikit-learn (its structure is not one this module knows)",
                     exc_info=True)
         return None
@@ -120,6 +120,10 @@ def _compile(pipeline) -> Callable[[np.ndarray], np.ndarray] | None:
         else:
             members.append(("sklearn", member, slice(0, 0)))
     bank = TreeBank(trees, n_classes) if trees else None
+    # VotingClassifier's weights of the fitted members: estimators set to "drop" are not among them.
+    vote_weights = None if voting.weights is None else [
+        w for w, (_, estimator) in zip(voting.weights, voting.estimators, strict=True) if estimator != "drop"
+    ]
 
     def predict_proba(features: np.ndarray) -> np.ndarray:
         X = transform(np.atleast_2d(features))
@@ -144,10 +148,22 @@ def _compile(pipeline) -> Callable[[np.ndarray], np.ndarray] | None:
                 if k == 2:
                     pred[:, 0] *= -1
                     pred = pred.sum(axis=1)
-                probas.append(member._compute_proba_from_decision(pred, k))
-        return np.average(np.asarray(probas), axis=0, weights=voting._weights_not_none)
+                probas.append(_samme_proba(pred, k))
+        return np.average(np.asarray(probas), axis=0, weights=vote_weights)
 
     return predict_proba
+
+
+def _samme_proba(decision: np.ndarray, n_classes: int) -> np.ndarray:
+    """SAMME's class probabilities from its decision function: softmax(f / (K - 1)) (Zhu et al. 2009,
+    eq. 15), which AdaBoostClassifier.predict_proba computes."""
+    from scipy.special import softmax
+
+    if n_classes == 2:
+        decision = np.vstack([-decision, decision]).T / 2
+    else:
+        decision = decision / (n_classes - 1)
+    return softmax(decision, axis=1)
 
 
 def _transform(steps) -> Callable[[np.ndarray], np.ndarray]:
@@ -188,6 +204,8 @@ def _sigmoid_svm(member) -> Callable[[np.ndarray], np.ndarray] | None:
     if type(svc) is not SVC or svc.kernel != "rbf" or len(calibrated.calibrators) != 1:
         return None
     vectors = np.asarray(svc.support_vectors_, dtype=np.float64)
+    # The one private attribute read here: scikit-learn keeps the value gamma="scale" resolved to only in
+    # `_gamma`. The self-check against scikit-learn and tests/test_fast_ensemble.py fail loudly if it changes.
     squares, coef = (vectors**2).sum(axis=1), svc.dual_coef_[0]
     gamma, intercept = float(svc._gamma), float(svc.intercept_[0])
     a, b = float(calibrated.calibrators[0].a_), float(calibrated.calibrators[0].b_)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cxr.bundle import Prediction
+from cxr.bundle import ModelOutput
+from cxr.errors import NotAChestXray
 from cxr.imaging import DecodedImage
 from cxr.preprocess import Prepared, preprocess
 
@@ -40,6 +41,14 @@ MEAN_CHEST = np.array([
 ])
 
 
+class Refused(NotAChestXray):
+    """The gate did not accept the image (HTTP 422); `reasons` has one sentence per failed check."""
+
+    def __init__(self, reasons: tuple[str, ...]) -> None:
+        super().__init__("The image was not analysed. " + " ".join(reasons))
+        self.reasons = reasons
+
+
 @dataclass(frozen=True)
 class GateResult:
     accepted: bool
@@ -48,8 +57,8 @@ class GateResult:
     failed: tuple[str, ...] = ()  # the failed checks' names, for logs and the benchmark
 
 
-def assess(image: DecodedImage, prediction: Prediction) -> GateResult:
-    score = float(prediction.ood_distance / prediction.ood_threshold)
+def assess(image: DecodedImage, prediction: ModelOutput) -> GateResult:
+    score = prediction.ood_score
     # The model's input is the image the statistics are taken on when it has their size: not prepared twice.
     prepared = Prepared(prediction.tensor, prediction.box) if prediction.tensor is not None else None
     failures = dict(_failures(image, score, prepared))

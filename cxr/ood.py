@@ -20,7 +20,7 @@ class FeatureDistance:
     quantile: float  # the validation quantile the threshold was set at
 
     @classmethod
-    def fit(cls, train_features: np.ndarray, val_features: np.ndarray, quantile: float) -> "FeatureDistance":
+    def fit(cls, train_features: np.ndarray, val_features: np.ndarray, quantile: float) -> FeatureDistance:
         from sklearn.covariance import LedoitWolf
 
         estimator = LedoitWolf().fit(train_features)
@@ -37,7 +37,7 @@ class FeatureDistance:
         np.savez(path, mean=self.mean, precision=self.precision, threshold=self.threshold, quantile=self.quantile)
 
     @classmethod
-    def load(cls, path: Path) -> "FeatureDistance":
+    def load(cls, path: Path) -> FeatureDistance:
         with np.load(path) as stored:
             return cls(
                 stored["mean"], stored["precision"], float(stored["threshold"]), float(stored["quantile"])

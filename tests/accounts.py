@@ -6,7 +6,7 @@ PASSWORD = "correct horse battery"
 
 
 def add_user(app, name: str, role: str = "clinician", password: str = PASSWORD) -> int:
-    from webapp.auth import create_user
+    from webapp.accounts import create_user
     from webapp.db import db
 
     with app.app_context():
@@ -40,7 +40,7 @@ def clinician_client(app, name: str = "clinician"):
 
 
 def token_for(app, name: str, label: str = "tests") -> str:
-    from webapp.auth import find_user, issue_token
+    from webapp.accounts import find_user, issue_token
     from webapp.db import db
 
     with app.app_context():

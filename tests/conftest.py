@@ -5,72 +5,24 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageFilter
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from app import create_app
 from tests.accounts import add_user, clinician_client, signed_in
+from tests.helpers import MODEL_DIR, SHARED_IMAGES, png_bytes, synthetic_chest
+from webapp import create_app
+from webapp.startup import prepare_database
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_IMAGES = ROOT.parent / "shared" / "data" / "cxr"
-
-
-MODEL_DIR = ROOT / "models"  # the shipped model: the web tests use the real thing, not a mock
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def synthetic_chest(seed: int = 0, size: int = 320) -> np.ndarray:
-    """A chest-like 8-bit radiograph: dark lung fields and a bright spine in a bright body on a dark background."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    image = np.full((size, size), 0.05)
-    body = ((x - 0.5) / 0.47) ** 2 + ((y - 0.6) / 0.55) ** 2 < 1
-    image[body] = 0.7
-    for centre in (0.3, 0.7):
-        lung = ((x - centre) / 0.16) ** 2 + ((y - 0.5) / 0.32) ** 2 < 1
-        image[lung] = 0.2 + 0.15 * (y[lung] - 0.2)
-    image += 0.08 * (np.sin(y * 60 + 4 * np.abs(x - 0.5)) > 0.6) * body  # ribs
-    image[(np.abs(x - 0.5) < 0.05) & (y > 0.05)] = 0.85  # spine
-    image += rng.normal(0, 0.04, image.shape)
-    gray = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
-    return np.asarray(gray.filter(ImageFilter.GaussianBlur(8)))
-
-
-def dicom_bytes(gray: np.ndarray, modality: str = "DX", body_part: str = "CHEST") -> bytes:
-    """A 12-bit MONOCHROME2 DICOM file (with preamble) holding the 8-bit `gray` image."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.BodyPartExamined = modality, body_part
-    ds.Rows, ds.Columns = gray.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (gray.astype(np.uint16) * 16).tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def gray_pixels(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
-
+TEST_CONFIG = {
+    "TESTING": True,
+    "SECRET_KEY": "test",
+    "WTF_CSRF_ENABLED": False,
+    "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",  # scrypt's cost buys nothing in tests
+}
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
@@ -103,20 +55,37 @@ def chest_png(bundle) -> bytes:
     )
 
 
+@pytest.fixture(scope="session")
+def template_database(tmp_path_factory, bundle) -> Path:
+    """A SQLite database migrated once (schema and first administrator), copied by every test that uses it."""
+    folder = tmp_path_factory.mktemp("template")
+    path = folder / "template.sqlite"
+    app = create_app({**TEST_CONFIG, "INSTANCE_PATH": str(folder / "instance"), "MODEL_BUNDLE": bundle,
+                      "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}"})
+    prepare_database(app)
+    with app.app_context():
+        from webapp.db import db
+
+        db.engine.dispose()
+    return path
+
+
 @pytest.fixture
-def make_app(tmp_path, bundle):
-    """A factory for apps on this test's instance folder; keyword arguments override the test config."""
+def make_app(tmp_path, bundle, template_database):
+    """A factory for apps on this test's instance folder and its own copy of the template database
+    (kept across calls, as a restarted server keeps its database); keyword arguments override the
+    test config. A test that names another database migrates it itself."""
 
     def make(**overrides):
+        database = tmp_path / "test.sqlite"
+        if "SQLALCHEMY_DATABASE_URI" not in overrides and not database.exists():
+            shutil.copyfile(template_database, database)
         config = {
-            "TESTING": True,
-            "SECRET_KEY": "test",
+            **TEST_CONFIG,
             "INSTANCE_PATH": str(tmp_path / "instance"),
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.sqlite'}",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
             "UPLOAD_FOLDER": str(tmp_path / "uploads"),
-            "WTF_CSRF_ENABLED": False,
             "MODEL_BUNDLE": bundle,
-            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",  # scrypt's cost buys nothing in tests
             **overrides,
         }
         return create_app(config)

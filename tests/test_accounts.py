@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from tests.accounts import PASSWORD, add_user, signed_in, token_for
 from webapp.db import AuditEvent, Prediction, User, db
+from webapp.startup import prepare_database
 
 
 def events(app, action: str | None = None) -> list[AuditEvent]:
@@ -318,8 +319,15 @@ def test_admin_browses_and_filters_the_audit_log(app, client, admin_client, uplo
 # -- first administrator and CLI ----------------------------------------------------------------------
 
 
-def test_first_start_creates_an_admin_with_a_printed_one_time_password(make_app, capsys):
-    app = make_app()
+def fresh_install(make_app, tmp_path):
+    """An app on an empty database, whose first start (`init-db`, gunicorn's start-up) sets it up."""
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'fresh.sqlite'}")
+    prepare_database(app)
+    return app
+
+
+def test_first_start_creates_an_admin_with_a_printed_one_time_password(make_app, tmp_path, capsys):
+    app = fresh_install(make_app, tmp_path)
     printed = capsys.readouterr().out
     password = re.search(r"one-time password: (\S+)", printed).group(1)
     admin = user_row(app, "admin")
@@ -327,13 +335,13 @@ def test_first_start_creates_an_admin_with_a_printed_one_time_password(make_app,
     client = app.test_client()
     assert client.post("/login", data={"username": "admin", "password": password}).status_code == 302
     assert client.get("/admin/users").location == "/account/password"
-    make_app()  # a second start (another worker) creates nobody
+    prepare_database(app)  # a second start (another host) creates nobody
     assert "one-time password" not in capsys.readouterr().out
 
 
-def test_admin_password_from_the_environment(make_app, monkeypatch, capsys):
+def test_admin_password_from_the_environment(make_app, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CXR_ADMIN_PASSWORD", "0123456789")  # digits: must stay a string
-    app = make_app()
+    app = fresh_install(make_app, tmp_path)
     assert "one-time password" not in capsys.readouterr().out
     assert not user_row(app, "admin").must_change_password
     assert signed_in(app, "admin", "0123456789").get("/admin/users").status_code == 200

@@ -6,12 +6,12 @@ import io
 
 import numpy as np
 import pytest
-from conftest import dicom_bytes, png_bytes
 from sqlalchemy.exc import OperationalError
 
-from webapp.db import db
-from webapp.predictions import BUNDLE_KEY
 from tests.accounts import clinician_client
+from tests.helpers import dicom_bytes, png_bytes
+from webapp.db import db
+from webapp.model_service import model_service
 
 
 def test_create_read_and_fetch_images(client, chest_png, bundle):
@@ -45,7 +45,7 @@ def test_an_upload_writes_its_rows_and_reads_nothing_back(app, client, chest_png
     statements: list[str] = []
     with app.app_context():
         engine = db.engine
-    listener = lambda _conn, _cursor, sql, *_: statements.append(" ".join(sql.split()).upper())  # noqa: E731
+    listener = lambda _conn, _cursor, sql, *_: statements.append(" ".join(sql.split()).upper())
     event.listen(engine, "before_cursor_execute", listener)
     try:
         response = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "c.png")})
@@ -145,7 +145,7 @@ def test_healthz_database_unreachable(client, monkeypatch):
 
 
 def test_healthz_model_not_loaded(app, client, tmp_path):
-    del app.extensions[BUNDLE_KEY]
+    model_service.unload(app)
     app.config["MODEL_DIR"] = tmp_path / "no-model"  # nothing to load it from again
     response = client.get("/healthz")
     assert response.status_code == 503

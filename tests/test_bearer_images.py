@@ -18,7 +18,7 @@ def test_bad_bearer_tokens_on_token_routes_get_401(app, upload, path, header):
 
 
 def test_revoked_and_disabled_tokens_on_an_image_get_401(app, client, upload):
-    from webapp.auth import find_user, set_active
+    from webapp.accounts import find_user, set_active
     from webapp.db import ApiToken, db, utcnow
 
     image = f"/predictions/{upload()['id']}/image.png"

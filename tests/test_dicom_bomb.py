@@ -12,7 +12,7 @@ import pytest
 
 from cxr.errors import InputError
 from cxr.imaging import MAX_INFLATED_BYTES, decode_image
-from tests.conftest import dicom_bytes, synthetic_chest
+from tests.helpers import dicom_bytes, synthetic_chest
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 

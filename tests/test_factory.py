@@ -1,4 +1,4 @@
-"""The application factory: configuration sources, model loading at start-up, secret key, database set-up."""
+"""The application factory and start-up: configuration sources, the model service, secret key, database set-up."""
 
 from __future__ import annotations
 
@@ -12,20 +12,35 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from app import create_app
 from cxr.errors import ModelBundleError
+from webapp import create_app
 from webapp.db import MIGRATIONS, db
-from webapp.predictions import BUNDLE_KEY
+from webapp.model_service import model_service
+from webapp.startup import check_model_directory, prepare_database
 
 
 def test_testing_config(app, bundle):
     assert app.testing
-    assert app.extensions[BUNDLE_KEY] is bundle
+    with app.app_context():
+        assert model_service.bundle is bundle
+
+
+def test_factory_neither_loads_the_model_nor_migrates(tmp_path, model_dir, monkeypatch):
+    """Every `flask` command and every test creates an app: neither TensorFlow nor Alembic runs then."""
+    import webapp.model_service as service
+
+    monkeypatch.setattr(service, "ModelBundle", lambda directory: pytest.fail("the factory loaded the model"))
+    database = tmp_path / "untouched.sqlite"
+    app = create_app({"INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": "x", "MODEL_DIR": str(model_dir),
+                      "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}"})
+    with app.app_context():
+        assert model_service.loaded is None
+        assert inspect(db.engine).get_table_names() == []
 
 
 def test_environment_and_instance_config(monkeypatch, tmp_path, model_dir):
     """Without a test config: CXR_* variables and DATABASE_URL, overridden by instance/config.py;
-    the model is loaded from CXR_MODEL_DIR once, when the app is created."""
+    the model is loaded from CXR_MODEL_DIR once, by the preload a worker makes before serving."""
     instance = tmp_path / "instance"
     instance.mkdir()
     (instance / "config.py").write_text("PER_PAGE = 7\n")
@@ -42,7 +57,10 @@ def test_environment_and_instance_config(monkeypatch, tmp_path, model_dir):
     assert app.config["UPLOAD_FOLDER"] == tmp_path / "files"
     assert app.config["PER_PAGE"] == 7  # instance/config.py wins over the environment
     assert app.config["SQLALCHEMY_DATABASE_URI"].endswith("env.sqlite")
-    assert app.extensions[BUNDLE_KEY].directory == model_dir
+    assert model_service.preload(app).directory == model_dir
+    with app.app_context():
+        assert model_service.bundle is model_service.loaded  # loaded once, kept
+    prepare_database(app)
     assert (tmp_path / "env.sqlite").exists()
 
 
@@ -53,6 +71,7 @@ def test_defaults_live_under_instance(monkeypatch, tmp_path, bundle):
     assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{instance / 'cxr.sqlite'}"
     assert app.config["UPLOAD_FOLDER"] == instance / "uploads"
     assert app.config["MAX_CONTENT_LENGTH"] == 32 * 1024 * 1024
+    prepare_database(app)
     assert (instance / "cxr.sqlite").exists()
 
 
@@ -65,8 +84,11 @@ def _broken_copy(model_dir, tmp_path, change):
 
 def test_missing_model_file_stops_start_up(tmp_path, model_dir):
     broken = _broken_copy(model_dir, tmp_path, lambda d: (d / "cnn.keras").unlink())
+    app = create_app({"MODEL_DIR": str(broken), "INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": "x"})
     with pytest.raises(ModelBundleError, match=r"lacks cnn\.keras.*(train|restore|git checkout)"):
-        create_app({"MODEL_DIR": str(broken), "INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": "x"})
+        check_model_directory(app)  # the gunicorn master, before any worker starts
+    with pytest.raises(ModelBundleError, match=r"lacks cnn\.keras.*(train|restore|git checkout)"):
+        model_service.preload(app)  # a worker with STRICT_STARTUP
 
 
 def test_mismatched_model_card_stops_start_up(tmp_path, model_dir):
@@ -76,8 +98,11 @@ def test_mismatched_model_card_stops_start_up(tmp_path, model_dir):
         (directory / "model_card.json").write_text(json.dumps(card))
 
     broken = _broken_copy(model_dir, tmp_path, tamper)
+    app = create_app({"MODEL_DIR": str(broken), "INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": "x"})
     with pytest.raises(ModelBundleError, match="do not match"):
-        create_app({"MODEL_DIR": str(broken), "INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": "x"})
+        check_model_directory(app)
+    with pytest.raises(ModelBundleError, match="do not match"):
+        model_service.preload(app)
 
 
 def test_secret_key_generated_once_with_private_permissions(make_app, tmp_path):

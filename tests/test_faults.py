@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from webapp.db import Prediction, db
 from tests.accounts import clinician_client
+from webapp.db import Prediction, db
+from webapp.model_service import model_service
+from webapp.startup import prepare_database
 
 MODEL_FILES = ("cnn.keras", "ensemble.joblib", "ood.npz", "model_card.json")
 
@@ -133,7 +135,7 @@ def test_database_locked_elsewhere_answers_503_and_recovers(make_app, chest_png,
 
 
 def test_postgres_down_answers_503_and_recovers(make_app, chest_png, tmp_path, caplog):
-    from bench.postgres import Postgres, PostgresUnavailable
+    from tools.postgres import Postgres, PostgresUnavailable
 
     try:
         pg = Postgres(tmp_path)
@@ -141,6 +143,7 @@ def test_postgres_down_answers_503_and_recovers(make_app, chest_png, tmp_path, c
         pytest.skip(str(exc))
     with pg:
         app = make_app(SQLALCHEMY_DATABASE_URI=pg.url)
+        prepare_database(app)
         client = clinician_client(app)
         assert post(client, chest_png).status_code == 201
         pg.stop("fast")
@@ -163,8 +166,9 @@ def test_postgres_down_answers_503_and_recovers(make_app, chest_png, tmp_path, c
 def test_missing_model_answers_503_until_restored(make_app, model_dir, chest_png, tmp_path, caplog):
     empty = tmp_path / "model"
     empty.mkdir()
+    app = make_app(MODEL_BUNDLE=None, MODEL_DIR=str(empty), STRICT_STARTUP=False, MODEL_RETRY_SECONDS=0)
     with caplog.at_level(logging.ERROR):
-        app = make_app(MODEL_BUNDLE=None, MODEL_DIR=str(empty), STRICT_STARTUP=False, MODEL_RETRY_SECONDS=0)
+        assert model_service.preload(app) is None  # a gunicorn worker starts anyway
     assert "model cannot be loaded" in caplog.text
     client = clinician_client(app)
     health = client.get("/healthz")
@@ -178,16 +182,16 @@ def test_missing_model_answers_503_until_restored(make_app, model_dir, chest_png
 
 
 def test_model_retry_is_rate_limited(make_app, tmp_path, chest_png, monkeypatch):
-    import webapp.resilience as resilience
+    from webapp import model_service as service
 
     attempts = []
-    real = resilience.ModelBundle
+    real = service.ModelBundle
 
     def counting(directory):
         attempts.append(directory)
         return real(directory)
 
-    monkeypatch.setattr(resilience, "ModelBundle", counting)
+    monkeypatch.setattr(service, "ModelBundle", counting)
     app = make_app(MODEL_BUNDLE=None, MODEL_DIR=str(tmp_path / "none"), STRICT_STARTUP=False, MODEL_RETRY_SECONDS=60)
     client = clinician_client(app)
     for _ in range(3):
@@ -236,7 +240,7 @@ def test_check_storage_reports_and_cleans(app, upload, runner):
 
 
 def test_gunicorn_refuses_to_start_on_a_broken_model_directory(tmp_path):
-    from bench.server import Gunicorn
+    from tools.server import Gunicorn
 
     server = Gunicorn(tmp_path, workers=1, init_db=False, provision=False,  # never serves: no account needed
                       env={"CXR_MODEL_DIR": str(tmp_path / "nowhere")})
@@ -248,7 +252,7 @@ def test_gunicorn_refuses_to_start_on_a_broken_model_directory(tmp_path):
 
 
 def test_gunicorn_survives_model_removed_after_start(tmp_path, model_dir, chest_png):
-    from bench.server import Gunicorn
+    from tools.server import Gunicorn
 
     model = tmp_path / "model"
     model.mkdir()

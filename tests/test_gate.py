@@ -12,21 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.nonxray import colour_photos, documents, gray_photos, noise, screenshots
-from cxr.bundle import Prediction
+from cxr.bundle import ModelOutput
 from cxr.gate import assess, percentiles
 from cxr.imaging import DecodedImage, decode_image
+from tools.nonxray import colour_photos, documents, gray_photos, noise, screenshots
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "models"
 SHARED = ROOT.parent / "shared" / "data" / "cxr"
 
 
-def stand_in(distance: float = 0.0) -> Prediction:
-    """A prediction whose only relevant part is the feature distance (threshold 1)."""
-    return Prediction(label="normal", probabilities={}, decision="normal", cnn_probabilities={}, threshold=None,
-                      heatmap=np.zeros((1, 1)), box=(0, 1, 0, 1), features=np.zeros(64), ood_distance=distance,
-                      ood_threshold=1.0, model_version="test", elapsed_ms=0.0)
+def stand_in(score: float = 0.0) -> ModelOutput:
+    """A prediction whose only relevant part is the out-of-distribution score."""
+    return ModelOutput(label="normal", probabilities={}, decision="normal", cnn_probabilities={}, threshold=None,
+                       heatmap=np.zeros((1, 1)), box=(0, 1, 0, 1), features=np.zeros(64), ood_score=score,
+                       model_version="test")
 
 
 def held_out_xrays(count: int) -> list[Path]:
@@ -77,7 +77,7 @@ def test_upside_down_xray_is_refused_by_its_layout() -> None:
 
 def test_feature_distance_over_its_threshold_refuses_with_the_score() -> None:
     path = held_out_xrays(1)[0]
-    result = assess(decode_image(path.read_bytes()), stand_in(distance=1.7))
+    result = assess(decode_image(path.read_bytes()), stand_in(score=1.7))
     assert result.failed == ("features",) and result.score == pytest.approx(1.7)
     assert "1.70" in result.reasons[0]
 

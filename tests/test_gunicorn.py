@@ -2,8 +2,8 @@
 two workers on a loopback port, concurrent uploads through the API with an API token, the history page
 for a signed-in user, anonymous and bad-token requests refused, then a clean stop.
 
-The tests share one server (started once: both workers load TensorFlow) and run in file order; the last
-one stops it."""
+The tests share one server (started once: both workers load TensorFlow), in any order; the fixture's
+teardown stops it and fails the last of them if the stop is not clean."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bench.load import exchange, request, sign_in, upload
-from bench.server import Gunicorn
+from tools.load import exchange, request, sign_in, upload
+from tools.server import Gunicorn
 
 pytestmark = pytest.mark.slow
 WORKERS = 2
@@ -22,7 +22,8 @@ WORKERS = 2
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_dir):
-    """Gunicorn with two workers, both with the model loaded, and a provisioned clinician with a token."""
+    """Gunicorn with two workers, both with the model loaded, and a provisioned clinician with a token;
+    stopped cleanly at the end (exit status 0, no traceback in its log)."""
     server = Gunicorn(tmp_path_factory.mktemp("gunicorn"), workers=WORKERS, init_db=False,
                       env={"CXR_MODEL_DIR": str(model_dir)})
     try:
@@ -34,7 +35,9 @@ def server(tmp_path_factory, model_dir):
             time.sleep(0.5)
         yield server
     finally:
-        server.stop()
+        status = server.stop()
+    assert status == 0, server.log_tail()
+    assert "Traceback" not in server.log_text(), server.log_tail()
 
 
 def test_gunicorn_serves_uploads_from_two_workers(server, chest_png):
@@ -81,11 +84,6 @@ def test_gunicorn_refuses_anonymous_and_bad_tokens(server, chest_png):
     with pytest.raises(RuntimeError, match="answered 401"):
         sign_in(server.url, server.account.username, "a wrong password")
     assert request(server.url, "GET", "/healthz")[0] == 200  # the load balancer's check stays public
-
-
-def test_gunicorn_stops_cleanly(server):
-    assert server.stop() == 0, server.log_tail()
-    assert "Traceback" not in server.log_text()
 
 
 def test_gunicorn_refuses_to_start_without_a_model(tmp_path):

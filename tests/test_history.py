@@ -8,8 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from webapp.db import Prediction, Review, db
 from tests.accounts import clinician_client
+from webapp.db import Prediction, Review, db
 
 
 def _backdate(app, prediction_id: int, when: datetime) -> None:

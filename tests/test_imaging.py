@@ -21,7 +21,7 @@ def test_accepted_uploads_decode_to_the_expected_grayscale(case: Case) -> None:
     decoded = decode_image(case.make(BASE))
     assert decoded.format == case.format
     assert decoded.pixels.dtype == np.float32 and decoded.pixels.ndim == 2
-    assert 0.0 <= decoded.pixels.min() and decoded.pixels.max() <= 1.0
+    assert decoded.pixels.min() >= 0.0 and decoded.pixels.max() <= 1.0
     expected = case.expected(BASE)
     assert decoded.pixels.shape == expected.shape
     assert np.abs(decoded.pixels - expected).mean() < case.tolerance

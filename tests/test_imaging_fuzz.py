@@ -39,7 +39,7 @@ def decodes_or_refuses(data: bytes) -> None:
         assert error.message and error.status in (400, 413, 415, 422)
         return
     assert decoded.pixels.ndim == 2 and np.isfinite(decoded.pixels).all()
-    assert 0.0 <= decoded.pixels.min() and decoded.pixels.max() <= 1.0
+    assert decoded.pixels.min() >= 0.0 and decoded.pixels.max() <= 1.0
 
 
 @FUZZ

@@ -11,15 +11,15 @@ import threading
 
 import pytest
 
-from bench.load import UPLOAD, run_load
-from bench.server import Gunicorn
+from tools.load import UPLOAD, run_load
+from tools.server import Gunicorn
 
 WORKERS = 2
 
 
 @pytest.fixture(scope="module")
 def images(chest_png):
-    from conftest import SHARED_IMAGES
+    from tests.helpers import SHARED_IMAGES
 
     shared = sorted(SHARED_IMAGES.glob("*.png"))[::300][:12] if SHARED_IMAGES.is_dir() else []
     return [("chest.png", chest_png)] + [(p.name, p.read_bytes()) for p in shared]
@@ -38,7 +38,7 @@ def server(tmp_path_factory, model_dir):
 @pytest.fixture
 def storage(server, tmp_path, bundle):
     """`check_storage` on the server's database and upload folder (in this process: no second TF start)."""
-    from app import create_app
+    from webapp import create_app
     from webapp.storage_check import check_storage
 
     app = create_app({"TESTING": True, "SECRET_KEY": "t", "INSTANCE_PATH": str(tmp_path / "instance"),

@@ -7,8 +7,15 @@ import pytest
 from matplotlib import colormaps
 
 from cxr.imaging import DecodedImage, decode_image, to_uint8
-from cxr.overlay import (OVERLAY_MAX_SIDE, display_overlay, film_png, heatmap_full_size, overlay_rgb, png_bytes,
-                         stored_files)
+from cxr.overlay import (
+    OVERLAY_MAX_SIDE,
+    display_overlay,
+    film_png,
+    heatmap_full_size,
+    overlay_rgb,
+    png_bytes,
+    stored_files,
+)
 
 
 def reference_overlay(pixels, heatmap, box, alpha=0.45):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cxr.preprocess import PARAMETERS, equalise, preprocess
-from conftest import synthetic_chest
+from tests.helpers import synthetic_chest
 
 
 def textbook_equalise(image: np.ndarray) -> np.ndarray:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import png_bytes
 
 from cxr.errors import InputError
+from cxr.gate import Refused
+from tests.helpers import png_bytes
+from webapp.analysis import create_prediction, display_name
 from webapp.db import Prediction, db
-from webapp.predictions import Refused, create_prediction, display_name
 
 
 def _stored(app) -> tuple[int, list]:

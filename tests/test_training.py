@@ -120,7 +120,7 @@ def test_exported_bundle_loads_and_predicts(trained, dataset):
     assert sum(prediction.cnn_probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert prediction.features.shape == (64,)
     assert prediction.heatmap.ndim == 2 and np.isfinite(prediction.heatmap).all()
-    assert 0.0 <= prediction.heatmap.min() and prediction.heatmap.max() <= 1.0 + 1e-6
+    assert prediction.heatmap.min() >= 0.0 and prediction.heatmap.max() <= 1.0 + 1e-6
 
 
 def test_evaluate_writes_metrics_and_predictions(trained, dataset, tmp_path, capsys):

@@ -7,11 +7,11 @@ import re
 
 import numpy as np
 import pytest
-from conftest import dicom_bytes, gray_pixels, png_bytes
 from PIL import Image
 
-from webapp.db import Prediction, db
 from tests.accounts import clinician_client, csrf_token
+from tests.helpers import dicom_bytes, gray_pixels, png_bytes
+from webapp.db import Prediction, db
 
 UNIFORM_PNG = png_bytes(np.full((256, 256), 128, dtype=np.uint8))  # decodes, but the gate refuses it
 

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cxr.imaging import decode_image
+from tests.accounts import clinician_client
 from tests.upload_cases import CASES, Case, dicom, encode, gray, levels, mutations
 from webapp.db import Prediction, db
-from tests.accounts import clinician_client
 
 STATUSES = {201, 302, 400, 413, 415, 422}  # 302: the form's redirect to the stored result
 

@@ -52,7 +52,7 @@ def classification_metrics(
     )
     onehot = np.eye(n)[y_true]
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float((y_true == y_pred).mean()),
         "roc_auc": roc_auc(y_true, probabilities, n),
         "brier": float(((probabilities - onehot) ** 2).sum(axis=1).mean()),

@@ -8,11 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from training.metrics import roc_points  # noqa: E402
-from training.scoring import MEMBER_TITLES  # noqa: E402
+from training.metrics import roc_points
+from training.scoring import MEMBER_TITLES
 
 DPI = 80
 

@@ -4,13 +4,13 @@ the audit-log filters. Every form that changes something carries a CSRF token.""
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import Form, PasswordField, SelectChoice, SelectField, StringField, SubmitField
-from wtforms.fields import DateField
+from wtforms import PasswordField, SelectChoice, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
 
+from webapp.accounts import MIN_PASSWORD_LENGTH
 from webapp.audit import ACTIONS
-from webapp.auth import MIN_PASSWORD_LENGTH
 from webapp.db import ROLES
+from webapp.forms import FilterForm, known
 
 
 class SignInForm(FlaskForm):
@@ -50,31 +50,11 @@ class NewUserForm(FlaskForm):
     submit = SubmitField("Add user")
 
 
-class AuditFilter(Form):
+class AuditFilter(FilterForm):
     """GET parameters of the audit log page."""
 
     user = StringField("User", validators=[Optional(), Length(max=64)])
     # No `action=` in the query (the navigation's link, the pages' links) means all actions.
     action = SelectField("Action", choices=[SelectChoice("", "All actions")] + [SelectChoice(a) for a in ACTIONS],
-                         validate_choice=False)
+                         validators=[known(list(ACTIONS), "action")], validate_choice=False)
     address = StringField("Address", validators=[Optional(), Length(max=64)])
-    date_from = DateField("From", validators=[Optional()])
-    date_to = DateField("To", validators=[Optional()])
-
-    def validate_action(self, field: SelectField) -> None:
-        if field.data and field.data not in ACTIONS:
-            raise ValidationError(f"Unknown action '{field.data}'.")
-
-    def validate_date_to(self, field: DateField) -> None:
-        if field.data and self.date_from.data and field.data < self.date_from.data:
-            raise ValidationError("The end date is before the start date.")
-
-    def active(self) -> dict[str, str]:
-        values = {
-            "user": (self.user.data or "").strip(),
-            "action": self.action.data or "",
-            "address": (self.address.data or "").strip(),
-            "date_from": self.date_from.data.isoformat() if self.date_from.data else "",
-            "date_to": self.date_to.data.isoformat() if self.date_to.data else "",
-        }
-        return {key: value for key, value in values.items() if value}

@@ -6,13 +6,13 @@ change it describes (or rolled back with it); callers that change nothing commit
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import date
 
 from flask import has_request_context, request
 from flask_login import current_user
 from sqlalchemy import Select, select
 
-from webapp.db import AuditEvent, User, db
+from webapp.db import AuditEvent, User, db, within_dates
 
 SIGN_IN = "sign_in"
 SIGN_IN_FAILED = "sign_in_failed"
@@ -56,7 +56,8 @@ def record(
 
 
 def filtered(
-    username: str | None = None, action: str | None = None, date_from=None, date_to=None, address: str | None = None
+    username: str | None = None, action: str | None = None, date_from: date | None = None,
+    date_to: date | None = None, address: str | None = None,
 ) -> Select:
     """Newest first, narrowed by any of the filters (dates UTC, inclusive)."""
     query = select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
@@ -66,8 +67,4 @@ def filtered(
         query = query.where(AuditEvent.action == action)
     if address:
         query = query.where(AuditEvent.address == address.strip())
-    if date_from:
-        query = query.where(AuditEvent.created_at >= datetime.combine(date_from, time.min))
-    if date_to:
-        query = query.where(AuditEvent.created_at <= datetime.combine(date_to, time.max))  # inclusive
-    return query
+    return within_dates(query, AuditEvent.created_at, date_from, date_to)

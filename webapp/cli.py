@@ -12,17 +12,19 @@ from flask.cli import with_appcontext
 
 from cxr.errors import InputError
 from webapp import audit
-from webapp.auth import AccountError, create_user, find_user, issue_token
-from webapp.db import ROLES, db, upgrade_schema
-from webapp.predictions import analyse, build_record
+from webapp.accounts import AccountError, create_user, find_user, issue_token
+from webapp.analysis import analyse, build_record
+from webapp.db import ROLES, db
 from webapp.serialize import prediction_json
+from webapp.startup import prepare_database
 
 
 @click.command("init-db")
 @with_appcontext
 def init_db_command() -> None:
-    """Create the database schema, or upgrade it to the newest migration."""
-    upgrade_schema(current_app)
+    """Create the database schema, or upgrade it to the newest migration; on an empty database, create the
+    first administrator."""
+    prepare_database(current_app)
     click.echo("The database schema is up to date.")
 
 

@@ -30,7 +30,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         PER_PAGE=20,
         SQLITE_BUSY_TIMEOUT_MS=15_000,
         THUMBNAIL_SIZE=256,
-        # Accounts (webapp/auth.py)
+        # Accounts (webapp/accounts.py)
         PASSWORD_HASH_METHOD="scrypt",
         PERMANENT_SESSION_LIFETIME=8 * 3600,  # seconds: a shift; then sign in again
         SESSION_COOKIE_SAMESITE="Lax",
@@ -39,6 +39,10 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         SIGN_IN_LIMIT_PER_ACCOUNT=5,  # failed sign-ins per window before the account is paused
         SIGN_IN_LIMIT_PER_ADDRESS=20,
         TRUSTED_PROXIES=0,  # reverse proxies whose X-Forwarded-* headers are believed
+        # Faults (webapp/model_service.py, webapp/startup.py, webapp/storage_check.py)
+        STRICT_STARTUP=True,  # a model or database that cannot be used raises at start-up instead of 503s
+        MODEL_RETRY_SECONDS=5.0,  # at most one model load attempt per worker in this many seconds
+        STORAGE_MIN_FREE_BYTES=16 * 1024 * 1024,  # /healthz reports unavailable below this
     )
     app.config.from_prefixed_env("CXR")  # CXR_MODEL_DIR=..., CXR_MAX_CONTENT_LENGTH=1048576, ...
     if os.environ.get("DATABASE_URL"):
@@ -53,8 +57,19 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     # Relative paths are taken from the project root (models) and the instance folder (uploads).
     app.config["MODEL_DIR"] = Path(app.root_path, app.config["MODEL_DIR"])
     app.config["UPLOAD_FOLDER"] = Path(app.instance_path, app.config["UPLOAD_FOLDER"])
+    app.config["STRICT_STARTUP"] = as_bool(app.config["STRICT_STARTUP"])
+    options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    options.setdefault("pool_pre_ping", True)  # a restarted database server is picked up on the next request
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = instance_secret_key(instance / SECRET_KEY_FILE)
+
+
+def as_bool(value: Any) -> bool:
+    """An environment-style switch: "", "0", "false", "no" and "off" are false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(value)
 
 
 def instance_secret_key(path: Path) -> str:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import fcntl
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import flask_migrate
 from flask import Flask
+from flask_login import UserMixin
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from flask_login import UserMixin
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, String, Text, event
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, Select, String, Text, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# What a database that does not answer raises: answered 503 (webapp/errors.py), never a 500.
+DATABASE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DisconnectionError)
 
 
 class Base(DeclarativeBase):
@@ -40,6 +43,15 @@ migrate = Migrate()
 def utcnow() -> datetime:
     """Naive UTC, as every timestamp is stored (SQLite keeps no time zone)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def within_dates(query: Select, column, date_from: date | None, date_to: date | None) -> Select:
+    """`query` narrowed to rows whose `column` falls on the given UTC days, both ends inclusive."""
+    if date_from:
+        query = query.where(column >= datetime.combine(date_from, time.min))
+    if date_to:  # time.max: the whole last day, and no day after 9999-12-31 to overflow into
+        query = query.where(column <= datetime.combine(date_to, time.max))
+    return query
 
 
 class Prediction(db.Model):
@@ -183,6 +195,12 @@ def init_app(app: Flask) -> None:
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.close()
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """One line naming the driver's error, for the log."""
+    orig = getattr(exc, "orig", None)
+    return f"{type(orig or exc).__name__}: {orig or exc}".splitlines()[0][:300]
 
 
 def upgrade_schema(app: Flask) -> None:

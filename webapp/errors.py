@@ -1,24 +1,51 @@
-"""Error responses: JSON `{"error": message}` for the API and health check, an HTML page elsewhere."""
+"""The one error responder: every failure a request can meet becomes a message a person understands, with
+its HTTP status, as JSON `{"error": message}` for the API and the health check and as the error page
+elsewhere.
+
+Faults of the service itself answer 503 with Retry-After, are logged with their cause and clear by
+themselves once the cause is gone (nothing needs a restart):
+* the model cannot be loaded (`webapp.model_service`);
+* the database does not answer (connections are checked before use, so a restarted server is picked up
+  on the next request);
+* the upload folder is full or not writable: the upload's files written so far are removed and its row
+  rolled back by `webapp.analysis.create_prediction`.
+"""
 
 from __future__ import annotations
+
+import errno
 
 from flask import Flask, current_app, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from cxr.errors import InputError
+from cxr.errors import InputError, ModelBundleError
+from webapp.db import DATABASE_ERRORS, db, describe_database_error
+from webapp.model_service import ModelUnavailable
+
+JSON_BLUEPRINTS = {"api", "health"}
+API_PREFIX = "/api/"
+RETRY_AFTER_SECONDS = 30
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ENOENT}
 
 
-def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.path == "/healthz"
+def wants_json() -> bool:
+    """The API's and the health check's routes answer JSON, and so does any unknown address under /api/."""
+    if request.blueprint is not None:
+        return request.blueprint in JSON_BLUEPRINTS
+    return request.path.startswith(API_PREFIX)
 
 
-def _respond(message: str, status: int):
-    if _wants_json():
-        # RFC 9110: a 401 names the scheme that would be accepted.
-        headers = {"WWW-Authenticate": 'Bearer realm="cxr"'} if status == 401 else {}
+def respond(message: str, status: int, headers: dict[str, str] | None = None):
+    headers = dict(headers or {})
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if wants_json():
+        if status == 401:  # RFC 9110: a 401 names the scheme that would be accepted
+            headers["WWW-Authenticate"] = 'Bearer realm="cxr"'
         return {"error": message}, status, headers
-    return render_template("error.html", message=message, status=status), status
+    return render_template("error.html", message=message, status=status), status, headers
 
 
 def _http_message(exc: HTTPException) -> str:
@@ -34,11 +61,45 @@ def _http_message(exc: HTTPException) -> str:
     return exc.description or exc.name
 
 
-def register(app: Flask) -> None:
+def _storage_message(exc: OSError) -> str:
+    if exc.errno in FULL:
+        return ("The server's image storage is full, so the image was not saved (nothing was stored). "
+                "Try again later; the administrator has been told in the server log.")
+    if exc.errno in NOT_WRITABLE:
+        return ("The server cannot write to its image storage folder, so the image was not saved (nothing was "
+                "stored). Try again later; the administrator has been told in the server log.")
+    return "The server could not read or write its image storage (an I/O error); nothing was stored. Try again later."
+
+
+def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return _respond(_http_message(exc), exc.code or 500)
+        return respond(_http_message(exc), exc.code or 500)
 
     @app.errorhandler(InputError)
     def input_error(exc: InputError):
-        return _respond(exc.message, exc.status)
+        return respond(exc.message, exc.status)
+
+    @app.errorhandler(ModelBundleError)
+    def model_unavailable(exc: ModelBundleError):
+        if not isinstance(exc, ModelUnavailable):
+            app.logger.error("Model error on %s %s: %s", request.method, request.path, exc)
+        return respond(str(exc), 503)
+
+    @app.errorhandler(OSError)
+    def storage_error(exc: OSError):
+        app.logger.error("Storage failure on %s %s: [Errno %s] %s: %s", request.method, request.path, exc.errno,
+                         exc.strerror or exc, getattr(exc, "filename", "") or "")
+        return respond(_storage_message(exc), 503)
+
+    def database_error(exc: Exception):
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001 - the connection may be gone; the session is discarded anyway
+            pass
+        app.logger.error("Database failure on %s %s: %s", request.method, request.path, describe_database_error(exc))
+        return respond("The database is not reachable right now, so nothing was saved or read. "
+                       "Try again in a minute; the administrator has been told in the server log.", 503)
+
+    for error_class in DATABASE_ERRORS:
+        app.register_error_handler(error_class, database_error)

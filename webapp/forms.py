@@ -1,7 +1,10 @@
-"""Flask-WTF forms: the upload and review forms (CSRF-protected), the API upload fields, and the
-history filters shared by the history page, its CSV export and the JSON API."""
+"""Flask-WTF forms: the upload and review forms (CSRF-protected), the API upload fields, the base of
+every filter form (GET parameters), and the history filters shared by the history page, its CSV export
+and the JSON API."""
 
 from __future__ import annotations
+
+from datetime import date
 
 from flask import current_app
 from flask_wtf import FlaskForm
@@ -67,30 +70,11 @@ class ReviewForm(FlaskForm):
             raise ValidationError("Not a known class.")
 
 
-class HistoryFilter(Form):
-    """GET parameters: `decision`, `class`, `date_from`, `date_to` (YYYY-MM-DD, UTC, inclusive) and `q`
-    (reference)."""
+class FilterForm(Form):
+    """A filter read from GET parameters, with an inclusive UTC date range (YYYY-MM-DD)."""
 
-    decision = SelectField("Decision", choices=[], validate_choice=False)
-    predicted = SelectField("Class", choices=[], validate_choice=False, name="class")
     date_from = DateField("From", validators=[Optional()])
     date_to = DateField("To", validators=[Optional()])
-    q = StringField("Reference contains", validators=[Optional(), Length(max=128)])
-
-    def __init__(self, formdata, classes: list[str]) -> None:
-        super().__init__(formdata)
-        self.classes = classes
-        self.predicted.choices = [SelectChoice("", "All classes")] + [SelectChoice(c) for c in classes]
-        self.decisions = [*classes, INDETERMINATE]
-        self.decision.choices = [SelectChoice("", "All decisions")] + [SelectChoice(d) for d in self.decisions]
-
-    def validate_decision(self, field: SelectField) -> None:
-        if field.data and field.data not in self.decisions:
-            raise ValidationError(f"Unknown decision '{field.data}'.")
-
-    def validate_predicted(self, field: SelectField) -> None:
-        if field.data and field.data not in self.classes:
-            raise ValidationError(f"Unknown class '{field.data}'.")
 
     def validate_date_to(self, field: DateField) -> None:
         if field.data and self.date_from.data and field.data < self.date_from.data:
@@ -101,11 +85,41 @@ class HistoryFilter(Form):
 
     def active(self) -> dict[str, str]:
         """The filters in effect, as query parameters (for pagination and export links)."""
-        values = {
-            "decision": self.decision.data or "",
-            "class": self.predicted.data or "",
-            "date_from": self.date_from.data.isoformat() if self.date_from.data else "",
-            "date_to": self.date_to.data.isoformat() if self.date_to.data else "",
-            "q": (self.q.data or "").strip(),
-        }
-        return {key: value for key, value in values.items() if value}
+        values = {}
+        for field in self:
+            value = field.data
+            value = value.isoformat() if isinstance(value, date) else (value or "").strip()
+            if value:
+                values[field.name] = value
+        return values
+
+
+def known(values: list[str], what: str):
+    """A validator: the field is empty or one of `values` (read when validating, so it may be set later)."""
+
+    def check(form: Form, field) -> None:
+        if field.data and field.data not in values:
+            raise ValidationError(f"Unknown {what} '{field.data}'.")
+
+    return check
+
+
+class HistoryFilter(FilterForm):
+    """GET parameters: `decision`, `class`, `date_from`, `date_to` and `q` (reference)."""
+
+    decision = SelectField("Decision", choices=[], validate_choice=False)
+    predicted = SelectField("Class", choices=[], validate_choice=False, name="class")
+    q = StringField("Reference contains", validators=[Optional(), Length(max=128)])
+
+    def __init__(self, formdata, classes: list[str]) -> None:
+        super().__init__(formdata)
+        self.classes = classes
+        self.predicted.choices = [SelectChoice("", "All classes")] + [SelectChoice(c) for c in classes]
+        self.decisions = [*classes, INDETERMINATE]
+        self.decision.choices = [SelectChoice("", "All decisions")] + [SelectChoice(d) for d in self.decisions]
+
+    def validate_decision(self, field: SelectField) -> None:
+        known(self.decisions, "decision")(self, field)
+
+    def validate_predicted(self, field: SelectField) -> None:
+        known(self.classes, "class")(self, field)

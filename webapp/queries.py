@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
-
 from flask import abort, current_app, request
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import Select, select
 
-from webapp.db import Prediction, db
+from webapp.db import Prediction, db, within_dates
 from webapp.forms import HistoryFilter
 
 MAX_PAGE = 2**31 - 1
@@ -20,10 +18,7 @@ def history_select(filters: HistoryFilter) -> Select:
         query = query.where(Prediction.decision == filters.decision.data)
     if filters.predicted.data:
         query = query.where(Prediction.label == filters.predicted.data)
-    if filters.date_from.data:
-        query = query.where(Prediction.created_at >= datetime.combine(filters.date_from.data, time.min))
-    if filters.date_to.data:  # inclusive (and no day after 9999-12-31 to overflow into)
-        query = query.where(Prediction.created_at <= datetime.combine(filters.date_to.data, time.max))
+    query = within_dates(query, Prediction.created_at, filters.date_from.data, filters.date_to.data)
     if filters.q.data and filters.q.data.strip():
         query = query.where(Prediction.reference.icontains(filters.q.data.strip(), autoescape=True))
     return query

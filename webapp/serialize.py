@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
-
 from pathlib import PurePosixPath
+from typing import Any
 
 from flask import url_for
 

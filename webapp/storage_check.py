@@ -1,8 +1,9 @@
 """`flask --app app check-storage [--clean]`: does every stored prediction have its image files, and does
 every file in the upload folder belong to a stored prediction?
 
-An upload writes its three PNGs first and commits the row last, so a worker that dies in between (a
-SIGKILL, an out-of-memory kill, a power cut) can leave files without a row: orphans. They hold patient
+An upload writes its three image files (film, overlay, thumbnail) first and commits the row last, so a
+worker that dies in between (a SIGKILL, an out-of-memory kill, a power cut) can leave files without a
+row: orphans. They hold patient
 images that nothing points to; `--clean` deletes those older than `--min-age` seconds (younger ones may
 belong to an upload still in flight, whose row is about to be committed). A row whose files are missing
 cannot be repaired by this command: it is reported (restore the files from a backup).
@@ -12,9 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -130,3 +134,31 @@ def check_storage_command(clean: bool, min_age: float, as_json: bool) -> None:
 
 def init_app(app: Flask) -> None:
     app.cli.add_command(check_storage_command)
+
+
+def storage_status(app: Flask | None = None) -> dict[str, Any]:
+    """Whether the upload folder takes a new file, and the space left on its file system."""
+    app = app or current_app._get_current_object()
+    folder = Path(app.config["UPLOAD_FOLDER"])
+    status: dict[str, Any] = {"writable": False, "free_bytes": None, "error": None}
+    probe = folder / f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        status["writable"] = True
+    except OSError as exc:
+        status["error"] = f"[Errno {exc.errno}] {exc.strerror}"
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+    try:
+        status["free_bytes"] = shutil.disk_usage(folder).free
+    except OSError:
+        pass
+    low = status["free_bytes"] is not None and status["free_bytes"] < int(app.config["STORAGE_MIN_FREE_BYTES"])
+    if low and status["error"] is None:
+        status["error"] = "less free space than STORAGE_MIN_FREE_BYTES"
+    status["ok"] = status["writable"] and not low
+    return status

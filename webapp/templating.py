@@ -6,7 +6,7 @@ from datetime import datetime
 
 from flask import Flask, request, url_for
 
-from webapp.predictions import BUNDLE_KEY
+from webapp.model_service import model_service
 from webapp.serialize import image_url
 
 
@@ -41,5 +41,5 @@ def init_app(app: Flask) -> None:
     @app.context_processor
     def model_version() -> dict[str, str | None]:
         # Pages (sign-in, error pages) still render while the model is unavailable.
-        bundle = app.extensions.get(BUNDLE_KEY)
+        bundle = model_service.loaded
         return {"model_version": bundle.version if bundle is not None else "unavailable"}

@@ -5,9 +5,8 @@ Revises:
 Create Date: 2026-11-23 13:04:06.724002
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '7731408ec4c6'

@@ -5,9 +5,8 @@ Revises: 7731408ec4c6
 Create Date: 2026-11-23 16:00:00.000000
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'b41c2e9d7a10'

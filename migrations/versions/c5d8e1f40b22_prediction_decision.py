@@ -5,9 +5,8 @@ Revises: b41c2e9d7a10
 Create Date: 2026-12-03 11:00:00.000000
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'c5d8e1f40b22'

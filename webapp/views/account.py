@@ -9,7 +9,7 @@ from werkzeug.wrappers import Response
 
 from webapp import audit
 from webapp.account_forms import PasswordChangeForm, TokenForm
-from webapp.auth import issue_token, set_password, sign_in
+from webapp.accounts import issue_token, set_password, sign_in
 from webapp.db import ApiToken, db, utcnow
 
 bp = Blueprint("account", __name__, url_prefix="/account")

@@ -9,7 +9,7 @@ from werkzeug.wrappers import Response
 
 from webapp import audit
 from webapp.account_forms import AuditFilter, NewUserForm
-from webapp.auth import AccountError, admin_required, create_user, one_time_password, set_active, set_password
+from webapp.accounts import AccountError, admin_required, create_user, one_time_password, set_active, set_password
 from webapp.db import User, db
 from webapp.queries import paginate
 
@@ -19,7 +19,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 @bp.before_request
 @admin_required
 def only_admins() -> None:
-    """Every page here is for administrators (signed-in users are checked first, in webapp.auth)."""
+    """Every page here is for administrators (signed-in users are checked first, in webapp.accounts)."""
 
 
 def _users_page(form: NewUserForm | None = None, status: int = 200, issued: tuple[str, str] | None = None):

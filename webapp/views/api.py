@@ -1,14 +1,15 @@
 """JSON API v1: create, read and list predictions, and the OpenAPI description. Authenticated by an
-`Authorization: Bearer` token (CSRF-exempt) or the browser session (see `webapp.auth`); errors are JSON
+`Authorization: Bearer` token (CSRF-exempt) or the browser session (see `webapp.accounts`); errors are JSON
 `{"error": message}` (see `webapp.errors`)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, abort, request, url_for
 
+from webapp.analysis import create_prediction, display_name
 from webapp.forms import ApiUploadForm, HistoryFilter
+from webapp.model_service import model_service
 from webapp.openapi import openapi_document
-from webapp.predictions import create_prediction, display_name, get_bundle
 from webapp.queries import history_select, paginate
 from webapp.serialize import stored_json
 from webapp.views.results import viewed
@@ -34,7 +35,7 @@ def read(prediction_id: int) -> dict:
 
 @bp.get("/predictions")
 def index() -> dict:
-    filters = HistoryFilter(request.args, get_bundle().classes)
+    filters = HistoryFilter(request.args, model_service.bundle.classes)
     if not filters.validate():
         abort(400, filters.error_text())
     page = paginate(history_select(filters))
@@ -56,4 +57,4 @@ def index() -> dict:
 
 @bp.get("/openapi.json")
 def openapi() -> dict:
-    return openapi_document(get_bundle().classes)
+    return openapi_document(model_service.bundle.classes)

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 
 from webapp import audit
 from webapp.account_forms import SignInForm
-from webapp.auth import normalise, sign_in, throttled, verify_password
+from webapp.accounts import normalise, sign_in, throttled, verify_password
 from webapp.db import db
 
 bp = Blueprint("auth", __name__)

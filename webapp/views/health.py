@@ -8,14 +8,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.db import db
-from webapp.resilience import load_model, model_error, storage_status
+from webapp.model_service import model_service
+from webapp.storage_check import storage_status
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> tuple[dict, int]:
-    bundle = load_model(current_app)  # retries a failed load (rate-limited), so a restored model shows
+    bundle = model_service.load()  # retries a failed load (rate-limited), so a restored model shows
     try:
         db.session.execute(text("SELECT 1"))
         database = True
@@ -27,7 +28,7 @@ def healthz() -> tuple[dict, int]:
     body = {
         "status": "ok" if healthy else "unavailable",
         "model": {"loaded": bundle is not None, "version": getattr(bundle, "version", None),
-                  "error": model_error(current_app)},
+                  "error": model_service.error},
         "database": {"reachable": database},
         "storage": storage,
     }

@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response
 from webapp import audit
 from webapp.db import db, utcnow
 from webapp.forms import HistoryFilter
-from webapp.predictions import get_bundle
+from webapp.model_service import model_service
 from webapp.queries import history_select, paginate
 from webapp.serialize import csv_rows
 
@@ -21,7 +21,7 @@ bp = Blueprint("history", __name__)
 
 @bp.get("/history")
 def index() -> str | tuple[str, int]:
-    filters = HistoryFilter(request.args, get_bundle().classes)
+    filters = HistoryFilter(request.args, model_service.bundle.classes)
     if not filters.validate():
         return render_template("history.html", filters=filters, page=None), 400
     page = paginate(history_select(filters))
@@ -30,11 +30,11 @@ def index() -> str | tuple[str, int]:
 
 @bp.get("/history.csv")
 def export() -> Response | tuple[str, int]:
-    filters = HistoryFilter(request.args, get_bundle().classes)
+    filters = HistoryFilter(request.args, model_service.bundle.classes)
     if not filters.validate():
         return render_template("history.html", filters=filters, page=None), 400
     query = history_select(filters).execution_options(yield_per=200)
-    classes = get_bundle().classes
+    classes = model_service.bundle.classes
 
     def generate() -> Iterator[str]:
         buffer = io.StringIO()

@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Blueprint, abort, render_template, send_from_directory
 from werkzeug.wrappers import Response
 
-from webapp.predictions import get_bundle
+from webapp.model_service import model_service
 
 bp = Blueprint("model", __name__, url_prefix="/model")
 MODEL_NAMES = {
@@ -25,7 +25,7 @@ FIGURE_TITLES = {"roc": "ROC curves", "confusion_matrix": "Confusion matrices", 
 
 
 def report_dir() -> Path:
-    return get_bundle().directory / "report"
+    return model_service.bundle.directory / "report"
 
 
 def report_figures() -> list[str]:
@@ -35,7 +35,7 @@ def report_figures() -> list[str]:
 
 @bp.get("")
 def card() -> str:
-    bundle = get_bundle()
+    bundle = model_service.bundle
     return render_template(
         "model.html",
         card=bundle.card,

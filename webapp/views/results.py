@@ -11,7 +11,7 @@ from cxr.overlay import MIME_TYPES
 from webapp import audit
 from webapp.db import Prediction, Review, db
 from webapp.forms import ReviewForm
-from webapp.predictions import get_bundle
+from webapp.model_service import model_service
 
 bp = Blueprint("results", __name__, url_prefix="/predictions")
 IMAGE_COLUMNS = {"image": "image_path", "overlay": "overlay_path", "thumbnail": "thumbnail_path"}
@@ -22,7 +22,7 @@ def _render(record: Prediction, form: ReviewForm) -> str:
 
 
 def _review_form(record: Prediction) -> ReviewForm:
-    return ReviewForm(classes=get_bundle().classes, predicted=record.label)
+    return ReviewForm(classes=model_service.bundle.classes, predicted=record.label)
 
 
 @bp.get("/<int:prediction_id>")

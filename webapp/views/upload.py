@@ -8,9 +8,9 @@ from flask import Blueprint, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from cxr.errors import InputError
+from webapp.analysis import create_prediction, display_name
 from webapp.db import Prediction
 from webapp.forms import UploadForm
-from webapp.predictions import create_prediction, display_name
 
 bp = Blueprint("upload", __name__)
 

@@ -1,4 +1,4 @@
-"""The prediction service: decode → predict → gate, then store the images and the row atomically."""
+"""Analysing an upload: decode → model → gate, then store its images and its row atomically."""
 
 from __future__ import annotations
 
@@ -11,32 +11,13 @@ from pathlib import Path, PurePosixPath
 from flask import current_app, has_request_context, request
 from flask_login import current_user
 
-from cxr.bundle import ModelBundle
-from cxr.bundle import Prediction as ModelOutput
-from cxr.errors import NotAChestXray
-from cxr.gate import GateResult, assess
+from cxr.bundle import ModelOutput
+from cxr.gate import GateResult, Refused, assess
 from cxr.imaging import DecodedImage, decode_image
 from cxr.overlay import FILE_FORMATS, stored_files
 from webapp import audit
 from webapp.db import Prediction, db, utcnow
-from webapp.resilience import require_model
-
-BUNDLE_KEY = "cxr.bundle"
-
-
-def get_bundle() -> ModelBundle:
-    """The model bundle loaded once for this process by `create_app` (or, if that failed in a gunicorn
-    worker, on a later request; until then `ModelUnavailable` is answered 503)."""
-    bundle = current_app.extensions.get(BUNDLE_KEY)
-    return bundle if bundle is not None else require_model()
-
-
-class Refused(NotAChestXray):
-    """The out-of-distribution gate did not accept the image (HTTP 422)."""
-
-    def __init__(self, reasons: tuple[str, ...]) -> None:
-        super().__init__("The image was not analysed. " + " ".join(reasons))
-        self.reasons = reasons
+from webapp.model_service import model_service
 
 
 @dataclass(frozen=True)
@@ -52,7 +33,7 @@ def analyse(data: bytes) -> Analysis:
     """Decode and predict one upload; raises an `InputError` (e.g. `Refused`) the client can act on."""
     started = time.perf_counter()
     image = decode_image(data)
-    output = get_bundle().predict(image.pixels)
+    output = model_service.bundle.predict(image.pixels)
     gate = assess(image, output)
     if not gate.accepted:
         raise Refused(gate.reasons)

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.server import free_port
+from tools.server import free_port
 
 USER = "cxr"
 DATABASE = "cxr"

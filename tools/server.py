@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import MODEL_DIR, ROOT, children, cpu_seconds, rss_mib
-from bench.load import get_json, request, upload
+from tools.common import MODEL_DIR, ROOT, children, cpu_seconds, rss_mib
+from tools.load import get_json, request, upload
 
 BIN = Path(sys.executable).parent
 
@@ -74,8 +74,7 @@ class Account:
 def provision(env: dict[str, str], username: str = "bench", role: str = "clinician",
               label: str = "benchmark") -> Account:
     """Create a user with a random password, and an API token for them, with the CLI against the database
-    of `env` (see `server_env`); as each command runs create_app, this also creates or upgrades the schema.
-    Takes a few seconds (two `flask` processes): call it before anything is timed."""
+    of `env` (see `server_env`), whose schema must exist (`flask init-db`). Takes a few seconds (two `flask` processes): call it before anything is timed."""
     password = secrets.token_urlsafe(18)
     created = flask_command(["create-user", username, "--role", role], {**env, "CXR_USER_PASSWORD": password})
     if created.returncode != 0:
@@ -133,11 +132,12 @@ class Gunicorn:
     def start(self, timeout: float = 240.0) -> float:
         """Provision the account (unless given), launch gunicorn; return the seconds from launch to the
         first `/healthz` 200 (the CLI commands before the launch are not counted)."""
-        if self.init_db:  # as `make run` does before it starts gunicorn
+        provisioning = self.account is None and self.provision
+        if self.init_db or provisioning:  # as `make run` does before it starts gunicorn; users need the schema
             done = flask_command(["init-db"], self.env)
             if done.returncode != 0:
                 raise RuntimeError(f"flask init-db failed:\n{done.stderr[-3000:]}")
-        if self.account is None and self.provision:
+        if provisioning:
             began = time.perf_counter()
             self.account = provision(self.env)
             self.provision_s = time.perf_counter() - began
