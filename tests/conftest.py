@@ -22,6 +22,7 @@ TEST_CONFIG = {
     "SECRET_KEY": "test",
     "WTF_CSRF_ENABLED": False,
     "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",  # scrypt's cost buys nothing in tests
+    "SIGN_IN_BACKOFF_SECONDS": 0.0,  # tests/test_accounts.py turns the back-off on where it tests it
 }
 
 @pytest.fixture(scope="session")

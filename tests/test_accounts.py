@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import select
 
-from tests.accounts import PASSWORD, add_user, signed_in, token_for
+from tests.accounts import PASSWORD, add_user, clinician_client, signed_in, token_for
 from webapp.db import AuditEvent, Prediction, User, db
 from webapp.startup import prepare_database
 
@@ -48,6 +50,55 @@ def test_sign_in_and_out(app, anon):
     assert anon.post("/logout").status_code == 302
     assert anon.get("/history").status_code == 302
     assert [e.action for e in events(app) if e.username == "alice"] == ["sign_in", "sign_out"]
+
+
+def session_cookie(client) -> str:
+    return client.get_cookie("session").value
+
+
+def test_sign_out_ends_the_session_on_the_server(app, anon):
+    """A copy of the session cookie (a shared computer, a stolen cookie) is worthless after sign-out."""
+    add_user(app, "alice")
+    anon.post("/login", data={"username": "alice", "password": PASSWORD})
+    thief = app.test_client()
+    thief.set_cookie("session", session_cookie(anon))
+    assert thief.get("/account").status_code == 200
+    assert anon.post("/logout").status_code == 302
+    for path in ("/account", "/history"):
+        response = thief.get(path)
+        assert response.status_code == 302 and response.location.startswith("/login"), path
+    assert thief.get("/api/v1/predictions").status_code == 401
+
+
+def test_sign_in_starts_a_new_session(app, anon):
+    """Whatever the browser's session held before sign-in (a planted id: session fixation) is dropped."""
+    add_user(app, "alice")
+    with anon.session_transaction() as before:
+        before["sid"] = "planted-by-an-attacker"
+        before["_user_id"] = "whatever"
+    assert anon.post("/login", data={"username": "alice", "password": PASSWORD}).status_code == 302
+    with anon.session_transaction() as first:
+        first_id = first["sid"]
+    assert first_id != "planted-by-an-attacker"
+    anon.post("/logout")
+    anon.post("/login", data={"username": "alice", "password": PASSWORD})
+    with anon.session_transaction() as second:
+        assert second["sid"] != first_id
+
+
+def test_a_session_ends_at_its_absolute_lifetime_however_active(app, anon):
+    from webapp.db import UserSession
+
+    add_user(app, "alice")
+    anon.post("/login", data={"username": "alice", "password": PASSWORD})
+    assert anon.get("/account").status_code == 200  # in use: the cookie is refreshed, the end is not
+    with app.app_context():
+        row = db.session.scalar(select(UserSession))
+        assert row.expires_at - row.created_at == app.permanent_session_lifetime
+        row.expires_at = row.created_at  # the end of the shift
+        db.session.commit()
+    response = anon.get("/account")
+    assert response.status_code == 302 and response.location.startswith("/login")
 
 
 def test_wrong_password_is_refused_and_recorded(app, anon):
@@ -104,18 +155,62 @@ def test_forwarded_headers_are_ignored_without_a_trusted_proxy(app, anon):
 # -- throttling ---------------------------------------------------------------------------------------
 
 
-def test_failed_sign_ins_are_throttled_per_account(make_app):
+def test_failed_sign_ins_are_throttled_per_account_and_address(make_app):
     app = make_app(SIGN_IN_LIMIT_PER_ACCOUNT=3)
     add_user(app, "alice")
     client = app.test_client()
     for _ in range(3):
         assert client.post("/login", data={"username": "alice", "password": "guess guess"}).status_code == 401
     refused = client.post("/login", data={"username": "alice", "password": PASSWORD})  # even the right one
-    assert refused.status_code == 429 and "Too many failed sign-ins" in refused.get_data(as_text=True)
+    assert refused.status_code == 429 and "Too many failed attempts" in refused.get_data(as_text=True)
     assert int(refused.headers["Retry-After"]) > 0
     assert events(app, "sign_in_throttled")[-1].username == "alice"
     add_user(app, "bob")
     assert client.post("/login", data={"username": "bob", "password": PASSWORD}).status_code == 302
+
+
+def test_a_stranger_cannot_lock_an_account_only_slow_it(make_app):
+    """Failures from one address do not lock the account for its owner elsewhere; failures from many
+    addresses make every attempt on the account wait, but the right password still gets in."""
+    app = make_app(SIGN_IN_LIMIT_PER_ACCOUNT=3, SIGN_IN_BACKOFF_SECONDS=0.2, SIGN_IN_BACKOFF_MAX_SECONDS=0.4)
+    add_user(app, "admin-alice", "admin")
+    for n in range(6):  # a guesser rotating addresses
+        stranger = app.test_client()
+        guess = stranger.post("/login", data={"username": "admin-alice", "password": "guess guess"},
+                              environ_base={"REMOTE_ADDR": f"203.0.113.{n % 2}"})
+        assert guess.status_code in (401, 429)
+    owner = app.test_client()
+    started = time.perf_counter()
+    response = owner.post("/login", data={"username": "admin-alice", "password": PASSWORD},
+                          environ_base={"REMOTE_ADDR": "10.0.0.8"})
+    assert response.status_code == 302
+    assert time.perf_counter() - started >= 0.4  # slowed by the back-off (capped), not refused
+
+
+def test_concurrent_failures_are_all_counted(make_app):
+    """Attempts are counted before the slow password check: a burst in parallel gets no more through."""
+    app = make_app(SIGN_IN_LIMIT_PER_ACCOUNT=5, SIGN_IN_LIMIT_PER_ADDRESS=100)
+    add_user(app, "alice")
+
+    def attempt(_):
+        return app.test_client().post("/login", data={"username": "alice", "password": "guess guess"}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(attempt, range(24)))
+    assert statuses.count(401) == 5 and statuses.count(429) == 19
+    assert len(events(app, "sign_in_failed")) == 5
+
+
+def test_wrong_current_password_is_counted_and_limited(make_app):
+    app = make_app(SIGN_IN_LIMIT_PER_ACCOUNT=2)
+    client = clinician_client(app, "alice")
+    change = {"current": "not my password", "new": "a brand new pw", "repeat": "a brand new pw"}
+    for _ in range(2):
+        assert client.post("/account/password", data=change).status_code == 400
+    refused = client.post("/account/password", data={**change, "current": PASSWORD})
+    assert refused.status_code == 429
+    failed = events(app, "sign_in_failed")
+    assert [e.detail for e in failed] == ["current password on the password page"] * 2
 
 
 def test_failed_sign_ins_are_throttled_per_address(make_app):
@@ -155,9 +250,11 @@ def test_clinicians_cannot_manage_users_or_read_the_audit_log(client):
 
 
 def test_admin_adds_a_user_who_must_choose_a_password(app, admin_client):
-    page = admin_client.post("/admin/users", data={"username": "carol", "role": "clinician"})
-    assert page.status_code == 201
+    created = admin_client.post("/admin/users", data={"username": "carol", "role": "clinician"})
+    assert created.status_code == 303 and created.location == "/admin/users"  # Post/Redirect/Get
+    page = admin_client.get("/admin/users")
     password = re.search(r"data-one-time-password>([^<]+)<", page.get_data(as_text=True)).group(1)
+    assert "data-one-time-password" not in admin_client.get("/admin/users").get_data(as_text=True)  # shown once
     carol = app.test_client()
     assert carol.post("/login", data={"username": "carol", "password": password}).status_code == 302
     forced = carol.get("/history")
@@ -176,6 +273,8 @@ def test_disabled_user_cannot_sign_in_or_use_a_session_or_token(app, admin_clien
     bob = signed_in(app, "bob")
     token = token_for(app, "bob")
     assert post_upload(app.test_client(), chest_png, {"Authorization": f"Bearer {token}"}).status_code == 201
+    confirm = admin_client.get(f"/admin/users/{bob_id}/disable")
+    assert confirm.status_code == 200 and bob.get("/history").status_code == 200  # asking changes nothing
     assert admin_client.post(f"/admin/users/{bob_id}/disable").status_code == 302
     assert bob.get("/history").status_code == 302  # the open session ended
     again = app.test_client().post("/login", data={"username": "bob", "password": PASSWORD})
@@ -190,8 +289,14 @@ def test_disabled_user_cannot_sign_in_or_use_a_session_or_token(app, admin_clien
 def test_admin_resets_a_password(app, admin_client):
     bob_id = add_user(app, "bob")
     bob = signed_in(app, "bob")
-    page = admin_client.post(f"/admin/users/{bob_id}/reset")
+    confirm = admin_client.get(f"/admin/users/{bob_id}/reset")  # the list's link: a confirmation, no change
+    assert confirm.status_code == 200 and bob.get("/history").status_code == 200
+    assert f'action="/admin/users/{bob_id}/reset"' in confirm.get_data(as_text=True)
+    reset = admin_client.post(f"/admin/users/{bob_id}/reset")
+    assert reset.status_code == 303 and reset.location == "/admin/users"
+    page = admin_client.get("/admin/users")
     password = re.search(r"data-one-time-password>([^<]+)<", page.get_data(as_text=True)).group(1)
+    assert "data-one-time-password" not in admin_client.get("/admin/users").get_data(as_text=True)  # a reload
     assert bob.get("/history").status_code == 302  # signed out by the reset
     assert app.test_client().post("/login", data={"username": "bob", "password": PASSWORD}).status_code == 401
     fresh = app.test_client()
@@ -218,9 +323,9 @@ def test_password_change_checks_the_current_one(client):
 
 
 def test_token_lifecycle(app, client, chest_png):
-    page = client.post("/account/tokens", data={"label": "PACS bridge"})
-    assert page.status_code == 201
-    token = re.search(r"data-new-token>([^<]+)<", page.get_data(as_text=True)).group(1)
+    created = client.post("/account/tokens", data={"label": "PACS bridge"})
+    assert created.status_code == 303 and created.location == "/account"  # Post/Redirect/Get
+    token = re.search(r"data-new-token>([^<]+)<", client.get("/account").get_data(as_text=True)).group(1)
     assert token.startswith("cxr_")
     bearer = {"Authorization": f"Bearer {token}"}
     script = app.test_client()
@@ -381,5 +486,5 @@ def test_a_password_change_or_reset_revokes_the_users_api_tokens(app, client, ad
     assert works(before_change) == 401
     before_reset = token_for(app, "clinician")
     assert works(before_reset) == 200
-    assert admin_client.post(f"/admin/users/{user_row(app, 'clinician').id}/reset").status_code == 200
+    assert admin_client.post(f"/admin/users/{user_row(app, 'clinician').id}/reset").status_code == 303
     assert works(before_reset) == 401

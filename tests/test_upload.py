@@ -31,7 +31,7 @@ def test_upload_page(client):
 
 def test_single_upload_shows_result(client, app, chest_png, bundle):
     response = client.post("/", data={**_files((chest_png, "chest.png")), "reference": "STUDY-1", "note": "cough"})
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert re.fullmatch(r"/predictions/\d+", response.location)
     html = client.get(response.location).get_data(as_text=True)
     with app.app_context():
@@ -87,18 +87,35 @@ def test_rows_stored_with_png_overlays_keep_working(client, app, chest_png):
     assert client.get(f"/predictions/{record_id}/overlay.jpg").status_code == 404
 
 
+def _count(app) -> int:
+    with app.app_context():
+        return len(db.session.scalars(db.select(Prediction.id)).all())
+
+
 def test_several_files_keep_the_good_ones(client, app, chest_png):
     response = client.post(
-        "/", data=_files((chest_png, "good.png"), (b"not an image", "bad.png"), (chest_png, "good2.png"))
+        "/", data=_files((chest_png, "good.png"), (b"not an image", "bad.png"), (chest_png, "good2.png")),
+        follow_redirects=False,
     )
-    assert response.status_code == 200
-    html = response.get_data(as_text=True)
+    assert response.status_code == 303  # Post/Redirect/Get: a reload of what follows stores nothing again
     with app.app_context():
-        ids = db.session.scalars(db.select(Prediction.id)).all()
-    assert len(ids) == 2
+        ids = db.session.scalars(db.select(Prediction.id).order_by(Prediction.id)).all()
+    assert len(ids) == 2 and response.location == f"/?stored={ids[0]},{ids[1]}"
+    page = client.get(response.location)
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
     for prediction_id in ids:
         assert f'href="/predictions/{prediction_id}"' in html
-    assert "bad.png" in html and "not an image the service can read" in html
+    assert re.search(r'class="flash flash-error" role="alert">Not analysed: bad\.png\. [^<]*not an image the '
+                     r"service can read", html)
+    assert client.get(response.location).status_code == 200 and _count(app) == 2  # the reload
+
+
+def test_the_form_after_a_multi_file_upload_is_empty(client, app, chest_png):
+    response = client.post("/", data={**_files((chest_png, "a.png"), (chest_png, "b.png")), "reference": "PATIENT-1"})
+    page = client.get(response.location).get_data(as_text=True)
+    assert 'id="reference" maxlength="128" name="reference" type="text" value=""' in page
+    assert "PATIENT-1" not in page.split("<form", 1)[1]
 
 
 def test_png_jpeg_and_dicom_in_one_upload(client, app, chest_png):
@@ -106,8 +123,8 @@ def test_png_jpeg_and_dicom_in_one_upload(client, app, chest_png):
     jpeg = io.BytesIO()
     Image.fromarray(gray).save(jpeg, format="JPEG", quality=95)
     response = client.post("/", data=_files((chest_png, "a.png"), (jpeg.getvalue(), "b.jpg"), (dicom_bytes(gray), "c")))
-    assert response.status_code == 200
-    assert 'class="error"' not in response.get_data(as_text=True)
+    assert response.status_code == 303
+    assert "flash-error" not in client.get(response.location).get_data(as_text=True)
     with app.app_context():
         names = db.session.scalars(db.select(Prediction.filename).order_by(Prediction.id)).all()
     assert names == ["a.png", "b.jpg", "c"]
@@ -173,7 +190,7 @@ def test_csrf_protects_the_forms(make_app, chest_png):
     assert "Reload the page" in refused.get_data(as_text=True)
     token = csrf_token(client, "/")
     accepted = client.post("/", data={**_files((chest_png, "a.png")), "csrf_token": token})
-    assert accepted.status_code == 302
+    assert accepted.status_code == 303
     # The review form needs its token too; so does the JSON API when the browser session signs it.
     assert client.post(f"{accepted.location}/reviews", data={"verdict": "agree"}).status_code == 400
     api = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")})

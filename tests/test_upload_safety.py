@@ -47,7 +47,7 @@ def base(chest_png):
 def test_every_kind_of_upload(app, client, base, case: Case, route: str) -> None:
     status, message = post(client, route, case.make(base), case.filename)
     if case.status is None:
-        assert status == (201 if route == "api" else 302), message
+        assert status == (201 if route == "api" else 303), message
         assert stored(app) == (1, 3)
     else:
         assert status == case.status

@@ -1,29 +1,32 @@
-"""Accounts and access control: Flask-Login sessions for people, hashed bearer tokens for scripts,
-sign-in throttling, and the rule that every route except sign-in and /healthz needs a user."""
+"""Accounts and access control: server-side sessions for people (Flask-Login), hashed bearer tokens for
+scripts, sign-in throttling, and the rule that every route except sign-in and /healthz needs a user."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 from typing import Any
 
 from flask import Flask, Request, abort, current_app, g, redirect, request, session, url_for
-from flask_login import LoginManager, current_user, login_user
+from flask_login import LoginManager, current_user, login_user, logout_user
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp import audit
-from webapp.db import ROLES, ApiToken, AuditEvent, User, db, utcnow
+from webapp.db import ROLES, ApiToken, AuditEvent, User, UserSession, db, utcnow
 from webapp.security import csrf
 
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Sign in to continue."
+login_manager.login_message_category = "info"  # guidance, not a confirmation that something was done
 login_manager.session_protection = "basic"
 
 # Routes anyone may reach: the sign-in page, the load balancer's health check and the static files.
@@ -33,6 +36,7 @@ PASSWORD_CHANGE_ENDPOINTS = {"account.password", "auth.logout", "static"}
 # Bearer tokens open the API and the image files that its answers link to.
 TOKEN_ENDPOINTS = {"results.image_file"}
 TOKEN_PREFIX = "cxr_"
+SESSION_KEY = "sid"  # the cookie's random session id; the database keeps its digest (UserSession)
 MIN_PASSWORD_LENGTH = 10
 
 
@@ -122,36 +126,107 @@ def verify_password(username: str, password: str) -> User | None:
     return user
 
 
-def throttled(username: str, address: str | None) -> timedelta | None:
-    """How long sign-in stays refused after too many recent failures for this account or address.
+@dataclass(frozen=True)
+class Attempt:
+    """A password check that has been counted: `event` is its audit entry (a failure until it succeeds)."""
 
-    Counted from the audit table, so every worker and host sees the same failures."""
-    window = timedelta(seconds=int(current_app.config["SIGN_IN_WINDOW_SECONDS"]))
+    event: AuditEvent
+    wait: timedelta | None  # refused for this long; None: check the password
+
+
+def begin_password_check(username: str, detail: str | None = None) -> Attempt:
+    """Count a password attempt before the password is checked, and say whether it may be checked.
+
+    The attempt is committed as a failure first, so concurrent attempts see each other (counting after
+    the slow password hash let dozens through at once); `succeeded` turns it into a success. Limits, over
+    SIGN_IN_WINDOW_SECONDS, counted from the audit table so that every worker and host sees them:
+    * SIGN_IN_LIMIT_PER_ACCOUNT failures for one account from one address: that address is refused for
+      that account. A stranger elsewhere cannot lock the account for its owner;
+    * SIGN_IN_LIMIT_PER_ADDRESS failures from one address, whatever the account: the address is refused;
+    * past SIGN_IN_LIMIT_PER_ACCOUNT failures for an account from all addresses together, every attempt on
+      it waits (SIGN_IN_BACKOFF_SECONDS, doubling per further failure, at most SIGN_IN_BACKOFF_MAX_SECONDS):
+      guessing from many addresses is slowed, and the owner is only slowed, never refused."""
+    config = current_app.config
+    name, address = normalise(username), request.remote_addr
+    event = audit.record(audit.SIGN_IN_FAILED, username=name, detail=detail)
+    db.session.commit()
+    window = timedelta(seconds=int(config["SIGN_IN_WINDOW_SECONDS"]))
     since = utcnow() - window
+    failures = select(func.count(), func.min(AuditEvent.created_at)).where(
+        AuditEvent.action == audit.SIGN_IN_FAILED, AuditEvent.created_at >= since, AuditEvent.id <= event.id
+    )
     limits = (
-        (AuditEvent.username == normalise(username), int(current_app.config["SIGN_IN_LIMIT_PER_ACCOUNT"])),
-        (AuditEvent.address == address, int(current_app.config["SIGN_IN_LIMIT_PER_ADDRESS"])),
+        ((AuditEvent.username == name) & (AuditEvent.address == address), int(config["SIGN_IN_LIMIT_PER_ACCOUNT"])),
+        (AuditEvent.address == address, int(config["SIGN_IN_LIMIT_PER_ADDRESS"])),
     )
     for condition, limit in limits:
-        query = select(func.count(), func.min(AuditEvent.created_at)).where(
-            AuditEvent.action == audit.SIGN_IN_FAILED, AuditEvent.created_at >= since, condition
-        )
-        count, oldest = db.session.execute(query).one()
-        if count >= limit:
-            return max(timedelta(seconds=1), oldest + window - utcnow())
-    return None
+        count, oldest = db.session.execute(failures.where(condition)).one()
+        if count > limit:  # this attempt is one of them
+            event.action = audit.SIGN_IN_THROTTLED
+            db.session.commit()
+            return Attempt(event, max(timedelta(seconds=1), oldest + window - utcnow()))
+    everywhere = db.session.execute(failures.where(AuditEvent.username == name)).one()[0]
+    excess = everywhere - int(config["SIGN_IN_LIMIT_PER_ACCOUNT"])
+    if excess > 0:
+        time.sleep(min(float(config["SIGN_IN_BACKOFF_MAX_SECONDS"]),
+                       float(config["SIGN_IN_BACKOFF_SECONDS"]) * 2 ** min(excess - 1, 16)))
+    return Attempt(event, None)
+
+
+def succeeded(attempt: Attempt, user: User) -> None:
+    """The password was right: the attempt's audit entry becomes a sign-in (not committed)."""
+    attempt.event.action = audit.SIGN_IN
+    attempt.event.user_id = user.id
 
 
 def sign_in(user: User) -> None:
+    """Start a new server-side session for `user` (not committed). Whatever the cookie held before is
+    dropped, so a session id planted before sign-in is never the signed-in one (session fixation), and the
+    session ends PERMANENT_SESSION_LIFETIME after now however active it is."""
+    end_session()
+    session.clear()
+    sid = secrets.token_urlsafe(32)
+    now = utcnow()
+    lifetime = current_app.permanent_session_lifetime
+    db.session.add(UserSession(digest=token_digest(sid), user=user, created_at=now, expires_at=now + lifetime,
+                               address=request.remote_addr))
+    # Expired and ended sessions of this user are kept for a day (for the audit of what happened), then dropped.
+    db.session.execute(
+        UserSession.__table__.delete().where(UserSession.user_id == user.id,
+                                             UserSession.expires_at < now - timedelta(days=1))
+    )
     login_user(user, remember=False)
-    session.permanent = True  # ends after PERMANENT_SESSION_LIFETIME
-    user.last_sign_in_at = utcnow()
+    session[SESSION_KEY] = sid
+    session.permanent = True  # the cookie's own expiry; the server-side end above is what counts
+    user.last_sign_in_at = now
+
+
+def end_session() -> None:
+    """End this browser's server-side session, if any (not committed), and sign it out."""
+    sid = session.get(SESSION_KEY)
+    if sid:
+        db.session.execute(
+            update(UserSession).where(UserSession.digest == token_digest(sid), UserSession.ended_at.is_(None))
+            .values(ended_at=utcnow())
+        )
+    if current_user.is_authenticated and "api_token" not in g:
+        logout_user()
+    session.pop(SESSION_KEY, None)
 
 
 @login_manager.user_loader
 def load_user(session_token: str) -> User | None:
-    user = db.session.scalar(select(User).where(User.session_token == session_token))
-    return user if user is not None and user.active else None
+    """The user of this browser's session: its server-side row must exist, be neither ended nor past its
+    absolute end, and belong to an active user whose session token is still the one signed in with (a
+    password change, reset or disabling replaces it, which ends every session of theirs)."""
+    sid = session.get(SESSION_KEY)
+    if not sid:
+        return None
+    row = db.session.scalar(select(UserSession).where(UserSession.digest == token_digest(sid)))
+    if row is None or row.ended_at is not None or row.expires_at <= utcnow():
+        return None
+    user = row.user
+    return user if user.active and user.session_token == session_token else None
 
 
 @login_manager.request_loader

@@ -36,8 +36,10 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=False,  # also Secure on any HTTPS request (webapp/security.py)
         SIGN_IN_WINDOW_SECONDS=15 * 60,
-        SIGN_IN_LIMIT_PER_ACCOUNT=5,  # failed sign-ins per window before the account is paused
-        SIGN_IN_LIMIT_PER_ADDRESS=20,
+        SIGN_IN_LIMIT_PER_ACCOUNT=5,  # failed sign-ins per account and address per window
+        SIGN_IN_LIMIT_PER_ADDRESS=20,  # failed sign-ins per address per window, whatever the account
+        SIGN_IN_BACKOFF_SECONDS=0.5,  # then each attempt on an account failed from many addresses waits
+        SIGN_IN_BACKOFF_MAX_SECONDS=4.0,
         TRUSTED_PROXIES=0,  # reverse proxies whose X-Forwarded-* headers are believed
         # Faults (webapp/model_service.py, webapp/startup.py, webapp/storage_check.py)
         STRICT_STARTUP=True,  # a model or database that cannot be used raises at start-up instead of 503s

@@ -144,6 +144,23 @@ class User(UserMixin, db.Model):
         return self.session_token
 
 
+class UserSession(db.Model):
+    """One signed-in browser. The cookie carries a random id whose SHA-256 is stored here, so that
+    signing out ends the session on the server (a copy of the cookie is worthless afterwards) and a
+    session ends at `expires_at` however active it is."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
+    address: Mapped[str | None] = mapped_column(String(64))
+    user: Mapped[User] = relationship(lazy="joined")
+
+
 class ApiToken(db.Model):
     """A bearer token for the JSON API. Only its SHA-256 is stored; the token itself is shown once."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
@@ -22,10 +22,20 @@ def only_admins() -> None:
     """Every page here is for administrators (signed-in users are checked first, in webapp.accounts)."""
 
 
-def _users_page(form: NewUserForm | None = None, status: int = 200, issued: tuple[str, str] | None = None):
+# A one-time password travels in the administrator's session cookie for one redirect only (Post/Redirect/Get:
+# reloading the page must not issue another); that session may reset any password anyway.
+ISSUED_KEY = "issued_password"
+
+
+def _users_page(form: NewUserForm | None = None, status: int = 200):
     users = db.session.scalars(select(User).order_by(User.username)).all()
     return render_template("admin_users.html", users=users, form=form or NewUserForm(formdata=None),
-                           issued=issued), status
+                           issued=session.pop(ISSUED_KEY, None)), status
+
+
+def _issued(username: str, password: str) -> Response:
+    session[ISSUED_KEY] = (username, password)
+    return redirect(url_for("admin.users"), 303)
 
 
 @bp.get("/users")
@@ -34,7 +44,7 @@ def users() -> tuple[str, int]:
 
 
 @bp.post("/users")
-def add_user() -> tuple[str, int]:
+def add_user() -> Response | tuple[str, int]:
     form = NewUserForm()
     if not form.validate_on_submit():
         return _users_page(form, 400)
@@ -47,7 +57,7 @@ def add_user() -> tuple[str, int]:
         return _users_page(form, 400)
     audit.record(audit.USER_CREATED, target=f"user:{user.username}", detail=f"role {user.role}")
     db.session.commit()
-    return _users_page(status=201, issued=(user.username, password))
+    return _issued(user.username, password)
 
 
 def _target(user_id: int) -> User:
@@ -55,6 +65,12 @@ def _target(user_id: int) -> User:
     if user.id == current_user.id:
         abort(400, "Use your account page for your own account; another administrator can disable or reset it.")
     return user
+
+
+@bp.get("/users/<int:user_id>/<any(disable, reset):change>")
+def confirm(user_id: int, change: str) -> str:
+    """Disabling and resetting end the user's sessions and tokens: the list links here to confirm first."""
+    return render_template("admin_confirm.html", user=_target(user_id), change=change)
 
 
 @bp.post("/users/<int:user_id>/<any(disable, enable):change>")
@@ -70,13 +86,13 @@ def set_state(user_id: int, change: str) -> Response:
 
 
 @bp.post("/users/<int:user_id>/reset")
-def reset(user_id: int) -> tuple[str, int]:
+def reset(user_id: int) -> Response:
     user = _target(user_id)
     password = one_time_password()
     set_password(user, password, one_time=True)
     audit.record(audit.PASSWORD_RESET, target=f"user:{user.username}")
     db.session.commit()
-    return _users_page(issued=(user.username, password))
+    return _issued(user.username, password)
 
 
 @bp.get("/audit")

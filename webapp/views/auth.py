@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, logout_user
+from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from webapp import audit
 from webapp.account_forms import SignInForm
-from webapp.accounts import normalise, sign_in, throttled, verify_password
+from webapp.accounts import begin_password_check, end_session, sign_in, succeeded, verify_password
 from webapp.db import db
 
 bp = Blueprint("auth", __name__)
@@ -29,6 +30,11 @@ def safe_next(target: str | None) -> str:
     return url_for("upload.index")
 
 
+def throttled_message(wait: timedelta) -> str:
+    minutes = max(1, round(wait.total_seconds() / 60))
+    return f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
+
+
 @bp.route("/login", methods=("GET", "POST"))
 def login() -> Response | str | tuple[str, int]:
     if current_user.is_authenticated:
@@ -36,23 +42,20 @@ def login() -> Response | str | tuple[str, int]:
     form = SignInForm()
     if not form.validate_on_submit():
         return render_template("login.html", form=form), 400 if form.errors else 200
-    name = normalise(form.username.data)
-    wait = throttled(name, request.remote_addr)
-    if wait is not None:
-        audit.record(audit.SIGN_IN_THROTTLED, username=name)
-        db.session.commit()
-        minutes = max(1, round(wait.total_seconds() / 60))
-        message = f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
-        return render_template("login.html", form=form, error=message), 429, {"Retry-After": str(int(wait.total_seconds()) + 1)}
-    user = verify_password(name, form.password.data)
+    attempt = begin_password_check(form.username.data)
+    if attempt.wait is not None:
+        return render_template("login.html", form=form, error=throttled_message(attempt.wait)), 429, \
+            {"Retry-After": str(int(attempt.wait.total_seconds()) + 1)}
+    user = verify_password(form.username.data, form.password.data)
     if user is None or not user.active:
-        audit.record(audit.SIGN_IN_FAILED, username=name, detail="account disabled" if user else None)
-        db.session.commit()
+        if user is not None:
+            attempt.event.detail = "account disabled"
+            db.session.commit()
         error = ("This account is disabled. Ask an administrator." if user
                  else "The user name or password is wrong.")
         return render_template("login.html", form=form, error=error), 401
     sign_in(user)
-    audit.record(audit.SIGN_IN, user=user)
+    succeeded(attempt, user)
     db.session.commit()
     return redirect(safe_next(request.args.get("next")))
 
@@ -61,7 +64,7 @@ def login() -> Response | str | tuple[str, int]:
 def logout() -> Response:
     """Sign-out is a POST with the CSRF token (checked by CSRFProtect), so other sites cannot trigger it."""
     audit.record(audit.SIGN_OUT)
+    end_session()  # a copy of the cookie is worthless from now on
     db.session.commit()
-    logout_user()
     flash("You are signed out.")
     return redirect(url_for("auth.login"))

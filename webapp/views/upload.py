@@ -1,44 +1,70 @@
-"""The upload page: one or several files, each analysed and stored on its own."""
+"""The upload page: one or several files, each analysed and stored on its own.
+
+Post/Redirect/Get: once anything is stored, the POST redirects, so that reloading the page stores
+nothing twice and the form comes back empty (no previous patient's reference). One stored file goes
+to its result; several go back to this page, which lists them (`?stored=ids`) with the files that were
+refused (flashed). When nothing was stored, the form is shown again with the reasons and the values
+for correction.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import defaultdict
 
-from flask import Blueprint, redirect, render_template, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from cxr.errors import InputError
 from webapp.analysis import create_prediction, display_name
-from webapp.db import Prediction
+from webapp.db import Prediction, db
 from webapp.forms import UploadForm
 
 bp = Blueprint("upload", __name__)
+# Refused files are reported grouped by reason, with at most this many names each: the flashed
+# messages travel in the session cookie, which browsers cap at about 4 KB.
+NAMES_PER_REASON = 5
 
 
-@dataclass(frozen=True)
-class Outcome:
-    filename: str
-    record: Prediction | None = None
-    error: str | None = None
-    status: int = 200
+@bp.get("/")
+def index() -> str:
+    return render_template("upload.html", form=UploadForm(formdata=None), stored=_stored_listed())
 
 
-@bp.route("/", methods=("GET", "POST"))
-def index() -> Response | str | tuple[str, int]:
+@bp.post("/")
+def upload() -> Response | tuple[str, int]:
     form = UploadForm()
     if not form.validate_on_submit():
-        return render_template("upload.html", form=form), 400 if form.errors else 200
-    outcomes = []
+        return render_template("upload.html", form=form, stored=[]), 400
+    stored: list[Prediction] = []
+    refused: dict[str, list[str]] = defaultdict(list)  # reason → file names
+    status = 200
     for storage in form.files.data:
         name = display_name(storage.filename)
         try:
-            record = create_prediction(storage.read(), name, form.reference.data, form.note.data)
+            stored.append(create_prediction(storage.read(), name, form.reference.data, form.note.data))
         except InputError as exc:  # this file is reported; the others are still analysed and kept
-            outcomes.append(Outcome(name, error=exc.message, status=exc.status))
-        else:
-            outcomes.append(Outcome(name, record=record))
-    stored = [o for o in outcomes if o.record]
-    if len(outcomes) == 1 and stored:
-        return redirect(url_for("results.detail", prediction_id=stored[0].record.id))
-    status = 200 if stored else outcomes[0].status
-    return render_template("upload.html", form=form, outcomes=outcomes), status
+            refused[exc.message].append(name)
+            status = exc.status
+    if not stored:
+        errors = [f"{', '.join(names)}: {reason}" for reason, names in refused.items()]
+        return render_template("upload.html", form=form, stored=[], errors=errors), status
+    if len(form.files.data) == 1:
+        return redirect(url_for("results.detail", prediction_id=stored[0].id), 303)
+    for reason, names in refused.items():
+        shown = ", ".join(n[:80] for n in names[:NAMES_PER_REASON])
+        more = f" and {len(names) - NAMES_PER_REASON} more" if len(names) > NAMES_PER_REASON else ""
+        flash(f"Not analysed: {shown}{more}. {reason[:400]}", "error")
+    return redirect(url_for("upload.index", stored=",".join(str(r.id) for r in stored)), 303)
+
+
+def _stored_listed() -> list[Prediction]:
+    """The predictions named by `?stored=` (the redirect after a multi-file upload), in upload order."""
+    ids = []
+    for part in request.args.get("stored", "").split(",")[: int(current_app.config["MAX_FILES_PER_UPLOAD"])]:
+        if part.isdigit() and len(part) < 19:  # a row id; anything else is ignored
+            ids.append(int(part))
+    if not ids:
+        return []
+    rows = db.session.scalars(select(Prediction).where(Prediction.id.in_(ids)).order_by(Prediction.id)).all()
+    return list(rows)
