@@ -29,6 +29,9 @@ keepalive = 5
 # request while both restart (bench/README.md, "Soak").
 # Memory is flat without it (the soak's peak RSS per worker); `--max-requests N` turns it back on.
 max_requests = 0
+# Forwarding headers (X-Forwarded-Proto, -For) are believed by the app alone, from as many proxies as
+# CXR_TRUSTED_PROXIES says (webapp/security.py); gunicorn would otherwise believe them from loopback.
+forwarded_allow_ips = ""
 # No runtime control socket (gunicornc): its default path in ~/.gunicorn would be shared by every
 # instance on the machine.
 control_socket_disable = True

@@ -43,6 +43,12 @@ NON_FRONTAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLO", "RLO"}  # DICOM ViewPo
 DEFLATED_SYNTAXES = {"1.2.840.10008.1.2.1.99"}
 MAX_INFLATED_BYTES = MAX_PIXELS * 2 + 16 * 1024 * 1024
 INFLATE_CHUNK = 1024 * 1024
+# Every DICOM pixel decoder (native, RLE, the JPEG family, JPEG 2000, deflate) allocates the whole frame:
+# rows × columns × samples × bytes per sample, known from the header before anything is decoded. A
+# grayscale film takes at most two bytes a pixel; colour (three samples) is accepted as far as that budget.
+MAX_DECODED_BYTES = MAX_PIXELS * 2
+SAMPLES_PER_PIXEL = {1, 3}
+BITS_ALLOCATED = {1, 8, 16, 32}
 LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 # Pillow's own bomb error (at twice its limit) then becomes our 413; between one and two times the
@@ -233,6 +239,26 @@ def _check_inflated_size(data: bytes) -> None:
             )
 
 
+def _check_decoded_size(ds, rows: int, columns: int) -> None:
+    """Refuse, from the header alone, pixel data whose decoded frame would exceed MAX_DECODED_BYTES."""
+    try:
+        samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 0) or 0)
+    except (TypeError, ValueError):
+        raise CorruptImage("This DICOM file's image header is not valid (samples per pixel, bits allocated).")
+    if samples not in SAMPLES_PER_PIXEL or bits not in BITS_ALLOCATED:
+        raise CorruptImage(
+            f"This DICOM file declares {samples} samples per pixel of {bits} bits; a radiograph has 1 (or 3) "
+            "samples of 8 or 16 bits."
+        )
+    decoded = rows * columns * samples * max(1, bits // 8)
+    if decoded > MAX_DECODED_BYTES:
+        raise InputError(
+            f"This DICOM image would take {decoded // 1_000_000} MB once decoded, more than the "
+            f"{MAX_DECODED_BYTES // 1_000_000} MB accepted. Export it as a single grayscale frame.",
+            status=413,
+        )
+
+
 def _decode_dicom(data: bytes) -> DecodedImage:
     import pydicom
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
@@ -265,6 +291,7 @@ def _decode_dicom(data: bytes) -> DecodedImage:
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise NotAChestXray("This DICOM file holds several frames; upload a single radiograph.")
         _check_geometry(columns, rows)
+        _check_decoded_size(ds, rows, columns)
         syntax = ds.file_meta.get("TransferSyntaxUID")
         if syntax is None:
             raise CorruptImage("This DICOM file does not say how its pixels are encoded (no transfer syntax).")

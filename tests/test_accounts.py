@@ -258,7 +258,7 @@ def test_admin_adds_a_user_who_must_choose_a_password(app, admin_client):
     carol = app.test_client()
     assert carol.post("/login", data={"username": "carol", "password": password}).status_code == 302
     forced = carol.get("/history")
-    assert forced.status_code == 302 and forced.location == "/account/password"
+    assert forced.status_code == 302 and forced.location == "/account/password?next=/history"
     assert carol.get("/api/v1/predictions").status_code == 302
     changed = carol.post("/account/password", data={"current": password, "new": "carol's own pw", "repeat": "carol's own pw"})
     assert changed.status_code == 302
@@ -301,7 +301,7 @@ def test_admin_resets_a_password(app, admin_client):
     assert app.test_client().post("/login", data={"username": "bob", "password": PASSWORD}).status_code == 401
     fresh = app.test_client()
     assert fresh.post("/login", data={"username": "bob", "password": password}).status_code == 302
-    assert fresh.get("/").location == "/account/password"
+    assert fresh.get("/").location == "/account/password?next=/"
     assert events(app, "password_reset")[-1].target == "user:bob"
 
 
@@ -439,7 +439,7 @@ def test_first_start_creates_an_admin_with_a_printed_one_time_password(make_app,
     assert admin.role == "admin" and admin.must_change_password
     client = app.test_client()
     assert client.post("/login", data={"username": "admin", "password": password}).status_code == 302
-    assert client.get("/admin/users").location == "/account/password"
+    assert client.get("/admin/users").location == "/account/password?next=/admin/users"
     prepare_database(app)  # a second start (another host) creates nobody
     assert "one-time password" not in capsys.readouterr().out
 
@@ -488,3 +488,25 @@ def test_a_password_change_or_reset_revokes_the_users_api_tokens(app, client, ad
     assert works(before_reset) == 200
     assert admin_client.post(f"/admin/users/{user_row(app, 'clinician').id}/reset").status_code == 303
     assert works(before_reset) == 401
+
+
+def test_a_link_followed_while_signed_out_survives_the_first_password_change(app, admin_client, upload):
+    record = upload()
+    admin_client.post("/admin/users", data={"username": "erin", "role": "clinician"})
+    password = re.search(r"data-one-time-password>([^<]+)<", admin_client.get("/admin/users").get_data(as_text=True)).group(1)
+    erin = app.test_client()
+    link = f"/predictions/{record['id']}"
+    to_login = erin.get(link)
+    assert to_login.status_code == 302 and to_login.location == f"/login?next=%2Fpredictions%2F{record['id']}"
+    signed = erin.post(to_login.location, data={"username": "erin", "password": password})
+    assert signed.location == link
+    forced = erin.get(link)
+    assert forced.location == f"/account/password?next=/predictions/{record['id']}"
+    changed = erin.post(forced.location, data={"current": password, "new": "erin's own pw", "repeat": "erin's own pw"})
+    assert changed.status_code == 302 and changed.location == link
+    assert erin.get(link).status_code == 200
+
+
+def test_look_alike_user_names_are_refused(admin_client):
+    page = admin_client.post("/admin/users", data={"username": "\u0430dmin", "role": "admin"})  # Cyrillic "а"
+    assert page.status_code == 400 and "letters (a–z)" in page.get_data(as_text=True)

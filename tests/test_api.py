@@ -151,3 +151,11 @@ def test_healthz_model_not_loaded(app, client, tmp_path):
     assert response.status_code == 503
     model = response.get_json()["model"]
     assert (model["loaded"], model["version"]) == (False, None) and "lacks cnn.keras" in model["error"]
+
+
+def test_unknown_query_parameters_are_named(client, upload):
+    upload()
+    response = client.get("/api/v1/predictions?clas=covid&page=1")
+    assert response.status_code == 400
+    assert response.get_json()["error"].startswith("Unknown query parameter: clas. Known: class, ")
+    assert client.get("/api/v1/predictions?class=covid&per_page=5&page=1").status_code == 200

@@ -79,3 +79,52 @@ def test_the_upload_of_a_bomb_gets_413_and_stores_nothing(client):
     assert response.status_code == 413
     assert "decompressed" in response.get_json()["error"]
     assert client.get("/api/v1/predictions").get_json()["items"] == []
+
+
+def _compressed_header(rows: int, columns: int, samples: int = 1, bits: int = 16,
+                       syntax: str = "1.2.840.10008.1.2.5") -> bytes:
+    """A small encapsulated DICOM (RLE by default) whose header declares a frame of the given size; its one
+    fragment is junk, so any decoder that started would have to allocate the whole frame first."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = UID(syntax)
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.Modality, ds.BodyPartExamined = "DX", "CHEST"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, samples
+    ds.PhotometricInterpretation = "MONOCHROME2" if samples == 1 else "RGB"
+    if samples == 3:
+        ds.PlanarConfiguration = 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, min(bits, 12), min(bits, 12) - 1, 0
+    ds.PixelData = encapsulate([b"\0" * 64])
+    ds["PixelData"].VR = "OB"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.90"])
+def test_a_compressed_frame_too_large_to_decode_is_refused_from_its_header(syntax):
+    """6000 × 6000 RGB at 16 bits (216 MB decoded) passes the pixel-count limit, not the decoded-size one."""
+    data = _compressed_header(6000, 6000, samples=3, syntax=syntax)
+    assert len(data) < 4096
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="MB once decoded") as refused:
+            decode_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert refused.value.status == 413 and peak < 20 * 1024 * 1024
+
+
+@pytest.mark.parametrize(("samples", "bits"), [(2, 16), (4, 8), (1, 64), (1, 12)])
+def test_impossible_sample_layouts_are_refused_before_decoding(samples, bits):
+    with pytest.raises(InputError, match="samples per pixel") as refused:
+        decode_image(_compressed_header(512, 512, samples=samples, bits=bits))
+    assert refused.value.status == 400

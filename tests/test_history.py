@@ -153,3 +153,12 @@ def test_missing_prediction_pages(client):
     response = client.get("/no-such-page")
     assert response.status_code == 404 and "Nothing was found" in response.get_data(as_text=True)
     assert client.delete("/history").status_code == 405
+
+
+def test_the_count_agrees_with_its_number(client, upload):
+    upload(reference="ONLY-1")
+    upload(reference="OTHER-2")
+    one = client.get("/history?q=ONLY").get_data(as_text=True)
+    assert '<p class="count">1 prediction matches the filters.</p>' in one
+    two = client.get("/history?q=-").get_data(as_text=True)
+    assert '<p class="count">2 predictions match the filters.</p>' in two

@@ -67,10 +67,11 @@ def find_user(username: str) -> User | None:
 
 
 def create_user(username: str, password: str, role: str, *, must_change_password: bool = False) -> User:
-    """Add a user (not yet committed). Names are letters, digits and . _ -, compared without case."""
+    """Add a user (not yet committed). Names are ASCII letters, digits and . _ -, compared without case:
+    other scripts hold letters that look like these ("аdmin" with a Cyrillic "а")."""
     name = normalise(username)
-    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-" for c in name):
-        raise AccountError("A user name has 1–64 letters, digits, dots, dashes or underscores.")
+    if not name or len(name) > 64 or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
+        raise AccountError("A user name has 1–64 letters (a–z), digits, dots, dashes or underscores.")
     if role not in ROLES:
         raise AccountError(f"The role must be one of: {', '.join(ROLES)}.")
     if find_user(name) is not None:
@@ -274,7 +275,8 @@ def require_user() -> Any:
     if request.blueprint == "api" and "api_token" not in g and current_app.config["WTF_CSRF_ENABLED"]:
         csrf.protect()  # the API is CSRF-exempt for tokens only: a browser session needs the form token
     if current_user.must_change_password and "api_token" not in g and request.endpoint not in PASSWORD_CHANGE_ENDPOINTS:
-        return redirect(url_for("account.password"))
+        # Where the user was going (a link to a prediction) is kept for after the change.
+        return redirect(url_for("account.password", next=request.full_path.rstrip("?") if request.method == "GET" else None))
     return None
 
 

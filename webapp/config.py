@@ -41,6 +41,9 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         SIGN_IN_BACKOFF_SECONDS=0.5,  # then each attempt on an account failed from many addresses waits
         SIGN_IN_BACKOFF_MAX_SECONDS=4.0,
         TRUSTED_PROXIES=0,  # reverse proxies whose X-Forwarded-* headers are believed
+        # Host names this service answers for, e.g. CXR_TRUSTED_HOSTS='["cxr.hospital.example"]': absolute
+        # URLs (redirects) are built from the Host header. None accepts any (development, `make run`).
+        TRUSTED_HOSTS=None,
         # Faults (webapp/model_service.py, webapp/startup.py, webapp/storage_check.py)
         STRICT_STARTUP=True,  # a model or database that cannot be used raises at start-up instead of 503s
         MODEL_RETRY_SECONDS=5.0,  # at most one model load attempt per worker in this many seconds

@@ -17,7 +17,8 @@ import errno
 
 from flask import Flask, current_app, render_template, request
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
+from werkzeug.wrappers import Response
 
 from cxr.errors import InputError, ModelBundleError
 from webapp.db import DATABASE_ERRORS, db, describe_database_error
@@ -72,6 +73,13 @@ def _storage_message(exc: OSError) -> str:
 
 
 def init_app(app: Flask) -> None:
+    @app.errorhandler(SecurityError)
+    def untrusted_host(exc: SecurityError) -> Response:
+        # A Host outside TRUSTED_HOSTS: no URL of this site can be built for it, so no page either.
+        app.logger.warning("Refused a request for an untrusted host on %s %s", request.method, request.path)
+        return Response("This server does not answer for the host name in the request.\n", 400,
+                        mimetype="text/plain")
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return respond(_http_message(exc), exc.code or 500)

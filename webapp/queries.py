@@ -10,6 +10,7 @@ from webapp.db import Prediction, db, within_dates
 from webapp.forms import HistoryFilter
 
 MAX_PAGE = 2**31 - 1
+PAGE_PARAMETERS = {"page", "per_page"}  # read by `paginate`
 
 
 def history_select(filters: HistoryFilter) -> Select:

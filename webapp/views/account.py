@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, session, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from werkzeug.security import check_password_hash
 from werkzeug.wrappers import Response
@@ -11,7 +11,7 @@ from webapp import audit
 from webapp.account_forms import PasswordChangeForm, TokenForm
 from webapp.accounts import begin_password_check, issue_token, set_password, sign_in
 from webapp.db import ApiToken, db, utcnow
-from webapp.views.auth import throttled_message
+from webapp.views.auth import safe_next, throttled_message
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -53,7 +53,7 @@ def password() -> Response | tuple[str, int]:
             audit.record(audit.PASSWORD_CHANGED, target=f"user:{user.username}")
             db.session.commit()
             flash("Your password was changed.")
-            return redirect(url_for("account.index"))
+            return redirect(safe_next(request.args.get("next")) if request.args.get("next") else url_for("account.index"))
         else:
             form.current.errors.append("The current password is wrong.")
     status = status if status != 200 else (400 if form.errors else 200)

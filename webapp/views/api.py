@@ -10,7 +10,7 @@ from webapp.analysis import create_prediction, display_name
 from webapp.forms import ApiUploadForm, HistoryFilter
 from webapp.model_service import model_service
 from webapp.openapi import openapi_document
-from webapp.queries import history_select, paginate
+from webapp.queries import PAGE_PARAMETERS, history_select, paginate
 from webapp.serialize import stored_json
 from webapp.views.results import viewed
 
@@ -36,6 +36,11 @@ def read(prediction_id: int) -> dict:
 @bp.get("/predictions")
 def index() -> dict:
     filters = HistoryFilter(request.args, model_service.bundle.classes)
+    # A misspelt filter must not silently return everything: name what is not understood.
+    unknown = sorted(set(request.args) - {field.name for field in filters} - PAGE_PARAMETERS)
+    if unknown:
+        abort(400, f"Unknown query parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. "
+                   f"Known: {', '.join(sorted({field.name for field in filters} | PAGE_PARAMETERS))}.")
     if not filters.validate():
         abort(400, filters.error_text())
     page = paginate(history_select(filters))
