@@ -8,10 +8,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 bind = os.environ.get("CXR_BIND", "127.0.0.1:8000")  # put a TLS reverse proxy in front
 # One process per core: each holds its own copy of the model (a few hundred MB) and predictions
-# are CPU-bound. Two threads per worker keep slow uploads from blocking the other requests.
+# are CPU-bound. Many threads per worker, so that clients that send slowly (a bad network, or on purpose)
+# cannot hold every request slot; the CPU- and memory-heavy part of an upload runs in CXR_ANALYSIS_SLOTS
+# of them at a time (webapp/model_service.py). In front of it, a buffering reverse proxy (README,
+# "Deployment") reads whole requests before they reach gunicorn.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
-threads = 2
+threads = int(os.environ.get("CXR_THREADS", "16"))
 # The app (and TensorFlow) is loaded in each worker after the fork: TensorFlow is not fork-safe.
 preload_app = False
 # A worker starts even when the model, the database or the upload folder is unusable: it answers 503

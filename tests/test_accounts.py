@@ -510,3 +510,20 @@ def test_a_link_followed_while_signed_out_survives_the_first_password_change(app
 def test_look_alike_user_names_are_refused(admin_client):
     page = admin_client.post("/admin/users", data={"username": "\u0430dmin", "role": "admin"})  # Cyrillic "а"
     assert page.status_code == 400 and "letters (a–z)" in page.get_data(as_text=True)
+
+
+def test_bulk_reads_are_in_the_audit_trail(app, client, upload):
+    record = upload()
+    client.get("/history?decision=normal")
+    token = token_for(app, "clinician")
+    script = app.test_client()
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert script.get("/api/v1/predictions?per_page=5", headers=bearer).status_code == 200
+    assert script.get(f"/predictions/{record['id']}/image.png", headers=bearer).status_code == 200
+    listed = events(app, "list")
+    assert [(e.username, e.target, e.detail) for e in listed] == [
+        ("clinician", "history", "decision=normal page=1"),
+        ("clinician", "api/predictions", "all predictions page=1"),
+    ]
+    images = events(app, "image")
+    assert [(e.target, e.detail) for e in images] == [(f"prediction:{record['id']}", "image")]

@@ -8,6 +8,8 @@ teardown stops it and fails the last of them if the stop is not clean."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -84,6 +86,46 @@ def test_gunicorn_refuses_anonymous_and_bad_tokens(server, chest_png):
     with pytest.raises(RuntimeError, match="answered 401"):
         sign_in(server.url, server.account.username, "a wrong password")
     assert request(server.url, "GET", "/healthz")[0] == 200  # the load balancer's check stays public
+
+
+def test_gunicorn_leaves_forwarding_headers_to_the_app(server):
+    """A client on loopback claiming HTTPS is not believed (CXR_TRUSTED_PROXIES is 0): no HSTS, no Secure."""
+    status, _, _, headers = exchange(server.url, "GET", "/login", headers={"X-Forwarded-Proto": "https"})
+    assert status == 200
+    assert "Strict-Transport-Security" not in headers
+    assert "Secure" not in (headers.get("Set-Cookie") or "")
+
+
+def test_slow_clients_cannot_take_every_request_slot(server):
+    """Clients that dribble their headers or their body (a byte at a time, without end) do not stop the
+    health check or a sign-in from answering."""
+    stop = threading.Event()
+    starts = (
+        b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 100000\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+    )
+
+    def dribble(start: bytes) -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(start)
+            while not stop.wait(0.3):
+                sock.sendall(b"u" if start.startswith(b"POST") else b"X-Slow: 1\r\n")
+
+    clients = [threading.Thread(target=dribble, args=(starts[n % 2],), daemon=True) for n in range(12)]
+    try:
+        for client in clients:
+            client.start()
+        time.sleep(1.5)  # every slow request has been accepted by now
+        started = time.perf_counter()
+        status, body = server.get_json("/healthz")
+        assert status == 200 and body["status"] == "ok"
+        sign_in(server.url, server.account.username, server.account.password)
+        assert time.perf_counter() - started < 5.0
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(5)
 
 
 def test_gunicorn_refuses_to_start_without_a_model(tmp_path):

@@ -156,3 +156,14 @@ def test_uploads_of_another_clinician_are_visible_but_attributed(app, client, up
     other = clinician_client(app, "other")
     assert other.get(f"/predictions/{record['id']}").status_code == 200
     assert "by clinician" in other.get(f"/predictions/{record['id']}").get_data(as_text=True)
+
+
+def test_untrusted_host_headers_are_refused(make_app):
+    """With TRUSTED_HOSTS set, no redirect is ever built from a Host the service does not answer for."""
+    app = make_app(TRUSTED_HOSTS=["cxr.hospital.example"])
+    client = app.test_client()
+    refused = client.get("/history", headers={"Host": "evil.example"})
+    assert refused.status_code == 400 and refused.mimetype == "text/plain"
+    assert "Location" not in refused.headers and refused.headers["X-Frame-Options"] == "DENY"
+    accepted = client.get("/history", headers={"Host": "cxr.hospital.example"})
+    assert accepted.status_code == 302 and accepted.location.startswith("/login")

@@ -72,10 +72,11 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
 
     On any failure the files written so far are removed and the session rolled back.
     """
-    analysis = analyse(data)
+    with model_service.analysis_slot():  # the decoded film and its encodings exist only inside a slot
+        analysis = analyse(data)
+        files = stored_files(analysis.image, analysis.output.heatmap, analysis.output.box,
+                             int(current_app.config["THUMBNAIL_SIZE"]))
     record = build_record(analysis, filename, reference, note)
-    files = stored_files(analysis.image, analysis.output.heatmap, analysis.output.box,
-                         int(current_app.config["THUMBNAIL_SIZE"]))
     folder = Path(current_app.config["UPLOAD_FOLDER"])
     stem = f"{record.created_at:%Y/%m}/{uuid.uuid4().hex}"
     suffixes = {"image": "", "overlay": "-overlay", "thumbnail": "-thumb"}

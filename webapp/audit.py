@@ -21,6 +21,8 @@ SIGN_OUT = "sign_out"
 PASSWORD_CHANGED = "password_changed"
 UPLOAD = "upload"
 VIEW = "view"
+LIST = "list"  # a page of the history, in the browser or through the API
+IMAGE = "image"  # an image file fetched with an API token (a browser's are part of a recorded page)
 REVIEW = "review"
 EXPORT = "export"
 USER_CREATED = "user_created"
@@ -31,7 +33,7 @@ TOKEN_CREATED = "token_created"
 TOKEN_REVOKED = "token_revoked"
 
 ACTIONS = (
-    SIGN_IN, SIGN_IN_FAILED, SIGN_IN_THROTTLED, SIGN_OUT, PASSWORD_CHANGED, UPLOAD, VIEW, REVIEW, EXPORT,
+    SIGN_IN, SIGN_IN_FAILED, SIGN_IN_THROTTLED, SIGN_OUT, PASSWORD_CHANGED, UPLOAD, VIEW, LIST, IMAGE, REVIEW, EXPORT,
     USER_CREATED, USER_DISABLED, USER_ENABLED, PASSWORD_RESET, TOKEN_CREATED, TOKEN_REVOKED,
 )  # fmt: skip
 
@@ -53,6 +55,11 @@ def record(
     )
     db.session.add(event)
     return event
+
+
+def describe_filters(active: dict[str, str]) -> str:
+    """The filters of a list or an export, for the audit entry's detail."""
+    return " ".join(f"{key}={value}" for key, value in active.items()) or "all predictions"
 
 
 def filtered(

@@ -47,6 +47,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         # Faults (webapp/model_service.py, webapp/startup.py, webapp/storage_check.py)
         STRICT_STARTUP=True,  # a model or database that cannot be used raises at start-up instead of 503s
         MODEL_RETRY_SECONDS=5.0,  # at most one model load attempt per worker in this many seconds
+        ANALYSIS_SLOTS=1,  # uploads decoded and predicted at once per process (webapp/model_service.py)
         STORAGE_MIN_FREE_BYTES=16 * 1024 * 1024,  # /healthz reports unavailable below this
     )
     app.config.from_prefixed_env("CXR")  # CXR_MODEL_DIR=..., CXR_MAX_CONTENT_LENGTH=1048576, ...

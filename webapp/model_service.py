@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app
@@ -33,6 +35,7 @@ class ModelUnavailable(ModelBundleError):
 
 @dataclass
 class _State:
+    slots: threading.BoundedSemaphore
     bundle: ModelBundle | None = None
     error: str | None = None
     last_attempt: float = float("-inf")
@@ -45,7 +48,17 @@ class ModelService:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        app.extensions[EXTENSION_KEY] = _State(bundle=app.config.get("MODEL_BUNDLE"))
+        slots = threading.BoundedSemaphore(int(app.config["ANALYSIS_SLOTS"]))
+        app.extensions[EXTENSION_KEY] = _State(slots=slots, bundle=app.config.get("MODEL_BUNDLE"))
+
+    @contextmanager
+    def analysis_slot(self) -> Iterator[None]:
+        """Hold one of the ANALYSIS_SLOTS of this process while decoding and predicting an upload.
+
+        A worker has many threads so that slow clients cannot occupy them all; the memory- and CPU-heavy
+        part of an upload runs in at most this many of them at once, the others wait here."""
+        with self._state().slots:
+            yield
 
     @staticmethod
     def _state(app: Flask | None = None) -> _State:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, request, url_for
 
+from webapp import audit
 from webapp.analysis import create_prediction, display_name
+from webapp.db import db
 from webapp.forms import ApiUploadForm, HistoryFilter
 from webapp.model_service import model_service
 from webapp.openapi import openapi_document
@@ -44,6 +46,8 @@ def index() -> dict:
     if not filters.validate():
         abort(400, filters.error_text())
     page = paginate(history_select(filters))
+    audit.record(audit.LIST, target="api/predictions", detail=f"{audit.describe_filters(filters.active())} page={page.page}")
+    db.session.commit()
 
     def link(number: int | None) -> str | None:
         args = {**filters.active(), "page": number, "per_page": page.per_page}

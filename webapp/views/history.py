@@ -25,6 +25,8 @@ def index() -> str | tuple[str, int]:
     if not filters.validate():
         return render_template("history.html", filters=filters, page=None), 400
     page = paginate(history_select(filters))
+    audit.record(audit.LIST, target="history", detail=f"{audit.describe_filters(filters.active())} page={page.page}")
+    db.session.commit()
     return render_template("history.html", filters=filters, page=page)
 
 
@@ -45,8 +47,7 @@ def export() -> Response | tuple[str, int]:
             buffer.seek(0)
             buffer.truncate()
 
-    audit.record(audit.EXPORT, target="history.csv",
-                 detail=" ".join(f"{k}={v}" for k, v in filters.active().items()) or "all predictions")
+    audit.record(audit.EXPORT, target="history.csv", detail=audit.describe_filters(filters.active()))
     db.session.commit()
     name = f"cxr-history-{utcnow():%Y%m%d-%H%M%S}.csv"
     return Response(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, send_from_directory, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, send_from_directory, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -66,6 +66,9 @@ def image_file(prediction_id: int, kind: str, extension: str) -> Response:
     stored = getattr(record, IMAGE_COLUMNS[kind])
     if not stored.endswith(f".{extension}"):
         abort(404)
+    if "api_token" in g:  # a script fetching films in bulk; a browser's fetches belong to a recorded page
+        audit.record(audit.IMAGE, target=f"prediction:{record.id}", detail=kind)
+        db.session.commit()
     response = send_from_directory(
         current_app.config["UPLOAD_FOLDER"], stored, mimetype=MIME_TYPES[extension], max_age=3600
     )
