@@ -49,7 +49,7 @@ def test_sign_in_and_out(app, anon):
     assert anon.get("/history").status_code == 200
     assert anon.post("/logout").status_code == 302
     assert anon.get("/history").status_code == 302
-    assert [e.action for e in events(app) if e.username == "alice"] == ["sign_in", "sign_out"]
+    assert [e.action for e in events(app) if e.username == "alice"] == ["sign_in", "list", "sign_out"]
 
 
 def session_cookie(client) -> str:
