@@ -20,6 +20,8 @@ SIGN_IN_THROTTLED = "sign_in_throttled"
 SIGN_OUT = "sign_out"
 PASSWORD_CHANGED = "password_changed"
 UPLOAD = "upload"
+UPLOAD_REFUSED = "upload_refused"  # the out-of-distribution gate refused it: target "model:<version>"
+REFERENCE_SET = "reference_set"
 VIEW = "view"
 REVIEW = "review"
 EXPORT = "export"
@@ -31,7 +33,8 @@ TOKEN_CREATED = "token_created"
 TOKEN_REVOKED = "token_revoked"
 
 ACTIONS = (
-    SIGN_IN, SIGN_IN_FAILED, SIGN_IN_THROTTLED, SIGN_OUT, PASSWORD_CHANGED, UPLOAD, VIEW, REVIEW, EXPORT,
+    SIGN_IN, SIGN_IN_FAILED, SIGN_IN_THROTTLED, SIGN_OUT, PASSWORD_CHANGED, UPLOAD, UPLOAD_REFUSED, REFERENCE_SET,
+    VIEW, REVIEW, EXPORT,
     USER_CREATED, USER_DISABLED, USER_ENABLED, PASSWORD_RESET, TOKEN_CREATED, TOKEN_REVOKED,
 )  # fmt: skip
 

@@ -14,6 +14,7 @@ from wtforms.fields import DateField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from cxr.decision import INDETERMINATE
+from webapp.reviews import review_problem
 
 ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.dcm,.dicom,image/png,image/jpeg,image/tiff,application/dicom"
 
@@ -61,13 +62,13 @@ class ReviewForm(FlaskForm):
         self.correct_class.choices = [SelectChoice("", "—")] + [SelectChoice(c) for c in classes]
 
     def validate_correct_class(self, field: SelectField) -> None:
-        if self.verdict.data == "disagree":
-            if field.data not in self.classes:
-                raise ValidationError("Choose the correct class.")
-            if field.data == self.predicted_class:
-                raise ValidationError("The correct class must differ from the predicted one when you disagree.")
-        elif field.data and field.data not in self.classes:
-            raise ValidationError("Not a known class.")
+        if self.verdict.data not in ("agree", "disagree"):
+            return  # the verdict's own error says what is missing
+        agrees = self.verdict.data == "agree"
+        # Agreeing leaves the class as the prediction's, whatever the select still shows.
+        problem = review_problem(self.classes, self.predicted_class, agrees, None if agrees else field.data)
+        if problem:
+            raise ValidationError(problem)
 
 
 class FilterForm(Form):

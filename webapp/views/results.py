@@ -9,20 +9,28 @@ from werkzeug.wrappers import Response
 from cxr.decision import POSITIVE_CLASS
 from cxr.overlay import MIME_TYPES
 from webapp import audit
-from webapp.db import Prediction, Review, db
+from webapp.db import Prediction, db
 from webapp.forms import ReviewForm
 from webapp.model_service import model_service
+from webapp.reviews import own_review, save_review
 
 bp = Blueprint("results", __name__, url_prefix="/predictions")
 IMAGE_COLUMNS = {"image": "image_path", "overlay": "overlay_path", "thumbnail": "thumbnail_path"}
 
 
 def _render(record: Prediction, form: ReviewForm) -> str:
-    return render_template("result.html", p=record, form=form, positive_class=POSITIVE_CLASS)
+    return render_template("result.html", p=record, form=form, positive_class=POSITIVE_CLASS,
+                           own=own_review(record, current_user))
 
 
 def _review_form(record: Prediction) -> ReviewForm:
-    return ReviewForm(classes=model_service.bundle.classes, predicted=record.label)
+    """The review form, showing the clinician's own review when there is one (a POST shows what was sent)."""
+    mine = own_review(record, current_user)
+    data = None
+    if mine is not None:
+        data = {"verdict": "agree" if mine.agrees else "disagree",
+                "correct_class": "" if mine.agrees else mine.correct_class, "comment": mine.comment or ""}
+    return ReviewForm(classes=model_service.bundle.classes, predicted=record.label, data=data)
 
 
 @bp.get("/<int:prediction_id>")
@@ -45,18 +53,9 @@ def review(prediction_id: int) -> Response | tuple[str, int]:
     form = _review_form(record)
     if not form.validate_on_submit():
         return _render(record, form), 400
-    agrees = form.verdict.data == "agree"
-    record.reviews.append(
-        Review(
-            agrees=agrees,
-            correct_class=record.label if agrees else form.correct_class.data,
-            comment=(form.comment.data or "").strip() or None,
-            user_id=current_user.id,
-        )
-    )
-    audit.record(audit.REVIEW, target=f"prediction:{record.id}", detail="agrees" if agrees else "disagrees")
-    db.session.commit()
-    flash("Review saved.")
+    created = save_review(record, current_user._get_current_object(), form.verdict.data == "agree",
+                          form.correct_class.data, form.comment.data)
+    flash("Review saved." if created else "Review updated; the earlier version is kept below it.")
     return redirect(url_for("results.detail", prediction_id=record.id, _anchor="reviews"))
 
 
