@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from flask import current_app, has_request_context, request
+from flask import abort, current_app, has_request_context, request
 from flask_login import current_user
 
 from cxr.bundle import ModelOutput
@@ -111,6 +111,23 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
             path.unlink(missing_ok=True)
         raise
     return record
+
+
+MAX_REFERENCE = 128
+
+
+def confirm_reference(record: Prediction, reference: str | None) -> None:
+    """Set the reference of a prediction stored without one (a DICOM header's identifier the clinician
+    confirmed) and commit it with its audit entry; 409 when it has one already, 400 when it is not usable.
+    The audit entry does not repeat the identifier."""
+    reference = (reference or "").strip()
+    if not reference or len(reference) > MAX_REFERENCE:
+        abort(400, f"The reference must be 1 to {MAX_REFERENCE} characters.")
+    if record.reference is not None:
+        abort(409, "This prediction has a reference already; it is not replaced.")
+    record.reference = reference
+    audit.record(audit.REFERENCE_SET, target=f"prediction:{record.id}", detail="confirmed after upload")
+    db.session.commit()
 
 
 def _via() -> str:

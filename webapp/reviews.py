@@ -12,6 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from webapp import audit
 from webapp.db import Prediction, Review, ReviewEdit, User, db, utcnow
 
+MAX_COMMENT = 2000
+
 
 def review_problem(classes: list[str], predicted: str, agrees: bool, correct_class: str | None) -> str | None:
     """Why this reading cannot be saved, or None. `correct_class` is needed only to disagree."""
@@ -51,10 +53,10 @@ def save_review(record: Prediction, user: User, agrees: bool, correct_class: str
                                           correct_class=review.correct_class, comment=review.comment))
         review.agrees, review.correct_class, review.comment, review.updated_at = agrees, correct_class, comment, now
         # The relationship is ordered newest first; keep the in-memory list so for the answer.
-        record.reviews.sort(key=lambda r: (r.updated_at, r.id or 0), reverse=True)
+        record.reviews.sort(key=lambda r: (r.updated_at, r.id), reverse=True)
     verdict = "agrees" if agrees else "disagrees"
-    audit.record(audit.REVIEW, target=f"prediction:{record.id}", detail=verdict if review is None else f"edited: {verdict}",
-                 user=user)
+    audit.record(audit.REVIEW, target=f"prediction:{record.id}", user=user,
+                 detail=verdict if review is None else f"edited: {verdict}")
     try:
         db.session.commit()
     except IntegrityError:

@@ -9,8 +9,9 @@ from werkzeug.wrappers import Response
 from cxr.decision import POSITIVE_CLASS
 from cxr.overlay import MIME_TYPES
 from webapp import audit
+from webapp.analysis import confirm_reference
 from webapp.db import Prediction, db
-from webapp.forms import ReviewForm
+from webapp.forms import ReferenceForm, ReviewForm
 from webapp.model_service import model_service
 from webapp.reviews import own_review, save_review
 
@@ -57,6 +58,18 @@ def review(prediction_id: int) -> Response | tuple[str, int]:
                           form.correct_class.data, form.comment.data)
     flash("Review saved." if created else "Review updated; the earlier version is kept below it.")
     return redirect(url_for("results.detail", prediction_id=record.id, _anchor="reviews"))
+
+
+@bp.post("/<int:prediction_id>/reference")
+def reference(prediction_id: int) -> Response:
+    """Set the reference the clinician chose among the identifiers the upload's DICOM header offered."""
+    record = db.get_or_404(Prediction, prediction_id)
+    form = ReferenceForm()
+    if not form.validate_on_submit():
+        abort(400, " ".join(" ".join(errors) for errors in form.errors.values()))
+    confirm_reference(record, form.reference.data)
+    flash("Reference saved.")
+    return redirect(url_for("results.detail", prediction_id=record.id))
 
 
 @bp.get("/<int:prediction_id>/<any(image, overlay, thumbnail):kind>.<any(png, jpg):extension>")

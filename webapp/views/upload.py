@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 from cxr.errors import InputError
 from webapp.analysis import create_prediction, display_name
 from webapp.db import Prediction
-from webapp.forms import UploadForm
+from webapp.forms import ReferenceForm, UploadForm
 
 bp = Blueprint("upload", __name__)
 
@@ -38,7 +38,9 @@ def index() -> Response | str | tuple[str, int]:
         else:
             outcomes.append(Outcome(name, record=record))
     stored = [o for o in outcomes if o.record]
-    if len(outcomes) == 1 and stored:
+    # A DICOM header's identifiers are only offered, on this answer, and stored once the clinician picks one;
+    # so an upload that offers them shows its outcome instead of going straight to the result.
+    if len(outcomes) == 1 and stored and not stored[0].record.suggested_reference:
         return redirect(url_for("results.detail", prediction_id=stored[0].record.id))
     status = 200 if stored else outcomes[0].status
-    return render_template("upload.html", form=form, outcomes=outcomes), status
+    return render_template("upload.html", form=form, outcomes=outcomes, reference_form=ReferenceForm()), status
