@@ -223,7 +223,8 @@ def test_migration_merges_duplicate_reviews_and_backfills_p_covid(make_app, tmp_
             run(text("INSERT INTO predictions (id, created_at, filename, sha256, image_path, overlay_path, "
                      "thumbnail_path, label, decision, probabilities, cnn_probabilities, model_version, elapsed_ms, "
                      "ood_score) VALUES (:id, '2026-01-02 00:00:00', 'a.png', 'h', 'a.png', 'b.jpg', 'c.jpg', "
-                     "'covid', 'covid', :p, :p, 'v1', 1.0, 0.5)"), {"id": prediction_id, "p": json.dumps(probabilities)})
+                     "'covid', 'covid', :p, :p, 'v1', 1.0, 0.5)"),
+                {"id": prediction_id, "p": json.dumps(probabilities)})
         reviews = [  # ann reviewed #1 three times; a review from before accounts has no user
             (1, 1, "2026-01-03 00:00:00", 1, "covid", "first"), (2, 1, "2026-01-05 00:00:00", 0, "normal", "third"),
             (3, 1, "2026-01-04 00:00:00", 1, "covid", "second"), (4, None, "2026-01-01 00:00:00", 1, "covid", None),
