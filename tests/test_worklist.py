@@ -105,7 +105,7 @@ def test_second_web_review_edits_the_first_and_keeps_it(app, client, upload, bun
     url = f"/predictions/{prediction['id']}/reviews"
     assert client.post(url, data={"verdict": "agree", "comment": "first look"}).status_code == 302
     form = client.get(f"/predictions/{prediction['id']}").get_data(as_text=True)
-    assert 'value="agree" checked' in form or 'checked id="verdict-0"' in form or "checked" in form
+    assert '<input checked id="verdict-0" name="verdict" required type="radio" value="agree">' in form
     assert "first look</textarea>" in form and "Edit your review" in form
     other = other_class(bundle, prediction)
     response = client.post(url, data={"verdict": "disagree", "correct_class": other, "comment": "second look"})
