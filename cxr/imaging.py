@@ -62,6 +62,8 @@ class DecodedImage:
     """A decoded radiograph: `pixels` is 2-D float32 in [0, 1], higher is brighter (bone is white).
 
     `metadata` holds only what the history shows (DICOM modality, body part, view): never patient data.
+    `identifiers` holds a DICOM file's PatientID and AccessionNumber (when present) so that the app can
+    offer them as the reference for the clinician to confirm; nothing stores or logs them by itself.
     `source_png` is the upload itself when it already holds exactly `gray`: an 8-bit grayscale PNG
     without transparency or EXIF rotation (its metadata chunks are still in it).
     """
@@ -70,6 +72,7 @@ class DecodedImage:
     format: str
     colourfulness: float = 0.0
     metadata: dict[str, str] = field(default_factory=dict)
+    identifiers: dict[str, str] = field(default_factory=dict, repr=False)
     source_png: bytes | None = field(default=None, repr=False)
 
     @cached_property
@@ -307,16 +310,20 @@ def _decode_dicom(data: bytes) -> DecodedImage:
         raw = ds.pixel_array
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
         metadata = {"modality": modality, "body_part": body_part, "view": view}
+        identifiers = {name: value for name, value in (
+            ("patient_id", str(ds.get("PatientID", "") or "").strip()),
+            ("accession_number", str(ds.get("AccessionNumber", "") or "").strip()),
+        ) if value}
         if photometric == "PALETTE COLOR":
             raw = apply_color_lut(raw, ds)
         if raw.ndim == 3 and raw.shape[-1] == 3:  # RGB (pydicom has already converted YBR to RGB)
             rgb = _min_max(raw.astype(np.float32))
             gray = _min_max(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
-            return DecodedImage(gray, "DICOM", colourfulness(rgb * 255.0), metadata)
+            return DecodedImage(gray, "DICOM", colourfulness(rgb * 255.0), metadata, identifiers)
         if raw.ndim != 2:
             raise NotAChestXray("This DICOM file does not hold a single 2-D grayscale image.")
         # Rescale slope/intercept (or modality LUT), then the window or VOI LUT a radiologist would see.
         pixels = _min_max(apply_voi_lut(apply_modality_lut(raw, ds), ds).astype(np.float32))
     if photometric == "MONOCHROME1":  # low values are white in MONOCHROME1
         pixels = 1.0 - pixels
-    return DecodedImage(pixels=pixels, format="DICOM", metadata=metadata)
+    return DecodedImage(pixels=pixels, format="DICOM", metadata=metadata, identifiers=identifiers)

@@ -143,3 +143,25 @@ def test_serving_code_does_not_import_training():
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(name == "training" or name.startswith("training.") for name in names), path
+
+
+def test_upgrading_an_old_database_keeps_its_reviews(make_app, tmp_path):
+    """Migrations that rebuild `predictions` (SQLite batch mode) must not cascade-delete its reviews."""
+    import flask_migrate
+
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.sqlite'}")
+    with app.app_context():
+        flask_migrate.upgrade(directory=str(MIGRATIONS), revision="b41c2e9d7a10")
+        db.session.execute(text(
+            "INSERT INTO predictions (id, created_at, filename, sha256, image_path, overlay_path, thumbnail_path, "
+            "label, probabilities, cnn_probabilities, threshold, model_version, elapsed_ms, ood_score) VALUES "
+            "(1, '2026-01-01 00:00:00', 'a.png', 'x', 'a', 'b', 'c', 'covid', '{\"covid\": 0.9, \"normal\": 0.1}', "
+            "'{\"covid\": 0.8, \"normal\": 0.2}', 0.5, 'v1', 10.0, 0.5)"))
+        db.session.execute(text(
+            "INSERT INTO reviews (id, prediction_id, created_at, agrees, correct_class, comment) VALUES "
+            "(1, 1, '2026-01-02 00:00:00', 1, 'covid', 'kept')"))
+        db.session.commit()
+        flask_migrate.upgrade(directory=str(MIGRATIONS))
+        assert db.session.execute(text("SELECT comment FROM reviews")).scalars().all() == ["kept"]
+        assert db.session.execute(text("SELECT decision FROM predictions")).scalar() == "covid"
+        assert db.session.execute(text("PRAGMA foreign_keys")).scalar() == 1  # enforced again afterwards

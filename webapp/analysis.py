@@ -8,10 +8,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from flask import current_app, has_request_context, request
+from flask import abort, current_app, has_request_context, request
 from flask_login import current_user
 
 from cxr.bundle import ModelOutput
+from cxr.decision import POSITIVE_CLASS
 from cxr.gate import GateResult, Refused, assess
 from cxr.imaging import DecodedImage, decode_image
 from cxr.overlay import FILE_FORMATS, stored_files
@@ -56,6 +57,7 @@ def build_record(
         label=output.label,
         decision=output.decision,
         probabilities=output.probabilities,
+        positive_probability=output.probabilities.get(POSITIVE_CLASS),
         cnn_probabilities=output.cnn_probabilities,
         threshold=output.threshold,
         model_version=output.model_version,
@@ -70,13 +72,22 @@ def build_record(
 def create_prediction(data: bytes, filename: str, reference: str | None = None, note: str | None = None) -> Prediction:
     """Analyse an upload and store it: its three files under generated names, then the row.
 
-    On any failure the files written so far are removed and the session rolled back.
+    On any failure the files written so far are removed and the session rolled back. A refusal by the
+    out-of-distribution gate is counted in the audit trail (per model version) for monitoring.
+    The row's `suggested_reference` carries a DICOM header's identifiers when no reference was given.
     """
     with model_service.analysis_slot():  # the decoded film and its encodings exist only inside a slot
-        analysis = analyse(data)
+        try:
+            analysis = analyse(data)
+        except Refused:
+            audit.record(audit.UPLOAD_REFUSED, target=f"model:{model_service.bundle.version}", detail=f"via {_via()}")
+            db.session.commit()
+            raise
         files = stored_files(analysis.image, analysis.output.heatmap, analysis.output.box,
                              int(current_app.config["THUMBNAIL_SIZE"]))
     record = build_record(analysis, filename, reference, note)
+    if record.reference is None and analysis.image.identifiers:
+        record.suggested_reference = dict(analysis.image.identifiers)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
     stem = f"{record.created_at:%Y/%m}/{uuid.uuid4().hex}"
     suffixes = {"image": "", "overlay": "-overlay", "thumbnail": "-thumb"}
@@ -89,12 +100,11 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
             written.append(path)
             path.write_bytes(content)
             setattr(record, f"{kind}_path", relative)
-        via = request.blueprint if has_request_context() else None
-        if via and current_user.is_authenticated:
+        if has_request_context() and request.blueprint and current_user.is_authenticated:
             record.user_id = current_user.id
         db.session.add(record)
         db.session.flush()  # the id, for the audit entry committed with the row
-        audit.record(audit.UPLOAD, target=f"prediction:{record.id}", detail=f"via {via or 'a script'}")
+        audit.record(audit.UPLOAD, target=f"prediction:{record.id}", detail=f"via {_via()}")
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -102,6 +112,27 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
             path.unlink(missing_ok=True)
         raise
     return record
+
+
+MAX_REFERENCE = 128
+
+
+def confirm_reference(record: Prediction, reference: str | None) -> None:
+    """Set the reference of a prediction stored without one (a DICOM header's identifier the clinician
+    confirmed) and commit it with its audit entry; 409 when it has one already, 400 when it is not usable.
+    The audit entry does not repeat the identifier."""
+    reference = (reference or "").strip()
+    if not reference or len(reference) > MAX_REFERENCE:
+        abort(400, f"The reference must be 1 to {MAX_REFERENCE} characters.")
+    if record.reference is not None:
+        abort(409, "This prediction has a reference already; it is not replaced.")
+    record.reference = reference
+    audit.record(audit.REFERENCE_SET, target=f"prediction:{record.id}", detail="confirmed after upload")
+    db.session.commit()
+
+
+def _via() -> str:
+    return (request.blueprint if has_request_context() else None) or "a script"
 
 
 def display_name(filename: str | None) -> str:

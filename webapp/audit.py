@@ -20,6 +20,8 @@ SIGN_IN_THROTTLED = "sign_in_throttled"
 SIGN_OUT = "sign_out"
 PASSWORD_CHANGED = "password_changed"
 UPLOAD = "upload"
+UPLOAD_REFUSED = "upload_refused"  # the out-of-distribution gate refused it: target "model:<version>"
+REFERENCE_SET = "reference_set"
 VIEW = "view"
 LIST = "list"  # a page of the history, in the browser or through the API
 IMAGE = "image"  # an image file fetched with an API token (a browser's are part of a recorded page)
@@ -33,7 +35,8 @@ TOKEN_CREATED = "token_created"
 TOKEN_REVOKED = "token_revoked"
 
 ACTIONS = (
-    SIGN_IN, SIGN_IN_FAILED, SIGN_IN_THROTTLED, SIGN_OUT, PASSWORD_CHANGED, UPLOAD, VIEW, LIST, IMAGE, REVIEW, EXPORT,
+    SIGN_IN, SIGN_IN_FAILED, SIGN_IN_THROTTLED, SIGN_OUT, PASSWORD_CHANGED, UPLOAD, UPLOAD_REFUSED, REFERENCE_SET,
+    VIEW, LIST, IMAGE, REVIEW, EXPORT,
     USER_CREATED, USER_DISABLED, USER_ENABLED, PASSWORD_RESET, TOKEN_CREATED, TOKEN_REVOKED,
 )  # fmt: skip
 

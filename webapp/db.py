@@ -11,7 +11,7 @@ from flask import Flask
 from flask_login import UserMixin
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, Select, String, Text, event
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, Select, String, Text, UniqueConstraint, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -69,6 +69,9 @@ class Prediction(db.Model):
     # What is reported: the label, or "indeterminate" where the model's rule withholds it (cxr.decision.Rule).
     decision: Mapped[str] = mapped_column(String(64), index=True)
     probabilities: Mapped[dict[str, float]] = mapped_column(JSON)  # the ensemble's
+    # The ensemble's p(covid), copied out of `probabilities` so that the worklist can sort on it in SQL
+    # (JSON extraction differs between SQLite and PostgreSQL); NULL for a model without that class.
+    positive_probability: Mapped[float | None] = mapped_column(index=True)
     cnn_probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
     threshold: Mapped[float | None]
     model_version: Mapped[str] = mapped_column(String(64))
@@ -82,9 +85,17 @@ class Prediction(db.Model):
     reviews: Mapped[list[Review]] = relationship(
         back_populates="prediction",
         cascade="all, delete-orphan",
-        order_by="Review.created_at.desc()",
+        order_by="[Review.updated_at.desc(), Review.id.desc()]",
         lazy="selectin",
     )
+
+    # Never stored: what an uploaded DICOM's header offers as the reference, for the answer to that upload only.
+    suggested_reference = None  # dict[str, str] | None; a plain attribute, unmapped
+
+    @property
+    def latest_review(self) -> Review | None:
+        """The most recently saved review of any clinician: its class is the prediction's clinician label."""
+        return self.reviews[0] if self.reviews else None
 
     @property
     def probability(self) -> float:
@@ -97,17 +108,40 @@ class Prediction(db.Model):
 
 
 class Review(db.Model):
+    """One clinician's current reading of one prediction; its earlier versions are `ReviewEdit` rows.
+
+    Rows from before accounts existed have no user, so the uniqueness leaves them (NULLs never collide)."""
+
     __tablename__ = "reviews"
+    __table_args__ = (UniqueConstraint("prediction_id", "user_id", name="uq_reviews_prediction_id_user_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)  # the first version
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)  # this version
     agrees: Mapped[bool]
     correct_class: Mapped[str] = mapped_column(String(64))  # the predicted class when the reviewer agrees
     comment: Mapped[str | None] = mapped_column(Text)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     user: Mapped[User | None] = relationship(lazy="joined")
     prediction: Mapped[Prediction] = relationship(back_populates="reviews")
+    edits: Mapped[list[ReviewEdit]] = relationship(
+        back_populates="review", cascade="all, delete-orphan", order_by="ReviewEdit.saved_at.desc()", lazy="selectin"
+    )
+
+
+class ReviewEdit(db.Model):
+    """An earlier version of a review, copied when its clinician changed it."""
+
+    __tablename__ = "review_edits"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id", ondelete="CASCADE"), index=True)
+    saved_at: Mapped[datetime] = mapped_column(DateTime)  # when this version was written
+    agrees: Mapped[bool]
+    correct_class: Mapped[str] = mapped_column(String(64))
+    comment: Mapped[str | None] = mapped_column(Text)
+    review: Mapped[Review] = relationship(back_populates="edits")
 
 
 ROLES = ("clinician", "admin")

@@ -14,6 +14,8 @@ from wtforms.fields import DateField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from cxr.decision import INDETERMINATE
+from webapp.accounts import find_user
+from webapp.reviews import MAX_COMMENT, review_problem
 
 ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.dcm,.dicom,image/png,image/jpeg,image/tiff,application/dicom"
 
@@ -44,6 +46,12 @@ class ApiUploadForm(DetailsMixin, FlaskForm):
     file = FileField(validators=[FileRequired("Send the image in the multipart field 'file'.")])
 
 
+class ReferenceForm(FlaskForm):
+    """Confirms an identifier from an uploaded DICOM's header as the prediction's reference."""
+
+    reference = StringField("Reference", validators=[DataRequired("Choose the reference."), Length(max=128)])
+
+
 class ReviewForm(FlaskForm):
     verdict = RadioField(
         "Your reading",
@@ -51,7 +59,7 @@ class ReviewForm(FlaskForm):
         validators=[DataRequired("Choose agree or disagree.")],
     )
     correct_class = SelectField("Correct class (when you disagree)", choices=[], validate_choice=False)
-    comment = TextAreaField("Comment", validators=[Optional(), Length(max=2000)])
+    comment = TextAreaField("Comment", validators=[Optional(), Length(max=MAX_COMMENT)])
     submit = SubmitField("Save review")
 
     def __init__(self, classes: list[str], predicted: str, **kwargs) -> None:
@@ -61,13 +69,13 @@ class ReviewForm(FlaskForm):
         self.correct_class.choices = [SelectChoice("", "—")] + [SelectChoice(c) for c in classes]
 
     def validate_correct_class(self, field: SelectField) -> None:
-        if self.verdict.data == "disagree":
-            if field.data not in self.classes:
-                raise ValidationError("Choose the correct class.")
-            if field.data == self.predicted_class:
-                raise ValidationError("The correct class must differ from the predicted one when you disagree.")
-        elif field.data and field.data not in self.classes:
-            raise ValidationError("Not a known class.")
+        if self.verdict.data not in ("agree", "disagree"):
+            return  # the verdict's own error says what is missing
+        agrees = self.verdict.data == "agree"
+        # Agreeing leaves the class as the prediction's, whatever the select still shows.
+        problem = review_problem(self.classes, self.predicted_class, agrees, None if agrees else field.data)
+        if problem:
+            raise ValidationError(problem)
 
 
 class FilterForm(Form):
@@ -94,6 +102,10 @@ class FilterForm(Form):
         return values
 
 
+class MonitoringFilter(FilterForm):
+    """GET parameters of the monitoring page and API: the UTC days of the predictions counted."""
+
+
 def known(values: list[str], what: str):
     """A validator: the field is empty or one of `values` (read when validating, so it may be set later)."""
 
@@ -104,16 +116,31 @@ def known(values: list[str], what: str):
     return check
 
 
+# The worklist's orders: `probability` is the ensemble's p(covid), so `-probability` puts the films most
+# likely to be COVID first.
+SORTS = {"-date": "Newest first", "date": "Oldest first", "-probability": "Likeliest COVID first",
+         "probability": "Least likely COVID first"}
+REVIEWED = {"no": "Not yet reviewed", "yes": "Reviewed"}
+
+
 class HistoryFilter(FilterForm):
-    """GET parameters: `decision`, `class`, `date_from`, `date_to` and `q` (reference)."""
+    """GET parameters: `decision`, `class`, `date_from`, `date_to`, `q` (reference), `reviewed` (yes|no),
+    `reviewer` (a username) and `sort` (see `SORTS`)."""
 
     decision = SelectField("Decision", choices=[], validate_choice=False)
     predicted = SelectField("Class", choices=[], validate_choice=False, name="class")
     q = StringField("Reference contains", validators=[Optional(), Length(max=128)])
+    reviewed = SelectField("Review", choices=[SelectChoice("", "Reviewed or not")]
+                           + [SelectChoice(k, v) for k, v in REVIEWED.items()],
+                           validators=[known(list(REVIEWED), "review state")], validate_choice=False)
+    reviewer = StringField("Reviewed by", validators=[Optional(), Length(max=64)])
+    sort = SelectField("Order", choices=[SelectChoice(k, v) for k, v in SORTS.items()],
+                       validators=[known(list(SORTS), "order")], validate_choice=False)
 
     def __init__(self, formdata, classes: list[str]) -> None:
         super().__init__(formdata)
         self.classes = classes
+        self.reviewer_id: int | None = None  # set by validation
         self.predicted.choices = [SelectChoice("", "All classes")] + [SelectChoice(c) for c in classes]
         self.decisions = [*classes, INDETERMINATE]
         self.decision.choices = [SelectChoice("", "All decisions")] + [SelectChoice(d) for d in self.decisions]
@@ -123,3 +150,12 @@ class HistoryFilter(FilterForm):
 
     def validate_predicted(self, field: SelectField) -> None:
         known(self.classes, "class")(self, field)
+
+    def validate_reviewer(self, field: StringField) -> None:
+        """A reviewer must be an account (disabled ones too: their reviews stay); its id is kept for the query."""
+        name = (field.data or "").strip()
+        if name:
+            user = find_user(name)
+            if user is None:
+                raise ValidationError(f"Unknown reviewer '{name}'.")
+            self.reviewer_id = user.id

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxr.decision import POSITIVE_CLASS
+
 
 def _error(description: str) -> dict[str, Any]:
     return {
@@ -26,12 +28,25 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
         "required": classes,
     }
     nullable_text = {"type": ["string", "null"]}
+    day = {"type": "string", "format": "date"}
+    dates = [
+        {"name": "date_from", "in": "query", "description": "First day (UTC), inclusive", "schema": day},
+        {"name": "date_to", "in": "query", "description": "Last day (UTC), inclusive", "schema": day},
+    ]
+    prediction_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
     filters = [
         {"name": "decision", "in": "query", "schema": {"type": "string", "enum": [*classes, "indeterminate"]}},
         {"name": "class", "in": "query", "schema": {"type": "string", "enum": classes}},
-        {"name": "date_from", "in": "query", "description": "First day (UTC), inclusive", "schema": {"type": "string", "format": "date"}},
-        {"name": "date_to", "in": "query", "description": "Last day (UTC), inclusive", "schema": {"type": "string", "format": "date"}},
-        {"name": "q", "in": "query", "description": "Case-insensitive substring of the reference", "schema": {"type": "string"}},
+        *dates,
+        {"name": "q", "in": "query", "description": "Case-insensitive substring of the reference",
+         "schema": {"type": "string"}},
+        {"name": "reviewed", "in": "query", "description": "no: not yet reviewed by anyone (the worklist); "
+         "yes: reviewed at least once", "schema": {"type": "string", "enum": ["no", "yes"]}},
+        {"name": "reviewer", "in": "query", "description": "Reviewed by this user (username)",
+         "schema": {"type": "string"}},
+        {"name": "sort", "in": "query", "description": "date: by upload time; probability: by the ensemble's "
+         f"p({POSITIVE_CLASS}); a leading '-' sorts descending (-probability: likeliest {POSITIVE_CLASS} first)",
+         "schema": {"type": "string", "enum": ["-date", "date", "-probability", "probability"], "default": "-date"}},
         {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
         {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
     ]  # fmt: skip
@@ -77,7 +92,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                     },
                 },
                 "get": {
-                    "summary": "List stored predictions, newest first",
+                    "summary": "List stored predictions (newest first unless `sort` says otherwise)",
                     "parameters": filters,
                     "responses": {
                         "200": _json("One page of predictions", "PredictionPage"),
@@ -89,8 +104,50 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
             "/predictions/{id}": {
                 "get": {
                     "summary": "One stored prediction with its reviews",
-                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                    "parameters": [prediction_id],
                     "responses": {"200": _json("The prediction", "Prediction"), "404": _error("No such prediction")},
+                }
+            },
+            "/predictions/{id}/reviews": {
+                "post": {
+                    "summary": "Save the caller's review: one per user and prediction; a second call edits it, "
+                               "keeping the earlier version in `edits`",
+                    "parameters": [prediction_id],
+                    "requestBody": {"required": True, "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ReviewInput"}}}},
+                    "responses": {
+                        "201": _json("The new review", "Review"),
+                        "200": _json("The caller's review, updated", "Review"),
+                        "400": _error("Not a JSON object, an unknown field, or a field of the wrong type"),
+                        "404": _error("No such prediction"),
+                        "409": _error("The caller's first review was saved meanwhile by another request"),
+                        "422": _error("An unknown class, or a class that contradicts `agree`"),
+                    },
+                }
+            },
+            "/predictions/{id}/reference": {
+                "post": {
+                    "summary": "Set the reference of a prediction stored without one (e.g. one of the upload's "
+                               "`suggested_reference` values)",
+                    "parameters": [prediction_id],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["reference"],
+                        "properties": {"reference": {"type": "string", "minLength": 1, "maxLength": 128}}}}}},
+                    "responses": {
+                        "200": _json("The prediction", "Prediction"),
+                        "400": _error("Not a JSON object, or no usable reference"),
+                        "404": _error("No such prediction"),
+                        "409": _error("The prediction has a reference already"),
+                    },
+                }
+            },
+            "/monitoring": {
+                "get": {
+                    "summary": "The model in use, per model version and month: predictions, reviews, agreement, "
+                               "decision against clinician label, indeterminate rate and OOD refusals",
+                    "parameters": dates,
+                    "responses": {"200": _json("The figures and their definitions", "Monitoring"),
+                                  "400": _error("Invalid dates")},
                 }
             },
             "/openapi.json": {
@@ -112,11 +169,45 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                 "Review": {
                     "type": "object",
                     "properties": {
-                        "created": {"type": "string", "format": "date-time"},
+                        "created": {"type": "string", "format": "date-time", "description": "The first version"},
+                        "updated": {"type": "string", "format": "date-time", "description": "This version"},
                         "agrees": {"type": "boolean"},
                         "correct_class": {"type": "string", "enum": classes},
                         "comment": nullable_text,
                         "user": {**nullable_text, "description": "The reviewer"},
+                        "edits": {"type": "array", "description": "Earlier versions, newest first", "items": {
+                            "type": "object", "properties": {
+                                "saved": {"type": "string", "format": "date-time"}, "agrees": {"type": "boolean"},
+                                "correct_class": {"type": "string", "enum": classes}, "comment": nullable_text}}},
+                    },
+                },
+                "ReviewInput": {
+                    "type": "object",
+                    "required": ["agree"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "agree": {"type": "boolean", "description": "Whether the model's class is right"},
+                        "correct_class": {"type": ["string", "null"], "enum": [*classes, None],
+                                          "description": "Required to disagree (another class); when agreeing, "
+                                                         "absent or the predicted class"},
+                        "comment": {"type": ["string", "null"], "maxLength": 2000},
+                    },
+                },
+                "Monitoring": {
+                    "type": "object",
+                    "properties": {
+                        "definitions": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "periods": {"type": "array", "items": {"type": "object", "properties": {
+                            "model_version": {"type": "string"},
+                            "month": {"type": "string", "description": "YYYY-MM (UTC) of the upload"},
+                            "predictions": {"type": "integer"}, "reviewed": {"type": "integer"},
+                            "reviewed_share": {"type": ["number", "null"]}, "agreed": {"type": "integer"},
+                            "agreement_rate": {"type": ["number", "null"]}, "indeterminate": {"type": "integer"},
+                            "indeterminate_rate": {"type": ["number", "null"]}, "ood_refusals": {"type": "integer"},
+                            "confusion": {"type": "object", "description": "decision → clinician label → count",
+                                          "additionalProperties": {"type": "object",
+                                                                   "additionalProperties": {"type": "integer"}}},
+                        }}},
                     },
                 },
                 "Prediction": {
@@ -177,7 +268,17 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                             "description": "JPEG (PNG for predictions stored before 2026-11-23)",
                         },
                         "user": {**nullable_text, "description": "Who uploaded it"},
-                        "reviews": {"type": "array", "items": {"$ref": "#/components/schemas/Review"}},
+                        "reviews": {"type": "array", "items": {"$ref": "#/components/schemas/Review"},
+                                    "description": "Every user's review, latest first (single prediction only)"},
+                        "latest_review": {"oneOf": [{"$ref": "#/components/schemas/Review"}, {"type": "null"}],
+                                          "description": "The most recently saved review: its class is the "
+                                                         "clinician label"},
+                        "suggested_reference": {
+                            "type": "object",
+                            "description": "Only in the answer to an upload without a reference: the DICOM header's "
+                                           "identifiers, not stored; confirm one with POST /predictions/{id}/reference",
+                            "properties": {"patient_id": {"type": "string"}, "accession_number": {"type": "string"}},
+                        },
                     },
                 },
                 "PredictionPage": {

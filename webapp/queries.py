@@ -6,15 +6,30 @@ from flask import abort, current_app, request
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import Select, select
 
-from webapp.db import Prediction, db, within_dates
+from webapp.db import Prediction, Review, db, within_dates
 from webapp.forms import HistoryFilter
 
 MAX_PAGE = 2**31 - 1
 PAGE_PARAMETERS = {"page", "per_page"}  # read by `paginate`
+# Each order ends on the id so that pages never overlap; predictions of a model without a COVID class
+# (no p(covid)) come last either way.
+ORDERS = {
+    "-date": (Prediction.created_at.desc(), Prediction.id.desc()),
+    "date": (Prediction.created_at.asc(), Prediction.id.asc()),
+    "-probability": (Prediction.positive_probability.desc().nulls_last(), Prediction.id.desc()),
+    "probability": (Prediction.positive_probability.asc().nulls_last(), Prediction.id.asc()),
+}
 
 
 def history_select(filters: HistoryFilter) -> Select:
-    query = select(Prediction).order_by(Prediction.created_at.desc(), Prediction.id.desc())
+    """The validated filters' predictions, in their order (newest first by default)."""
+    query = select(Prediction).order_by(*ORDERS[filters.sort.data or "-date"])
+    if filters.reviewed.data == "no":
+        query = query.where(~Prediction.reviews.any())
+    elif filters.reviewed.data == "yes":
+        query = query.where(Prediction.reviews.any())
+    if filters.reviewer_id is not None:
+        query = query.where(Prediction.reviews.any(Review.user_id == filters.reviewer_id))
     if filters.decision.data:
         query = query.where(Prediction.decision == filters.decision.data)
     if filters.predicted.data:

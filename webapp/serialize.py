@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import url_for
 
-from webapp.db import Prediction, Review
+from webapp.db import Prediction, Review, ReviewEdit
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -37,18 +37,28 @@ def prediction_json(row: Prediction) -> dict[str, Any]:
 
 
 def review_json(review: Review) -> dict[str, Any]:
+    """A clinician's current review; `edits` are its earlier versions, newest first."""
     return {
         "created": timestamp(review.created_at),
+        "updated": timestamp(review.updated_at),
         "agrees": review.agrees,
         "correct_class": review.correct_class,
         "comment": review.comment,
         "user": username(review),
+        "edits": [edit_json(edit) for edit in review.edits],
     }
 
 
+def edit_json(edit: ReviewEdit) -> dict[str, Any]:
+    return {"saved": timestamp(edit.saved_at), "agrees": edit.agrees, "correct_class": edit.correct_class,
+            "comment": edit.comment}
+
+
 def stored_json(row: Prediction, reviews: bool = False) -> dict[str, Any]:
-    """A stored prediction for the API: its id, the result fields and the URLs of its pages and images."""
+    """A stored prediction for the API: its id, the result fields, the URLs of its pages and images, the latest
+    review (whose class is the clinician label) and, with `reviews`, every clinician's review."""
     data = {"id": row.id, **prediction_json(row), "user": username(row)}
+    data["latest_review"] = review_json(row.latest_review) if row.latest_review else None
     data["url"] = url_for("results.detail", prediction_id=row.id, _external=True)
     for kind in ("image", "overlay", "thumbnail"):
         data[f"{kind}_url"] = image_url(row, kind, _external=True)
@@ -85,10 +95,10 @@ def csv_rows(rows: Iterable[Prediction], classes: list[str]) -> Iterator[list[An
         "reviews", "latest_review", "latest_review_class",
     ]  # fmt: skip
     for row in rows:
-        latest = row.reviews[0] if row.reviews else None
+        latest = row.latest_review
         yield [
-            row.id, timestamp(row.created_at), username(row) or "", csv_safe(row.filename), csv_safe(row.reference or ""),
-            row.decision, row.label, round(row.probability, 4),
+            row.id, timestamp(row.created_at), username(row) or "", csv_safe(row.filename),
+            csv_safe(row.reference or ""), row.decision, row.label, round(row.probability, 4),
             *(_rounded(row.probabilities.get(c)) for c in classes),
             *(_rounded(row.cnn_probabilities.get(c)) for c in classes),
             _rounded(row.threshold), round(row.ood_score, 4), row.model_version, row.elapsed_ms, row.sha256,

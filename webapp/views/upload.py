@@ -19,6 +19,7 @@ from cxr.errors import InputError
 from webapp.analysis import create_prediction, display_name
 from webapp.db import Prediction, db
 from webapp.forms import UploadForm
+from webapp.views.results import offer_references
 
 bp = Blueprint("upload", __name__)
 # Refused files are reported grouped by reason, with at most this many names each: the flashed
@@ -49,6 +50,7 @@ def upload() -> Response | tuple[str, int]:
     if not stored:
         errors = [f"{', '.join(names)}: {reason}" for reason, names in refused.items()]
         return render_template("upload.html", form=form, stored=[], errors=errors), status
+    offer_references(stored)  # shown on the pages redirected to, until a reference is chosen
     if len(form.files.data) == 1:
         return redirect(url_for("results.detail", prediction_id=stored[0].id), 303)
     for reason, names in refused.items():

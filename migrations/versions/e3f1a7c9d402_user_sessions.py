@@ -1,7 +1,7 @@
 """server-side sessions: sign-out ends a session everywhere, and every session has an absolute end
 
-Revision ID: d7e2a9c1f305
-Revises: c5d8e1f40b22
+Revision ID: e3f1a7c9d402
+Revises: d7e2a9b3c614
 Create Date: 2026-12-03 14:00:00.000000
 
 """
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = 'd7e2a9c1f305'
-down_revision = 'c5d8e1f40b22'
+revision = 'e3f1a7c9d402'
+down_revision = 'd7e2a9b3c614'
 branch_labels = None
 depends_on = None
 
