@@ -48,7 +48,7 @@ def test_single_upload_shows_result(client, app, chest_png, bundle):
     assert "Out-of-distribution score" in html and f"{record.ood_score:.2f}" in html
     assert "Research use only, not a diagnosis" in html
     assert "explains the <strong>CNN feature extractor</strong>" in html
-    assert 'data-opacity-target="overlay"' in html
+    assert f'data-film="/predictions/{record.id}/image.png" data-overlay="/predictions/{record.id}/overlay.jpg"' in html
     for kind, mimetype, magic in (("image.png", "image/png", b"\x89PNG"), ("overlay.jpg", "image/jpeg", b"\xff\xd8")):
         url = f"/predictions/{record.id}/{kind}"
         assert url in html
