@@ -102,6 +102,7 @@
       root.hidden = false;
       var section = root.closest("[data-viewer-section]");
       if (section) { section.classList.add("viewer-on"); }  // the plain images give way to the viewer
+      document.querySelectorAll("[data-viewer-only]").forEach(function (element) { element.hidden = false; });
       self.bind();
       self.draw();
       self.fit();

@@ -166,6 +166,7 @@ def test_upload_result_and_history(live_server, page, page_errors, tmp_path, che
     viewer = page.locator("[data-viewer][data-ready]")
     expect(viewer).to_be_visible()
     expect(page.locator(".images")).to_be_hidden()
+    expect(page.locator("#viewer-shortcuts")).to_be_visible()
     expect(page.locator("#viewer-shortcuts")).to_contain_text("window level down / up")
     fitted = float(viewer.get_attribute("data-scale"))
     viewport = page.locator("[data-viewport]")

@@ -185,7 +185,8 @@ def test_csrf_protects_the_forms(make_app, chest_png):
 
 def test_pages_need_no_inline_script_or_external_resource(admin_client, anon, upload):
     prediction = upload()
-    pages = ("/", "/history", "/model", f"/predictions/{prediction['id']}", "/account", "/admin/users", "/admin/audit")
+    pages = ("/", "/history", "/model", f"/predictions/{prediction['id']}", "/account", "/admin/users", "/admin/audit",
+             "/api/docs")
     for client, page in [(admin_client, page) for page in pages] + [(anon, "/login")]:
         html = client.get(page).get_data(as_text=True)
         assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", html) == [], page
@@ -193,3 +194,4 @@ def test_pages_need_no_inline_script_or_external_resource(admin_client, anon, up
         assert not re.search(r'(src|href)="(https?:)?//', html), page
     assert anon.get("/static/app.js").status_code == 200
     assert anon.get("/static/style.css").status_code == 200
+    assert anon.get("/static/theme.js").status_code == 200 and anon.get("/static/viewer.js").status_code == 200
