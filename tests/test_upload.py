@@ -186,7 +186,7 @@ def test_csrf_protects_the_forms(make_app, chest_png):
 def test_pages_need_no_inline_script_or_external_resource(admin_client, anon, upload):
     prediction = upload()
     pages = ("/", "/history", "/model", f"/predictions/{prediction['id']}", "/account", "/admin/users", "/admin/audit",
-             "/api/docs")
+             "/docs/api")
     for client, page in [(admin_client, page) for page in pages] + [(anon, "/login")]:
         html = client.get(page).get_data(as_text=True)
         assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", html) == [], page

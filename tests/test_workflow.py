@@ -129,7 +129,7 @@ def test_timestamps_are_time_elements_in_utc(app, client, upload):
 
 
 def test_api_documentation_lists_every_operation_of_the_openapi_document(client, anon, bundle):
-    response = client.get("/api/docs")
+    response = client.get("/docs/api")
     assert response.status_code == 200 and response.mimetype == "text/html"
     html = response.get_data(as_text=True)
     document = openapi_document(bundle.classes)
@@ -140,4 +140,4 @@ def test_api_documentation_lists_every_operation_of_the_openapi_document(client,
         assert tags(html, "div", id=f"schema-{name}"), name
     assert tags(html, "a", href="/api/v1/openapi.json")
     assert '<th scope="row"><code>file</code> (required)</th>' in html  # the upload's body field
-    assert anon.get("/api/docs").status_code == 302  # like every page, for signed-in users
+    assert anon.get("/docs/api").status_code == 302  # like every page, for signed-in users

@@ -75,7 +75,7 @@ def operations(document: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-@bp.get("/api/docs")
+@bp.get("/docs/api")  # not under /api/, where every answer is JSON (webapp.errors)
 def api() -> str:
     document = openapi_document(model_service.bundle.classes)
     components = document.get("components", {})
