@@ -30,9 +30,24 @@ def _jet() -> np.ndarray:
     return np.ascontiguousarray((colormaps["jet"](np.arange(256))[:, :3] * 255.0).T.astype(np.float32))
 
 
+# The width of the fade at the crop box's edges, as a share of the box's shorter side: about one cell of
+# the model's coarse map, wide enough to hide the box's outline, narrow enough to keep the map's edge cells.
+FEATHER = 0.12
+
+
+def edge_ramp(length: int, width: float) -> np.ndarray:
+    """float32 weights along one side of the crop box: 0 at its edges, rising smoothly (smoothstep) to 1
+    at `width` pixels inside it."""
+    centres = np.arange(length, dtype=np.float32) + np.float32(0.5)
+    distance = np.minimum(centres, np.float32(length) - centres)  # to the nearer edge
+    t = np.clip(distance / np.float32(max(width, 1.0)), 0.0, 1.0)
+    return t * t * (np.float32(3.0) - np.float32(2.0) * t)
+
+
 def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, int, int], alpha: float = 0.45,
                 gray: np.ndarray | None = None) -> np.ndarray:
-    """RGB uint8: the grayscale film blended with the 'jet' colormap where the map is strong.
+    """RGB uint8: the grayscale film blended with the 'jet' colormap where the map is strong, fading out
+    towards the edges of the crop box (`edge_ramp`).
 
     Outside the crop box the map is zero, so the film is copied as it is; inside, the colour comes
     from the 256-entry table exactly as matplotlib indexes it (x · 256, 1.0 → 255), in float32.
@@ -45,7 +60,11 @@ def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, in
     region = Image.fromarray(heatmap.astype(np.float32), mode="F").resize((right - left, bottom - top), Image.BILINEAR)
     strength = np.clip(np.asarray(region, dtype=np.float32), 0.0, 1.0)
     index = np.minimum((strength * np.float32(256)).astype(np.intp), 255)
-    weight = np.float32(alpha) * np.sqrt(strength)  # weak activations stay mostly transparent
+    # Weak activations stay mostly transparent, and the colour fades in from the box's edges, so that the
+    # analysed region shows no hard tinted rectangle.
+    fade = FEATHER * min(bottom - top, right - left)
+    rows, columns = edge_ramp(bottom - top, fade), edge_ramp(right - left, fade)
+    weight = np.float32(alpha) * np.sqrt(strength) * rows[:, np.newaxis] * columns[np.newaxis, :]
     base = np.clip(pixels[top:bottom, left:right], 0.0, 1.0).astype(np.float32) * np.float32(255.0)
     # One channel at a time on the 0-255 scale: 1-d table look-ups and base + w·(colour − base) cost
     # half of the (h, w, 3) gather and blend; the result stays within 0-255 (a convex combination).

@@ -35,12 +35,89 @@
     });
   });
 
-  // Result page: the Grad-CAM overlay's opacity follows its slider.
-  document.querySelectorAll("input[data-opacity-target]").forEach(function (slider) {
-    var target = document.getElementById(slider.getAttribute("data-opacity-target"));
-    if (!target) { return; }
-    function apply() { target.style.opacity = String(slider.value / 100); }
-    slider.addEventListener("input", apply);
-    apply();
+  // Timestamps are rendered in UTC (<time datetime="...Z">); show them in the reader's time zone,
+  // keeping the UTC text as the tooltip.
+  function pad(number) { return String(number).padStart(2, "0"); }
+  function zoneName(date) {
+    var part = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" }).formatToParts(date)
+      .find(function (item) { return item.type === "timeZoneName"; });
+    return part ? part.value : "";
+  }
+  document.querySelectorAll("time[data-local]").forEach(function (element) {
+    var when = new Date(element.getAttribute("datetime"));
+    if (isNaN(when.getTime())) { return; }
+    element.title = element.textContent;
+    element.textContent = when.getFullYear() + "-" + pad(when.getMonth() + 1) + "-" + pad(when.getDate()) + " " +
+      pad(when.getHours()) + ":" + pad(when.getMinutes()) + " " + zoneName(when);
+  });
+
+  // Upload page: send the form with XMLHttpRequest to show the upload's progress. The answer is still the
+  // server's Post/Redirect/Get: the request follows the redirect, and its page (the result, or the
+  // upload page with its messages) replaces this one, at the redirected address when there was one, so
+  // that reloading it asks for the result again and never sends the upload twice.
+  document.querySelectorAll("form[data-upload]").forEach(function (form) {
+    var box = form.querySelector("[data-progress]");
+    var submit = form.querySelector("[type=submit]");
+    if (!box || !submit) { return; }
+    var bar = box.querySelector("progress");
+    var text = box.querySelector("[data-progress-text]");
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var request = new XMLHttpRequest();
+      request.open("POST", form.action);
+      request.upload.addEventListener("progress", function (progress) {
+        if (!progress.lengthComputable) { return; }
+        var percent = Math.round((progress.loaded / progress.total) * 100);
+        bar.value = percent;
+        text.textContent = "Uploading: " + percent + " %";
+      });
+      request.upload.addEventListener("load", function () {
+        bar.removeAttribute("value");  // indeterminate while the server analyses
+        text.textContent = "Uploaded; analysing…";
+      });
+      request.addEventListener("load", function () {
+        var address = request.responseURL;
+        document.open();
+        document.write(request.responseText);
+        document.close();
+        if (address && address !== form.action) { window.history.replaceState(null, "", address); }
+      });
+      request.addEventListener("error", function () {
+        text.textContent = "The upload did not reach the server. Check the connection and send it again.";
+        submit.disabled = false;
+      });
+      submit.disabled = true;
+      box.hidden = false;
+      bar.value = 0;
+      text.textContent = "Uploading: 0 %";
+      request.send(new FormData(form));
+    });
+  });
+
+  // Account page: copy a new API token to the clipboard.
+  document.querySelectorAll("[data-copy]").forEach(function (button) {
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    var status = document.getElementById(button.getAttribute("aria-describedby"));
+    if (!source || !status) { return; }
+    function selectSource() {
+      var range = document.createRange();
+      range.selectNodeContents(source);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+    }
+    function copied() { status.textContent = "Copied."; }
+    function manually() {
+      selectSource();
+      status.textContent = "Selected: copy it with Ctrl+C (⌘C).";
+    }
+    button.addEventListener("click", function () {
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(source.textContent).then(copied, manually);
+      } else {
+        manually();
+      }
+    });
+    button.hidden = false;
   });
 })();

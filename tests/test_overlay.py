@@ -8,6 +8,7 @@ from matplotlib import colormaps
 
 from cxr.imaging import DecodedImage, decode_image, to_uint8
 from cxr.overlay import (
+    FEATHER,
     OVERLAY_MAX_SIDE,
     display_overlay,
     film_png,
@@ -18,11 +19,26 @@ from cxr.overlay import (
 )
 
 
+def feather(box, shape):
+    """The fade towards the crop box's edges, per pixel of the full image (0 outside the box)."""
+    top, bottom, left, right = box
+    width = max(1.0, FEATHER * min(bottom - top, right - left))
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]] + 0.5
+    distance_y = np.minimum(y - top, bottom - y)
+    distance_x = np.minimum(x - left, right - x)
+
+    def smoothstep(d):
+        t = np.clip(d / width, 0.0, 1.0)
+        return t * t * (3 - 2 * t)
+
+    return smoothstep(distance_y) * smoothstep(distance_x)
+
+
 def reference_overlay(pixels, heatmap, box, alpha=0.45):
     """The straightforward full-image computation the fast version must match."""
     full = heatmap_full_size(heatmap, box, pixels.shape)
     colours = colormaps["jet"](full)[..., :3]
-    weight = alpha * full[..., np.newaxis] ** 0.5
+    weight = alpha * (full**0.5 * feather(box, pixels.shape))[..., np.newaxis]
     base = np.repeat(pixels[..., np.newaxis], 3, axis=2)
     return to_uint8(base * (1.0 - weight) + colours * weight)
 
@@ -45,7 +61,22 @@ def test_outside_the_box_is_the_film():
     gray = to_uint8(pixels)
     assert (out[:50] == gray[:50, :, np.newaxis]).all() and (out[:, :60] == gray[:, :60, np.newaxis]).all()
     assert (out[60:140, 70:150] != gray[60:140, 70:150, np.newaxis]).any()
-    assert (overlay_rgb(pixels, np.ones((8, 8), np.float32), (5, 5, 10, 10)) == gray[..., np.newaxis]).all()  # empty box
+    empty_box = (5, 5, 10, 10)
+    assert (overlay_rgb(pixels, np.ones((8, 8), np.float32), empty_box) == gray[..., np.newaxis]).all()
+
+
+def test_the_colour_fades_in_from_the_box_edges_without_a_hard_rectangle():
+    pixels = np.full((200, 200), 0.5, np.float32)
+    box = (40, 160, 20, 180)
+    out = overlay_rgb(pixels, np.ones((8, 8), np.float32), box).astype(int)
+    tint = np.abs(out - out[..., :1]).max(axis=2) + np.abs(out[..., 0] - 128)  # how far from the gray film
+    row = tint[100, 20:100]  # from the left edge of the box to its middle
+    assert row[0] <= 2  # next to the edge: almost the film itself
+    assert (np.diff(row) >= 0).all()  # rising without a step ...
+    assert np.abs(np.diff(row)).max() <= 0.25 * row[-1]  # ... and smoothly
+    assert row[-1] >= 40 and row[-1] == tint[100, 100]  # full strength well inside the box
+    column = tint[40:100, 100]  # and the same from the top edge
+    assert column[0] <= 2 and (np.diff(column) >= 0).all()
 
 
 @pytest.mark.parametrize("shape", [(320, 305), (1, 1), (1, 500), (400, 1), (320, 305, 3), (1, 7, 3), (9, 1, 3)])

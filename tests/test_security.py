@@ -14,8 +14,8 @@ PUBLIC = {"auth.login", "health.healthz", "static"}
 
 def concrete_urls(app) -> list[tuple[str, str, str]]:
     """(endpoint, method, URL) for every route, with sample values for its arguments."""
-    samples = {"prediction_id": 1, "token_id": 1, "user_id": 1, "kind": "image", "extension": "png", "name": "roc.png",
-               "filename": "style.css", "change": "disable"}
+    samples = {"prediction_id": 1, "other_id": 2, "token_id": 1, "user_id": 1, "kind": "image", "extension": "png",
+               "name": "roc.png", "filename": "style.css", "change": "disable"}
     urls = []
     with app.test_request_context():
         from flask import url_for

@@ -48,7 +48,7 @@ def test_single_upload_shows_result(client, app, chest_png, bundle):
     assert "Out-of-distribution score" in html and f"{record.ood_score:.2f}" in html
     assert "Research use only, not a diagnosis" in html
     assert "explains the <strong>CNN feature extractor</strong>" in html
-    assert 'data-opacity-target="overlay"' in html
+    assert f'data-film="/predictions/{record.id}/image.png" data-overlay="/predictions/{record.id}/overlay.jpg"' in html
     for kind, mimetype, magic in (("image.png", "image/png", b"\x89PNG"), ("overlay.jpg", "image/jpeg", b"\xff\xd8")):
         url = f"/predictions/{record.id}/{kind}"
         assert url in html
@@ -202,7 +202,8 @@ def test_csrf_protects_the_forms(make_app, chest_png):
 
 def test_pages_need_no_inline_script_or_external_resource(admin_client, anon, upload):
     prediction = upload()
-    pages = ("/", "/history", "/model", f"/predictions/{prediction['id']}", "/account", "/admin/users", "/admin/audit")
+    pages = ("/", "/history", "/model", f"/predictions/{prediction['id']}", "/account", "/admin/users", "/admin/audit",
+             "/docs/api")
     for client, page in [(admin_client, page) for page in pages] + [(anon, "/login")]:
         html = client.get(page).get_data(as_text=True)
         assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", html) == [], page
@@ -210,3 +211,4 @@ def test_pages_need_no_inline_script_or_external_resource(admin_client, anon, up
         assert not re.search(r'(src|href)="(https?:)?//', html), page
     assert anon.get("/static/app.js").status_code == 200
     assert anon.get("/static/style.css").status_code == 200
+    assert anon.get("/static/theme.js").status_code == 200 and anon.get("/static/viewer.js").status_code == 200

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Flask, request, url_for
+from markupsafe import Markup
 
 from webapp.model_service import model_service
-from webapp.serialize import image_url
+from webapp.serialize import image_url, timestamp
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -20,8 +21,12 @@ def number(value: float | None, digits: int = 3) -> str:
     return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
 
 
-def utc(value: datetime | None) -> str:
-    return "—" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
+def utc(value: datetime | None) -> Markup | str:
+    """A stored (naive UTC) timestamp as a <time> element in UTC, which app.js rewrites to the reader's
+    local time (keeping the UTC text as its title)."""
+    if value is None:
+        return "—"
+    return Markup('<time datetime="{}" data-local>{:%Y-%m-%d %H:%M} UTC</time>').format(timestamp(value), value)
 
 
 def page_url(page: int, **params: str) -> str:

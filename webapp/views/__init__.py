@@ -1,10 +1,10 @@
-"""Blueprints: upload, results (detail, review, reference, images), history, model card, monitoring, JSON API,
-health, sign-in, account and administration."""
+"""Blueprints: upload, results (detail, review, reference, images, priors, report), history, model card,
+monitoring, JSON API and its documentation, health, sign-in, account and administration."""
 
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-from webapp.views import account, admin, api, auth, health, history, model, monitoring, results, upload
+from webapp.views import account, admin, api, auth, docs, health, history, model, monitoring, results, upload
 
 LARGEST_ID = 2**63 - 1  # SQL BIGINT; a larger id cannot name a row and would overflow the database driver
 
@@ -19,5 +19,5 @@ class RowIdConverter(IntegerConverter):
 
 def register(app: Flask) -> None:
     app.url_map.converters["int"] = RowIdConverter
-    for module in (upload, results, history, model, monitoring, api, health, auth, account, admin):
+    for module in (upload, results, history, model, monitoring, api, docs, health, auth, account, admin):
         app.register_blueprint(module.bp)

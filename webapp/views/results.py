@@ -1,6 +1,9 @@
-"""The result page of one prediction (also its detail page), clinician reviews, and its images."""
+"""The result page of one prediction (also its detail page), clinician reviews, its images, its priors (the
+other studies with the same reference) side by side, and its one-page PDF report."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from flask import (
     Blueprint,
@@ -15,6 +18,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from cxr.decision import POSITIVE_CLASS
@@ -24,10 +28,12 @@ from webapp.analysis import confirm_reference
 from webapp.db import Prediction, db
 from webapp.forms import ReferenceForm, ReviewForm
 from webapp.model_service import model_service
+from webapp.report import prediction_pdf
 from webapp.reviews import own_review, save_review
 
 bp = Blueprint("results", __name__, url_prefix="/predictions")
 IMAGE_COLUMNS = {"image": "image_path", "overlay": "overlay_path", "thumbnail": "thumbnail_path"}
+PRIORS_SHOWN = 20  # the newest; the history's reference search finds the rest
 # A DICOM header's identifiers, offered as the reference until the clinician picks one. They are not
 # stored: they live in the uploading browser's session (which sent them in the file) for its last uploads.
 OFFERS_KEY = "reference_offers"
@@ -50,8 +56,27 @@ def offered_reference(record: Prediction) -> dict[str, str] | None:
 
 
 def _render(record: Prediction, form: ReviewForm) -> str:
+    priors, prior_count = _priors(record)
     return render_template("result.html", p=record, form=form, positive_class=POSITIVE_CLASS,
-                           own=own_review(record, current_user))
+                           own=own_review(record, current_user), priors=priors, prior_count=prior_count)
+
+
+def _same_reference(record: Prediction):
+    return (Prediction.reference == record.reference, Prediction.id != record.id)
+
+
+def _priors(record: Prediction) -> tuple[list[Prediction], int]:
+    """The newest other studies with exactly this reference, and how many there are (none without one)."""
+    if not record.reference:
+        return [], 0
+    rows = db.session.scalars(
+        select(Prediction).where(*_same_reference(record))
+        .order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(PRIORS_SHOWN)
+    ).all()
+    count = len(rows)
+    if count == PRIORS_SHOWN:
+        count = db.session.scalar(select(func.count()).select_from(Prediction).where(*_same_reference(record)))
+    return list(rows), count
 
 
 def _review_form(record: Prediction) -> ReviewForm:
@@ -76,6 +101,31 @@ def viewed(prediction_id: int) -> Prediction:
     audit.record(audit.VIEW, target=f"prediction:{record.id}")
     db.session.commit()
     return record
+
+
+@bp.get("/<int:prediction_id>/compare/<int:other_id>")
+def compare(prediction_id: int, other_id: int) -> str | tuple[str, int]:
+    """Two studies with the same reference side by side, each in its own viewer."""
+    if prediction_id == other_id:
+        abort(400, "Choose two different studies to compare.")
+    first, second = db.get_or_404(Prediction, prediction_id), db.get_or_404(Prediction, other_id)
+    if not first.reference or first.reference != second.reference:
+        abort(400, "Only studies with the same reference can be compared side by side.")
+    # Both exist and may be compared: each viewing is recorded (the rows come from the session's identity map).
+    return render_template("compare.html", studies=(viewed(first.id), viewed(second.id)))
+
+
+@bp.get("/<int:prediction_id>/report.pdf")
+def report(prediction_id: int) -> Response:
+    """The one-page A4 report, as a download; recorded in the audit trail like any export."""
+    record = db.get_or_404(Prediction, prediction_id)
+    folder = Path(current_app.config["UPLOAD_FOLDER"])
+    pdf = prediction_pdf(record, folder / record.image_path, folder / record.overlay_path, POSITIVE_CLASS,
+                         model_service.bundle.version)
+    audit.record(audit.EXPORT, target=f"prediction:{record.id}", detail="report.pdf")
+    db.session.commit()
+    name = f"cxr-prediction-{record.id}.pdf"  # built from the id only: nothing a user typed
+    return Response(pdf, mimetype="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @bp.post("/<int:prediction_id>/reviews")
