@@ -56,7 +56,10 @@ RESUMABLE = 75  # exit status of a run that stopped before its end and can be re
 # Arguments that may differ when a run is resumed: they do not change what it computes.
 FREE_ON_RESUME = {"resume", "stop_after_epochs", "cache", "no_cache"}
 PATH_ARGUMENTS = {"data", "out", "init_from", "lung_localiser", "cache"}
-CALIBRATION_IMAGES = 1024
+# Batch-norm recalibration averages over this many training images (times every position of each
+# feature map, so thousands of values per channel even in the last block): more only lengthens each
+# epoch, as it runs once per epoch on the same cores as training.
+CALIBRATION_IMAGES = 512
 
 LIMITATIONS = [
     "Research use only; not a medical device and not a diagnosis.",
@@ -446,12 +449,11 @@ def train(args: argparse.Namespace) -> int:
     labels = np.array([classes.index(NORMAL if s.label in negatives else s.label) for s in samples])
     split = patient_split(samples, fractions, args.seed, holdout)
     stage("split by patient: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()), started)
-    if args.init_from is not None:
-        if not same_split(args.init_from / SPLIT_FILE, samples, split):
-            # Otherwise images the starting model trained on could sit in this run's test split.
-            print(f"error: the split differs from the one {args.init_from} was trained on; use the same data, "
-                  "--split, --seed and --holdout-sources", file=sys.stderr)
-            return 2
+    if args.init_from is not None and not same_split(args.init_from / SPLIT_FILE, samples, split):
+        # Otherwise images the starting model trained on could sit in this run's test split.
+        print(f"error: the split differs from the one {args.init_from} was trained on; use the same data, "
+              "--split, --seed and --holdout-sources", file=sys.stderr)
+        return 2
 
     try:
         model, history, fit_stats = train_cnn(args, classes, samples, images, labels, split, started)
