@@ -19,8 +19,10 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -188,14 +190,15 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int = 128) -> 
             layer.momentum = momentum
 
 
-def compile_cnn(model, learning_rate: float) -> None:
+def compile_cnn(model: Any, learning_rate: float) -> None:
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
 
 
-def epoch_batches(images, labels, order: np.ndarray, epoch: int, batch_size: int, seed: int, augment):
+def epoch_batches(images: Any, labels: Any, order: np.ndarray, epoch: int, batch_size: int, seed: int,
+                  augment: Callable) -> Any:
     """The augmented batches of one epoch: images[order] (order: that epoch's positions, a whole
     number of batches). Each batch's augmentation is seeded by (seed, its step in the whole run)."""
     import tensorflow as tf
@@ -215,14 +218,14 @@ def epoch_batches(images, labels, order: np.ndarray, epoch: int, batch_size: int
     return dataset.with_options(options)
 
 
-def validation_batches(images: np.ndarray, labels: np.ndarray, batch_size: int = 64):
+def validation_batches(images: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> Any:
     import tensorflow as tf
 
     return (tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels))
             .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
-def run_epoch(model, batches, steps: int, class_weight: dict[int, float] | None, validation,
+def run_epoch(model: Any, batches: Any, steps: int, class_weight: dict[int, float] | None, validation: Any,
               calibration: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
     """One epoch as training runs it: the training steps, batch-norm recalibration, validation.
     Returns the epoch's figures (loss, accuracy, val_loss, val_accuracy) and each part's seconds."""
@@ -245,11 +248,11 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def checkpoint_arguments(args: argparse.Namespace) -> dict:
+def checkpoint_arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
 
 
-def same_split(path: Path, samples, split: dict[str, list[int]]) -> bool:
+def same_split(path: Path, samples: list, split: dict[str, list[int]]) -> bool:
     return read_split(path) == {samples[i].file: name for name, indices in split.items() for i in indices}
 
 
@@ -282,7 +285,10 @@ def train_cnn(args, classes, samples, images, labels, split, started):
     return model, history, stats
 
 
-def fit_cnn(model, args, classes, samples, images, labels, split, started, policy):
+def fit_cnn(model: Any, args: argparse.Namespace, classes: list[str], samples: list, images: np.ndarray,
+            labels: np.ndarray, split: dict[str, list[int]], started: float,
+            policy: str) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
+    """Train `model` epoch by epoch from where its checkpoint stands (from the start without --resume)."""
     import tensorflow as tf
 
     train_idx, val_idx = np.asarray(split["train"]), np.asarray(split["val"])
