@@ -6,7 +6,7 @@ input: a few milliseconds per image, more than the CNN's forward pass. Here ever
 into one node table and all trees are walked at once with numpy, which gives the same leaves and so the
 same probabilities (to the last bits of floating-point summation order) in a fraction of the time.
 The standard scaler and the Platt-scaled RBF SVM are written out in numpy too: their scikit-learn
-calls cost ~2 ms per image, nearly all of it input validation.
+calls spend most of their time per image on input validation.
 
 `compile_ensemble` accepts exactly what training exports (a Pipeline of transformers ending in a
 soft VotingClassifier whose members are trees, forests of trees, SAMME AdaBoost over trees, a binary

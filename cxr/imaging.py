@@ -20,7 +20,7 @@ from cxr.errors import CorruptImage, InputError, NotAChestXray, UnsupportedForma
 MIN_SIDE = 128  # px on the short side; below this a chest X-ray is not readable
 MAX_ASPECT = 3.0  # long side / short side; a chest film is close to square
 # Checked on the header, before any pixel is decoded. The largest chest detectors give ~4300² ≈ 18 MP;
-# decoding 40 MP of RGB to float already takes ~1 GB, so anything bigger is refused as a bomb.
+# decoding 40 MP of RGB to float already takes about a gigabyte, so anything bigger is refused as a bomb.
 MAX_PIXELS = 40_000_000
 # Only these parsers ever see upload bytes: Pillow's other plugins (EPS, PSD, FITS, ...) are attack surface.
 RASTER_FORMATS = ["PNG", "JPEG", "TIFF"]

@@ -74,13 +74,13 @@ def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, in
 
 
 # The overlay is for looking at in a browser: a 2-4k px detector film is drawn at this size at most
-# (the heatmap itself is 8 × 8; the film stays stored at full size). 4-5× less work on such films.
+# (the heatmap itself is 8 × 8; the film stays stored at full size), which saves most of the work on
+# such films (bench/README.md, "In-process").
 OVERLAY_MAX_SIDE = 1024
 
 
 # How each stored file is encoded. The film is kept lossless; the overlay and thumbnail are for looking at,
-# and JPEG is cheap: overlay + encoding went from 7.4 ms (PNG) to 3.5 ms (JPEG, with the blend below),
-# the thumbnail from 2.3 to 1.1 ms (bench/README.md, "In-process").
+# and JPEG encodes them in a fraction of PNG's time (bench/README.md, "In-process").
 FILE_FORMATS = {"image": "png", "overlay": "jpg", "thumbnail": "jpg"}
 MIME_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
 JPEG_QUALITY = 90

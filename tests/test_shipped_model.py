@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cxr.bundle import CARD_FILE, HASHED_FILES, ModelBundle, artifact_version
 from cxr.preprocess import PARAMETERS
+from training.precision import native_bfloat16
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +49,41 @@ def test_models_folder_stays_small():
     total = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
     assert total < 30 * 1024 * 1024, f"models/ is {total / 2**20:.1f} MiB"
     assert all((MODELS / name).is_file() for name in HASHED_FILES)
+
+
+def test_shipped_cnn_serves_in_float32():
+    bundle = ModelBundle(MODELS)
+    assert {layer.dtype_policy.name for layer in bundle.cnn.layers} == {"float32"}
+
+
+@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16 (AVX512_BF16 or AMX): it "
+                    "would be emulated, slower than float32, so serving stays float32 (bench/README.md)")
+def test_bfloat16_inference_changes_at_most_one_percent_of_test_decisions(card):
+    """The condition for serving in bfloat16 on CPUs that compute it natively."""
+    import keras
+
+    from cxr.bundle import embed
+    from training.cnn import build_cnn
+    from training.data import SPLIT_FILE, load_dataset, read_split
+    from training.images import load_inputs
+
+    manifest = ROOT / card["training"]["data"]
+    if not manifest.is_file():
+        pytest.skip(f"the training data {manifest} is not here")
+    in_test = {file for file, split in read_split(MODELS / SPLIT_FILE).items() if split == "test"}
+    samples, _ = load_dataset(manifest, card["classes"] + card["data"]["trained_as_normal"])
+    images, _ = load_inputs([s for s in samples if s.file in in_test], card["input_size"], None, cache_dir=None)
+    bundle = ModelBundle(MODELS)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        reduced = build_cnn(card["input_size"], len(card["classes"]), card["architecture"]["base_filters"],
+                            card["architecture"]["blocks"])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    reduced.set_weights(bundle.cnn.get_weights())
+    decisions = []
+    for features, _ in (bundle.embed(images), embed(reduced, card["feature_layer"], images)):
+        distance = bundle.ood.distance(features) / bundle.ood.threshold
+        decisions.append(np.asarray(bundle.rule.outcomes(bundle.ensemble_probabilities(features), distance)))
+    assert len(decisions[0]) == len(in_test)
+    assert np.mean(decisions[0] != decisions[1]) <= 0.01

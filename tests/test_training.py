@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,11 @@ from PIL import Image
 
 from cxr.bundle import ModelBundle, artifact_version
 from training import evaluate, train
+from training.checkpoint import CHECKPOINT_DIR, PROGRESS_FILE
 from training.data import DataError, canonical_label, load_dataset, patient_split
+from training.precision import training_policy
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = ["--input-size", "32", "--base-filters", "4", "--blocks", "2", "--epochs", "1", "--no-cache"]
 
@@ -257,3 +265,64 @@ def test_lung_localiser_trains_and_a_lung_crop_model_serves(dataset, tmp_path):
     (out / "lungs.keras").write_bytes(b"changed")  # the localiser is part of the hashed artifacts
     with pytest.raises(Exception, match="do not match"):
         ModelBundle(out)
+
+
+def test_precision_is_float32_unless_the_cpu_computes_bfloat16(tmp_path):
+    plain, native = tmp_path / "plain", tmp_path / "native"
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n")
+    native.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16\n")
+    assert train.parse_args(["--data", "d", "--out", "o"]).precision == "auto"
+    assert training_policy("auto", plain) == "float32"
+    assert training_policy("auto", native) == "mixed_bfloat16"
+    assert training_policy("auto", tmp_path / "missing") == "float32"
+    assert training_policy("float32", native) == "float32" and training_policy("bfloat16", plain) == "mixed_bfloat16"
+
+
+def test_a_bfloat16_run_exports_a_float32_network(dataset, tmp_path):
+    out = tmp_path / "bf16"
+    assert train.main(["--data", str(dataset), "--out", str(out), "--precision", "bfloat16", *TINY]) == 0
+    assert json.loads((out / "model_card.json").read_text())["training"]["policy"] == "mixed_bfloat16"
+    bundle = ModelBundle(out)
+    assert {layer.dtype_policy.name for layer in bundle.cnn.layers} == {"float32"}
+    assert not (out / CHECKPOINT_DIR).exists(), "a finished run leaves no checkpoint"
+
+
+def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_result(dataset, tmp_path):
+    import keras
+
+    cli = [sys.executable, "-m", "training.train"]
+    common = ["--data", str(dataset), "--input-size", "32", "--base-filters", "4", "--blocks", "2", "--epochs", "5",
+              "--warmup-epochs", "2", "--patience", "2", "--epoch-size", "128", "--no-cache", "--deterministic"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+                              check=False)
+
+    straight = run(*common, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    out = tmp_path / "stopped"
+    stopped = subprocess.Popen([*cli, *common, "--out", str(out)], cwd=ROOT, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in stopped.stdout:
+        if line.startswith("epoch 1/5"):
+            assert "images/s" in line and "ETA" in line
+            stopped.send_signal(signal.SIGTERM)
+            break
+    rest, _ = stopped.communicate(timeout=120)
+    assert stopped.returncode == train.RESUMABLE, rest[-3000:]
+    assert f"--resume {out}" in rest
+    done = json.loads((out / CHECKPOINT_DIR / PROGRESS_FILE).read_text())["progress"]["epochs_done"]
+    assert 1 <= done < 5
+
+    conflict = run("--resume", str(out), "--seed", "7")
+    assert conflict.returncode == 2 and "--seed 7 differs from the stopped run's 42" in conflict.stderr
+    resumed = run("--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed after epoch {done}" in resumed.stdout
+    assert not (out / CHECKPOINT_DIR).exists()
+    expected, got = (keras.saving.load_model(d / "cnn.keras", compile=False).get_weights()
+                     for d in (tmp_path / "straight", out))
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert ((tmp_path / "straight" / "split.csv").read_text() == (out / "split.csv").read_text())

@@ -35,7 +35,9 @@ def build_cnn(input_size: int, n_classes: int, base_filters: int = 16, blocks: i
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
         x = layers.Dropout(0.25, name=f"block{block}_dropout")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    features = layers.Dense(64, activation="relu", name=FEATURE_LAYER)(x)
+    # float32 under a mixed-precision policy too: the features feed the ensemble and the OOD distance,
+    # which were fitted on float32 features, and a softmax in bfloat16 loses the small probabilities.
+    features = layers.Dense(64, activation="relu", dtype="float32", name=FEATURE_LAYER)(x)
     x = layers.Dropout(0.5, name="head_dropout")(features)
-    outputs = layers.Dense(n_classes, activation="softmax", name=OUTPUT_LAYER)(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name=OUTPUT_LAYER)(x)
     return keras.Model(inputs, outputs, name="emcnet_style_cnn")

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{(~held).sum()} to train, {held.sum()} held out", flush=True)
 
     keras.utils.set_random_seed(args.seed)
-    acquisition = augmenter(args.seed, acquisition=True, geometry=False)
+    acquisition = augmenter(acquisition=True, geometry=False)
 
     def flip(images: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         # A mirrored film has its lung box mirrored: left ↔ 1 − right.
@@ -142,11 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         return (tf.where(mirrored[:, :, None, None], tf.reverse(images, axis=[2]), images),
                 tf.where(mirrored, flipped, boxes))
 
-    train = (
+    batches = (
         tf.data.Dataset.from_tensor_slices((tensors[~held], targets[~held]))
         .shuffle(len(files), seed=args.seed, reshuffle_each_iteration=True)
         .batch(32)
-        .map(acquisition)
+    )
+    seeds = tf.data.Dataset.random(seed=args.seed, rerandomize_each_iteration=True).batch(2)  # one per batch
+    train = (
+        tf.data.Dataset.zip(batches, seeds)
+        .map(lambda batch, seed: acquisition(*batch, seed))
         .map(flip)
         .prefetch(tf.data.AUTOTUNE)
     )

@@ -1,6 +1,11 @@
 """Train the CNN feature extractor and the soft-voting ensemble, and export the model bundle.
 
     python -m training.train --data ../shared/data/cxr/manifest.csv --out models/
+    python -m training.train --resume models/      # continue a run that was stopped
+
+A checkpoint is written to OUT/checkpoint/ after every epoch. Ctrl-C or SIGTERM stops the run; it
+then exits with status 75 (as does --stop-after-epochs) and `--resume OUT` continues it to the result
+the uninterrupted run gives. The checkpoint is removed once the model is written.
 """
 
 from __future__ import annotations
@@ -10,11 +15,14 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +32,9 @@ from cxr.decision import POSITIVE_CLASS, Rule
 from cxr.lungs import LUNG_FILE, LungLocaliser, crop_parameters
 from cxr.ood import FeatureDistance
 from cxr.preprocess import PARAMETERS
-from training import report
+from training import checkpoint, report
 from training.augment import augmenter
+from training.checkpoint import CHECKPOINT_DIR, Progress
 from training.data import (
     DEFAULT_CLASSES,
     SPLIT_FILE,
@@ -39,11 +48,20 @@ from training.data import (
 )
 from training.images import load_inputs
 from training.metrics import choose_threshold
+from training.precision import CHOICES, training_policy
 from training.sampling import balanced_weights, epoch_order
 from training.scoring import classifier_probabilities, format_table, score_all
 from training.unseen import NORMAL, format_sources, per_source
 
 NON_COVID_FINDINGS = "viral_pneumonia,bacterial_pneumonia,other"
+RESUMABLE = 75  # exit status of a run that stopped before its end and can be resumed (EX_TEMPFAIL)
+# Arguments that may differ when a run is resumed: they do not change what it computes.
+FREE_ON_RESUME = {"resume", "stop_after_epochs", "cache", "no_cache"}
+PATH_ARGUMENTS = {"data", "out", "init_from", "lung_localiser", "cache"}
+# Batch-norm recalibration averages over this many training images (times every position of each
+# feature map, so thousands of values per channel even in the last block): more only lengthens each
+# epoch, as it runs once per epoch on the same cores as training.
+CALIBRATION_IMAGES = 512
 
 LIMITATIONS = [
     "Research use only; not a medical device and not a diagnosis.",
@@ -55,10 +73,10 @@ LIMITATIONS = [
 ]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="manifest CSV or class-folder tree")
-    parser.add_argument("--out", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--data", type=Path, help="manifest CSV or class-folder tree (required unless --resume)")
+    parser.add_argument("--out", type=Path, help="model directory to write (required unless --resume)")
     parser.add_argument("--classes", default=",".join(DEFAULT_CLASSES), help="comma-separated (default: covid,normal)")
     parser.add_argument("--input-size", type=int, default=128, help="square input side in pixels (default 128)")
     parser.add_argument("--base-filters", type=int, default=16)
@@ -98,9 +116,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lung-localiser", type=Path, metavar="FILE",
                         help="a lung localiser from `python -m training.lungs`: the CNN then sees the lung box "
                              "only, and the localiser ships in the model directory")
+    parser.add_argument("--precision", choices=CHOICES, default="auto",
+                        help="auto: bfloat16 mixed precision where the CPU computes bfloat16 natively "
+                             "(AVX512_BF16, AMX), else float32; the exported model is float32 either way")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="TensorFlow's op determinism: a resumed run ends with the same weights as an "
+                             "uninterrupted one with the same seed")
+    parser.add_argument("--resume", type=Path, metavar="DIR",
+                        help="continue the stopped run whose --out was DIR, with its arguments")
+    parser.add_argument("--stop-after-epochs", type=int, metavar="N",
+                        help="stop, resumably, after N epochs of this invocation (time-boxed sessions)")
     parser.add_argument("--cache", type=Path, default=Path(".cache"), help="where decoded arrays are cached")
     parser.add_argument("--no-cache", action="store_true")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume is None:
+        if args.data is None or args.out is None:
+            parser.error("--data and --out are required (or --resume DIR)")
+        return args
+    try:
+        saved = checkpoint.saved_arguments(args.resume / CHECKPOINT_DIR)
+    except OSError:
+        parser.error(f"no checkpoint to resume in {args.resume / CHECKPOINT_DIR}")
+    # Attributes already in the namespace are not given defaults, so what stays unset was not on the command line.
+    unset = object()
+    given = parser.parse_args(argv, namespace=argparse.Namespace(**{key: unset for key in vars(args)}))
+    for key, value in vars(given).items():
+        if value is unset or key in FREE_ON_RESUME:
+            continue
+        wanted = str(value) if isinstance(value, Path) else value
+        if wanted != saved[key] and not (key == "out" and Path(wanted) == args.resume):
+            parser.error(f"--{key.replace('_', '-')} {wanted} differs from the stopped run's {saved[key]}; "
+                         "leave it out to resume that run")
+    resumed = {key: Path(value) if key in PATH_ARGUMENTS and value is not None else value
+               for key, value in saved.items()}
+    return argparse.Namespace(**(resumed | {key: getattr(args, key) for key in FREE_ON_RESUME}
+                                 | {"out": args.resume}))
 
 
 def stage(message: str, started: float) -> None:
@@ -135,23 +190,107 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int = 128) -> 
             layer.momentum = momentum
 
 
+def compile_cnn(model: Any, learning_rate: float) -> None:
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+
+def epoch_batches(images: Any, labels: Any, order: np.ndarray, epoch: int, batch_size: int, seed: int,
+                  augment: Callable) -> Any:
+    """The augmented batches of one epoch: images[order] (order: that epoch's positions, a whole
+    number of batches). Each batch's augmentation is seeded by (seed, its step in the whole run)."""
+    import tensorflow as tf
+
+    steps = len(order) // batch_size
+    first = epoch * steps
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((order.reshape(steps, batch_size), np.arange(first, first + steps)))
+        .map(lambda idx, step: augment(tf.gather(images, idx), tf.gather(labels, idx), tf.stack([seed, step])),
+             num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    # One thread per augmentation op: the training step already uses every core, and ops of both
+    # fanned out over the same cores only make each other wait.
+    options = tf.data.Options()
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.with_options(options)
+
+
+def validation_batches(images: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> Any:
+    import tensorflow as tf
+
+    return (tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels))
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def run_epoch(model: Any, batches: Any, steps: int, class_weight: dict[int, float] | None, validation: Any,
+              calibration: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    """One epoch as training runs it: the training steps, batch-norm recalibration, validation.
+    Returns the epoch's figures (loss, accuracy, val_loss, val_accuracy) and each part's seconds."""
+    marks = [time.perf_counter()]
+    fitted = model.fit(batches, epochs=1, steps_per_epoch=steps, class_weight=class_weight, shuffle=False, verbose=0)
+    marks.append(time.perf_counter())
+    recalibrate_batch_norm(model, calibration)
+    marks.append(time.perf_counter())
+    validated = model.evaluate(validation, verbose=0, return_dict=True)
+    marks.append(time.perf_counter())
+    logs = {"loss": fitted.history["loss"][-1], "accuracy": fitted.history["accuracy"][-1],
+            "val_loss": validated["loss"], "val_accuracy": validated["accuracy"]}
+    seconds = dict(zip(("train", "recalibration", "validation"), np.diff(marks).tolist()))
+    return logs, seconds
+
+
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def checkpoint_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+def same_split(path: Path, samples: list, split: dict[str, list[int]]) -> bool:
+    return read_split(path) == {samples[i].file: name for name, indices in split.items() for i in indices}
+
+
+class StoppedEarly(Exception):
+    """The run stopped at an epoch boundary, on request, with a checkpoint to resume from."""
+
+
 def train_cnn(args, classes, samples, images, labels, split, started):
     import keras
-    import tensorflow as tf
 
     from training.cnn import build_cnn
 
-    keras.utils.set_random_seed(args.seed)
-    model = build_cnn(args.input_size, len(classes), args.base_filters, args.blocks)
-    if args.init_from is not None:
-        start = keras.models.load_model(args.init_from / CNN_FILE, compile=False)
-        model.set_weights(start.get_weights())  # ValueError when the architecture differs
-        stage(f"CNN weights taken from {args.init_from}", started)
-    model.compile(
-        optimizer=keras.optimizers.Adam(args.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    policy = training_policy(args.precision)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(args.seed)
+        model = build_cnn(args.input_size, len(classes), args.base_filters, args.blocks)
+        if args.init_from is not None:
+            start = keras.models.load_model(args.init_from / CNN_FILE, compile=False)
+            model.set_weights(start.get_weights())  # ValueError when the architecture differs
+            stage(f"CNN weights taken from {args.init_from}", started)
+        compile_cnn(model, args.learning_rate)
+        model, history, stats = fit_cnn(model, args, classes, samples, images, labels, split, started, policy)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    if policy != "float32":
+        # Serving computes in float32: the same weights in a float32 network.
+        trained, model = model, build_cnn(args.input_size, len(classes), args.base_filters, args.blocks)
+        model.set_weights(trained.get_weights())
+    return model, history, stats
+
+
+def fit_cnn(model: Any, args: argparse.Namespace, classes: list[str], samples: list, images: np.ndarray,
+            labels: np.ndarray, split: dict[str, list[int]], started: float,
+            policy: str) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
+    """Train `model` epoch by epoch from where its checkpoint stands (from the start without --resume)."""
+    import tensorflow as tf
+
     train_idx, val_idx = np.asarray(split["train"]), np.asarray(split["val"])
     rng_seed = args.seed + 7
     if args.sampling == "balanced":
@@ -165,53 +304,58 @@ def train_cnn(args, classes, samples, images, labels, split, started):
         weights = {k: float(len(train_idx) / (len(classes) * max(n, 1))) for k, n in enumerate(present)}
     steps = order.shape[1] // args.batch_size
     order = order[:, : steps * args.batch_size]
-    stage(f"CNN: {model.count_params():,} parameters; {args.sampling} sampling, {steps} steps per epoch, "
-          f"class weights {weights}", started)
+    stage(f"CNN: {model.count_params():,} parameters; {policy}; {args.sampling} sampling, {steps} steps per "
+          f"epoch, class weights {weights}", started)
     train_images = tf.constant(images[train_idx])  # float16: half the memory; cast after the gather
     train_labels = tf.constant(labels[train_idx])
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices(order.reshape(-1))
-        .batch(args.batch_size)
-        .map(lambda idx: (tf.gather(train_images, idx), tf.gather(train_labels, idx)))
-        .map(augmenter(args.seed, acquisition=args.augment == "acquisition"), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    val_ds = (
-        tf.data.Dataset.from_tensor_slices((images[val_idx].astype(np.float32), labels[val_idx]))
-        .batch(64)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    calibration = images[train_idx[:: max(1, len(train_idx) // 1024)]]
+    augment = augmenter(acquisition=args.augment == "acquisition")
+    validation = validation_batches(images[val_idx], labels[val_idx])
+    calibration = images[train_idx[:: max(1, len(train_idx) // CALIBRATION_IMAGES)]]
 
-    class RecalibrateBeforeValidation(keras.callbacks.Callback):
-        def on_test_begin(self, logs=None):
-            recalibrate_batch_norm(self.model, calibration)
-
-    callbacks = [
-        RecalibrateBeforeValidation(),
-        # Batch-norm statistics make the first epochs' validation loss erratic: judge only after a few.
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=args.patience, restore_best_weights=True, start_from_epoch=args.warmup_epochs
-        ),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=3, min_lr=1e-5),
-    ]
-    fit_started = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=args.epochs,
-        steps_per_epoch=steps,
-        class_weight=weights,
-        callbacks=callbacks,
-        shuffle=False,  # `order` fixes every epoch's images
-        verbose=2,
-    )
+    directory = args.out / CHECKPOINT_DIR
+    progress, best_weights = Progress(), None
+    if args.resume is not None:
+        if not same_split(directory / SPLIT_FILE, samples, split):
+            raise DataError(f"the split differs from the one of the stopped run in {args.resume}; "
+                            "the data must be the same")
+        progress, best_weights = checkpoint.restore(directory, model)
+        stage(f"resumed after epoch {progress.epochs_done} from {directory}", started)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_split(directory / SPLIT_FILE, samples, split)
+    this_session = 0
+    while progress.epochs_done < args.epochs and not progress.stopped_early:
+        epoch = progress.epochs_done
+        if args.stop_after_epochs is not None and this_session >= args.stop_after_epochs:
+            raise StoppedEarly(f"stopped after {this_session} epoch(s), as --stop-after-epochs asked")
+        batches = epoch_batches(train_images, train_labels, order[epoch], epoch, args.batch_size, args.seed, augment)
+        logs, seconds = run_epoch(model, batches, steps, weights, validation, calibration)
+        if progress.early_stopping(logs["val_loss"], args.patience, args.warmup_epochs):
+            best_weights = model.get_weights()
+        rate = float(model.optimizer.learning_rate.numpy())
+        model.optimizer.learning_rate = progress.learning_rate(logs["val_loss"], rate)
+        progress.record(logs | {"learning_rate": rate}, sum(seconds.values()))
+        progress.epochs_done += 1
+        this_session += 1
+        checkpoint.save(directory, progress, model, best_weights, checkpoint_arguments(args))
+        epoch_seconds = sum(seconds.values())
+        left = args.epochs - progress.epochs_done
+        print(f"epoch {progress.epochs_done}/{args.epochs}: loss {logs['loss']:.4f}, accuracy "
+              f"{logs['accuracy']:.3f}, val_loss {logs['val_loss']:.4f}, val_accuracy {logs['val_accuracy']:.3f}, "
+              f"lr {rate:.2g}; {steps * args.batch_size / epoch_seconds:.1f} images/s (training "
+              f"{seconds['train']:.0f}s, recalibration {seconds['recalibration']:.0f}s, validation "
+              f"{seconds['validation']:.0f}s); ETA {duration(left * progress.seconds / progress.epochs_done)}"
+              + (" at most (early stopping may end sooner)" if left and not progress.stopped_early else ""),
+              flush=True)
+    if best_weights is not None:
+        model.set_weights(best_weights)
+        stage(f"weights of the best epoch ({progress.best_epoch + 1}) restored", started)
     recalibrate_batch_norm(model, calibration)
-    seconds = time.perf_counter() - fit_started
-    epochs = len(history.history["loss"])
-    throughput = epochs * steps * args.batch_size / seconds
-    stage(f"CNN trained: {epochs} epochs in {seconds:.0f}s ({throughput:.1f} training images/s)", started)
-    return model, history.history, {"epochs": epochs, "seconds": round(seconds, 1), "images_per_second": round(throughput, 1)}
+    throughput = progress.epochs_done * steps * args.batch_size / progress.seconds
+    stage(f"CNN trained: {progress.epochs_done} epochs in {progress.seconds:.0f}s "
+          f"({throughput:.1f} training images/s)", started)
+    return model, progress.history, {"epochs": progress.epochs_done, "seconds": round(progress.seconds, 1),
+                                     "images_per_second": round(throughput, 1)}
 
 
 def fit_ensemble(features: np.ndarray, labels: np.ndarray, seed: int):
@@ -261,12 +405,29 @@ def initial_model(directory: Path | None) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # TensorFlow leaves its oneDNN kernels off on CPUs without AVX-512 (these AMD EPYC machines have AVX2):
-    # turned on, training ran 1.62x faster here (`python -m bench.training_speed`). Read when TensorFlow is
-    # first imported, which happens below (train_cnn); set here, not at import, so that importing this
-    # module changes nothing for serving code in the same process, which leaves them off (no gain there).
+    # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512; training is faster with
+    # them on CPUs without it too (bench/README.md, "Training speed"). Read when TensorFlow is first
+    # imported, which happens below (train_cnn); set here, not at import, so that importing this module
+    # changes nothing for serving code in the same process, which gains nothing from them.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     args = parse_args(argv)
+    if args.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    # SIGTERM (a scheduler, a machine shutting down) stops the run as Ctrl-C does, at a checkpoint.
+    terminate = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return train(args)
+    except (KeyboardInterrupt, StoppedEarly) as stop:
+        print(f"\n{stop or 'interrupted'}; continue with: python -m training.train --resume {args.out}",
+              file=sys.stderr)
+        return RESUMABLE
+    finally:
+        signal.signal(signal.SIGTERM, terminate)
+
+
+def train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     classes = list(dict.fromkeys(canonical_label(c) for c in args.classes.split(",") if c.strip()))
     negatives = [n for n in dict.fromkeys(canonical_label(c) for c in args.negatives.split(",") if c.strip())
@@ -294,15 +455,17 @@ def main(argv: list[str] | None = None) -> int:
     labels = np.array([classes.index(NORMAL if s.label in negatives else s.label) for s in samples])
     split = patient_split(samples, fractions, args.seed, holdout)
     stage("split by patient: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()), started)
-    if args.init_from is not None:
-        previous = read_split(args.init_from / SPLIT_FILE)
-        if previous != {samples[i].file: name for name, indices in split.items() for i in indices}:
-            # Otherwise images the starting model trained on could sit in this run's test split.
-            print(f"error: the split differs from the one {args.init_from} was trained on; use the same data, "
-                  "--split, --seed and --holdout-sources", file=sys.stderr)
-            return 2
+    if args.init_from is not None and not same_split(args.init_from / SPLIT_FILE, samples, split):
+        # Otherwise images the starting model trained on could sit in this run's test split.
+        print(f"error: the split differs from the one {args.init_from} was trained on; use the same data, "
+              "--split, --seed and --holdout-sources", file=sys.stderr)
+        return 2
 
-    model, history, fit_stats = train_cnn(args, classes, samples, images, labels, split, started)
+    try:
+        model, history, fit_stats = train_cnn(args, classes, samples, images, labels, split, started)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     stage("extracting 64-d features", started)
     feats, cnn_probs = {}, {}
@@ -370,7 +533,9 @@ def main(argv: list[str] | None = None) -> int:
             "architecture": {"blocks": args.blocks, "base_filters": args.base_filters,
                              "batch_norm": True, "dropout": 0.25, "parameters": int(model.count_params())},
             "training": {**{k: v for k, v in vars(args).items()
-                            if k not in ("data", "out", "cache", "no_cache", "init_from", "lung_localiser")},
+                            if k not in ("data", "out", "cache", "no_cache", "init_from", "lung_localiser",
+                                         "resume", "stop_after_epochs")},
+                         "policy": training_policy(args.precision),
                          "data": str(args.data), "init_from": initial_model(args.init_from), **fit_stats,
                          "wall_seconds": round(time.perf_counter() - started, 1)},
             "data": {name: counts(samples, indices) for name, indices in split.items()}
@@ -401,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.move(str(item), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(args.out / CHECKPOINT_DIR)  # the run is complete: nothing left to resume
     stage(f"model {card['version']} written to {args.out}; total wall time {time.perf_counter() - started:.0f}s", started)
     return 0
 
