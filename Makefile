@@ -38,4 +38,6 @@ browser:
 	fi
 
 test: install-dev browser
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -19,8 +19,8 @@ threads = int(os.environ.get("CXR_THREADS", "16"))
 preload_app = False
 # A worker starts even when the model, the database or the upload folder is unusable: it answers 503
 # with the reason and recovers by itself (webapp/model_service.py, webapp/errors.py), so a worker
-# restarted during such a fault cannot take the whole server down. A broken model directory at launch still stops the master
-# at once (on_starting below).
+# restarted during such a fault cannot take the whole server down. A broken model directory at launch
+# still stops the master at once (on_starting below).
 os.environ.setdefault("CXR_STRICT_STARTUP", "false")
 # A worker loads TensorFlow and the model before its first request, and a large DICOM upload takes
 # seconds to decode: both must fit in the timeout on a busy machine.

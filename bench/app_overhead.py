@@ -67,8 +67,15 @@ def measure(images: int, rounds: int, model_dir: Path) -> dict[str, Any]:
 
     bundle = ModelBundle(model_dir)
     folder = tempfile.mkdtemp(prefix="cxr-app-overhead-")
-    app = create_app({"INSTANCE_PATH": folder, "MODEL_BUNDLE": bundle, "SECRET_KEY": "bench",
-                      "ADMIN_PASSWORD": "bench-admin-password", "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000"})
+    app = create_app(
+        {
+            "INSTANCE_PATH": folder,
+            "MODEL_BUNDLE": bundle,
+            "SECRET_KEY": "bench",
+            "ADMIN_PASSWORD": "bench-admin-password",
+            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+        }
+    )
     prepare_database(app)
     with app.app_context():
         user = create_user("bench", "bench-password-1", "clinician")
@@ -108,8 +115,14 @@ def measure(images: int, rounds: int, model_dir: Path) -> dict[str, Any]:
         "uploads": uploads,
         "model_version": bundle.version,
         "in_process_full_prediction_p50_ms": median(bare),
-        "steps": {label: {"p50_ms": median(times[label]), "per_upload_ms": sum(times[label]) / uploads,
-                          "calls_per_upload": len(times[label]) / uploads} for label, _, _ in STEPS},
+        "steps": {
+            label: {
+                "p50_ms": median(times[label]),
+                "per_upload_ms": sum(times[label]) / uploads,
+                "calls_per_upload": len(times[label]) / uploads,
+            }
+            for label, _, _ in STEPS
+        },
     }
 
 
@@ -123,15 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     foreign = ForeignCpu()
     result = measure(args.images, args.rounds, args.model)
     steps = result["steps"]
-    print(f"An upload inside the app on {machine()['cpu']}, model {result['model_version']}, "
-          f"{result['uploads']} uploads\n")
-    print(table(["step", "p50 ms", "per upload ms", "calls per upload"],
-                [[label, s["p50_ms"], s["per_upload_ms"], s["calls_per_upload"]] for label, s in steps.items()],
-                digits=2))
+    print(
+        f"An upload inside the app on {machine()['cpu']}, model {result['model_version']}, "
+        f"{result['uploads']} uploads\n"
+    )
+    print(
+        table(
+            ["step", "p50 ms", "per upload ms", "calls per upload"],
+            [[label, s["p50_ms"], s["per_upload_ms"], s["calls_per_upload"]] for label, s in steps.items()],
+            digits=2,
+        )
+    )
     whole = steps["whole request (Flask app)"]["per_upload_ms"]
     work = steps["decode, predict, gate"]["per_upload_ms"] + steps["stored files (encoding)"]["per_upload_ms"]
-    print(f"\nThe app's own work around the prediction and its files: {whole - work:.2f} ms per upload "
-          f"(in-process full prediction p50 in the same process: {result['in_process_full_prediction_p50_ms']:.2f} ms)")
+    print(
+        f"\nThe app's own work around the prediction and its files: {whole - work:.2f} ms per upload "
+        f"(in-process full prediction p50 in the same process: {result['in_process_full_prediction_p50_ms']:.2f} ms)"
+    )
     print(foreign.line())
     save_json(args.json, {"benchmark": "app_overhead", **result, "foreign_cpu": foreign.result()})
     return 0

@@ -72,8 +72,19 @@ def epochs_from_log(text: str, train_images: int | None) -> dict:
 def fresh_training(epochs: int) -> dict:
     """Train `epochs` epochs into a temporary folder and time each from Keras's own per-epoch log."""
     with tempfile.TemporaryDirectory(prefix="cxr-train-") as tmp:
-        command = [PYTHON, "-m", "training.train", "--data", str(DATA_DIR / "manifest.csv"), "--out",
-                   str(Path(tmp) / "model"), "--epochs", str(epochs), "--patience", str(epochs + 1)]
+        command = [
+            PYTHON,
+            "-m",
+            "training.train",
+            "--data",
+            str(DATA_DIR / "manifest.csv"),
+            "--out",
+            str(Path(tmp) / "model"),
+            "--epochs",
+            str(epochs),
+            "--patience",
+            str(epochs + 1),
+        ]
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"training.train failed:\n{done.stderr[-3000:]}")
@@ -91,26 +102,41 @@ def main(argv: list[str] | None = None) -> int:
     foreign = ForeignCpu()
     result = {"evaluate": evaluate(args.split or None, args.model), "card_training": card_training(args.model)}
     if args.train_log:
-        result["logged_training"] = epochs_from_log(args.train_log.read_text(errors="replace"),
-                                                    result["card_training"]["train_images"])
+        result["logged_training"] = epochs_from_log(
+            args.train_log.read_text(errors="replace"), result["card_training"]["train_images"]
+        )
     if args.train_epochs:
         result["fresh_training"] = fresh_training(args.train_epochs)
     e, c = result["evaluate"], result["card_training"]
     rows = [
-        [f"training.evaluate --split {e['split']} ({e['images']} images)", f"{e['images_per_s']} images/s end to end",
-         f"{e['images_per_s_after_decoding']} images/s after decoding"],
+        [
+            f"training.evaluate --split {e['split']} ({e['images']} images)",
+            f"{e['images_per_s']} images/s end to end",
+            f"{e['images_per_s_after_decoding']} images/s after decoding",
+        ],
         [f"training (model card: {c['epochs']} epochs, {c['seconds']} s)", f"{c['images_per_s']} images/s", ""],
     ]
     logged = result.get("logged_training")
     if logged:
         per_epoch = ", ".join(f"{v:.1f}" for v in logged["epoch_images_per_s"])
-        rows.append([f"training run of models/ ({len(logged['epoch_seconds'])} epochs of {logged['train_images']} "
-                     "images, from its log)", f"{logged['images_per_s']} images/s", f"per epoch: {per_epoch}"])
+        rows.append(
+            [
+                f"training run of models/ ({len(logged['epoch_seconds'])} epochs of {logged['train_images']} "
+                "images, from its log)",
+                f"{logged['images_per_s']} images/s",
+                f"per epoch: {per_epoch}",
+            ]
+        )
     fresh = result.get("fresh_training")
     if fresh:
         per_epoch = ", ".join(f"{v:.1f}" for v in fresh["epoch_images_per_s"])
-        rows.append([f"training, {len(fresh['epoch_seconds'])} fresh epoch(s) of {fresh['train_images']} images",
-                     f"{fresh['images_per_s']} images/s", f"per epoch: {per_epoch}"])
+        rows.append(
+            [
+                f"training, {len(fresh['epoch_seconds'])} fresh epoch(s) of {fresh['train_images']} images",
+                f"{fresh['images_per_s']} images/s",
+                f"per epoch: {per_epoch}",
+            ]
+        )
     print(table(["batch job", "throughput", "detail"], rows))
     print(foreign.line())
     save_json(args.json, {"benchmark": "batch", **result, "foreign_cpu": foreign.result()})

@@ -35,7 +35,9 @@ def storage_report(server: Gunicorn, clean: bool = False, min_age: float = 0.0) 
         start = done.stdout.index("{")
         report = json.loads(done.stdout[start:])
     except ValueError:
-        raise RuntimeError(f"check-storage printed no report (exit {done.returncode}):\n{done.stderr[-3000:]}") from None
+        raise RuntimeError(
+            f"check-storage printed no report (exit {done.returncode}):\n{done.stderr[-3000:]}"
+        ) from None
     report["exit_code"] = done.returncode
     return report
 

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,9 @@ def mount_tmpfs(path: Path, size: str) -> bool:
     if os.geteuid() != 0:
         return False
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], capture_output=True, text=True
+    )
     return done.returncode == 0
 
 
@@ -71,10 +72,8 @@ class Probe:
     def upload(self) -> tuple[int, str]:
         status, payload, error = self.server.upload(*self.image, timeout=60)
         text = payload.decode(errors="replace") if payload else error
-        try:
+        with suppress(ValueError):
             text = json.loads(text).get("error") or text
-        except ValueError:
-            pass
         return status, text[:300]
 
     def read(self) -> int:
@@ -93,8 +92,14 @@ class Probe:
         return answer[0], answer[1], time.perf_counter() - started
 
 
-def scenario(name: str, probe: Probe, log_mark: str, inject: Callable[[], Any], repair: Callable[[], Any],
-             expect_health_503: bool = True) -> dict[str, Any]:
+def scenario(
+    name: str,
+    probe: Probe,
+    log_mark: str,
+    inject: Callable[[], Any],
+    repair: Callable[[], Any],
+    expect_health_503: bool = True,
+) -> dict[str, Any]:
     log_start = len(probe.server.log_text())
     inject()
     try:
@@ -118,10 +123,18 @@ def scenario(name: str, probe: Probe, log_mark: str, inject: Callable[[], Any], 
         "recovery_s": recovery_s,
         "health_after": health_after,
     }
-    result["ok"] = (during_status == 503 and result["cause_logged"] and after_status == 201 and health_after == 200
-                    and (health_status == 503 or not expect_health_503))
-    print(f"  {name}: during {during_status} ({during_text[:100]}), /healthz {health_status}; "
-          f"after {after_status} in {recovery_s:.1f}s", flush=True)
+    result["ok"] = (
+        during_status == 503
+        and result["cause_logged"]
+        and after_status == 201
+        and health_after == 200
+        and (health_status == 503 or not expect_health_503)
+    )
+    print(
+        f"  {name}: during {during_status} ({during_text[:100]}), /healthz {health_status}; "
+        f"after {after_status} in {recovery_s:.1f}s",
+        flush=True,
+    )
     return result
 
 
@@ -145,8 +158,12 @@ def run_faults(workdir: Path, database: str) -> dict[str, Any]:
                 if database == "postgres":
                     raise
                 print(f"  (SQLite instead of PostgreSQL: {exc})")
-        env = {"CXR_MODEL_DIR": str(model), "CXR_MODEL_RETRY_SECONDS": "1",
-               "CXR_STORAGE_MIN_FREE_BYTES": str(256 * 1024), "CXR_SQLITE_BUSY_TIMEOUT_MS": "2000"}
+        env = {
+            "CXR_MODEL_DIR": str(model),
+            "CXR_MODEL_RETRY_SECONDS": "1",
+            "CXR_STORAGE_MIN_FREE_BYTES": str(256 * 1024),
+            "CXR_SQLITE_BUSY_TIMEOUT_MS": "2000",
+        }
         server = Gunicorn(workdir, upload_folder=uploads, database_url=postgres.url if postgres else None, env=env)
         stack.callback(server.stop)
         server.start()
@@ -156,16 +173,33 @@ def run_faults(workdir: Path, database: str) -> dict[str, Any]:
         # 1. Disk full
         if mounted:
             filler: list[Path] = []
-            results.append(scenario("upload folder full (ENOSPC)", probe, "No space left",
-                                    lambda: filler.append(fill(uploads)), lambda: filler[0].unlink()))
+            results.append(
+                scenario(
+                    "upload folder full (ENOSPC)",
+                    probe,
+                    "No space left",
+                    lambda: filler.append(fill(uploads)),
+                    lambda: filler[0].unlink(),
+                )
+            )
         else:
             results.append({"fault": "upload folder full (ENOSPC)", "skipped": "needs root to mount a small tmpfs"})
 
         # 2. Not writable
         if mounted:
-            remount = lambda mode: subprocess.run(["mount", "-o", f"remount,{mode}", str(uploads)], check=True)
-            results.append(scenario("upload folder read-only (EROFS)", probe, "Read-only file system",
-                                    lambda: remount("ro"), lambda: remount("rw")))
+
+            def remount(mode):
+                return subprocess.run(["mount", "-o", f"remount,{mode}", str(uploads)], check=True)
+
+            results.append(
+                scenario(
+                    "upload folder read-only (EROFS)",
+                    probe,
+                    "Read-only file system",
+                    lambda: remount("ro"),
+                    lambda: remount("rw"),
+                )
+            )
         else:
             aside = workdir / "uploads.aside"
 
@@ -177,13 +211,21 @@ def run_faults(workdir: Path, database: str) -> dict[str, Any]:
                 uploads.unlink()
                 aside.rename(uploads)
 
-            results.append(scenario("upload folder not writable (a file in its place)", probe, "Not a directory",
-                                    block, unblock))
+            results.append(
+                scenario("upload folder not writable (a file in its place)", probe, "Not a directory", block, unblock)
+            )
 
         # 3. Database unreachable
         if postgres is not None:
-            results.append(scenario("database unreachable (PostgreSQL stopped)", probe, "Database failure",
-                                    lambda: postgres.stop("fast"), postgres.start))
+            results.append(
+                scenario(
+                    "database unreachable (PostgreSQL stopped)",
+                    probe,
+                    "Database failure",
+                    lambda: postgres.stop("fast"),
+                    postgres.start,
+                )
+            )
         else:
             holder: list[sqlite3.Connection] = []
 
@@ -196,8 +238,16 @@ def run_faults(workdir: Path, database: str) -> dict[str, Any]:
                 holder[0].execute("ROLLBACK")
                 holder[0].close()
 
-            results.append(scenario("database unavailable (SQLite write lock held elsewhere)", probe,
-                                    "Database failure", lock, unlock, expect_health_503=False))
+            results.append(
+                scenario(
+                    "database unavailable (SQLite write lock held elsewhere)",
+                    probe,
+                    "Database failure",
+                    lock,
+                    unlock,
+                    expect_health_503=False,
+                )
+            )
 
         # 4. Model files removed after start (then every worker restarted, as max_requests or a crash does)
         away = workdir / "model.away"
@@ -213,12 +263,23 @@ def run_faults(workdir: Path, database: str) -> dict[str, Any]:
                 time.sleep(0.2)
             time.sleep(1.0)
 
-        results.append(scenario("model files removed after start (workers restarted)", probe,
-                                "model cannot be loaded", remove_model, lambda: away.rename(model)))
+        results.append(
+            scenario(
+                "model files removed after start (workers restarted)",
+                probe,
+                "model cannot be loaded",
+                remove_model,
+                lambda: away.rename(model),
+            )
+        )
         results[-1]["master_alive"] = server.process.poll() is None
         storage = storage_report(server, min_age=0)
-        return {"results": results, "storage_consistent": storage["consistent"],
-                "database": "postgresql" if postgres else "sqlite", "tmpfs": mounted}
+        return {
+            "results": results,
+            "storage_consistent": storage["consistent"],
+            "database": "postgresql" if postgres else "sqlite",
+            "tmpfs": mounted,
+        }
 
 
 def render(out: dict[str, Any]) -> str:
@@ -227,11 +288,31 @@ def render(out: dict[str, Any]) -> str:
         if "skipped" in r:
             rows.append([r["fault"], "skipped", "", "", "", "", r["skipped"]])
             continue
-        rows.append([r["fault"], f"{r['upload_during']}: {r['message'][:75]}…", r["read_during"], r["health_during"],
-                     r["cause_logged"], f"{r['upload_after']} / {r['health_after']}", f"{r['recovery_s']:.1f}",
-                     verdict(r["ok"])])
-    text = table(["fault", "upload during the fault", "history read", "/healthz", "cause in log",
-                  "upload / healthz after", "recovered in s", "verdict"], rows)
+        rows.append(
+            [
+                r["fault"],
+                f"{r['upload_during']}: {r['message'][:75]}…",
+                r["read_during"],
+                r["health_during"],
+                r["cause_logged"],
+                f"{r['upload_after']} / {r['health_after']}",
+                f"{r['recovery_s']:.1f}",
+                verdict(r["ok"]),
+            ]
+        )
+    text = table(
+        [
+            "fault",
+            "upload during the fault",
+            "history read",
+            "/healthz",
+            "cause in log",
+            "upload / healthz after",
+            "recovered in s",
+            "verdict",
+        ],
+        rows,
+    )
     return text + f"\nDatabase: {out['database']}; storage consistent afterwards: {out['storage_consistent']}"
 
 

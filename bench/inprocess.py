@@ -115,8 +115,9 @@ def measure(images: int, repeats: int, batch_seconds: float, model_dir: Path, la
     blobs = [data for _, data in read_images(images * 2) if full_prediction(bundle, data)][:images]
     tensors = [preprocess(decode_image(b).pixels, bundle.input_size).tensor[np.newaxis] for b in blobs]
     size = bundle.input_size
-    bare = tf.function(lambda x: bundle.cnn(x, training=False),
-                       input_signature=[tf.TensorSpec((None, size, size, 1), tf.float32)])
+    bare = tf.function(
+        lambda x: bundle.cnn(x, training=False), input_signature=[tf.TensorSpec((None, size, size, 1), tf.float32)]
+    )
 
     def run_bare(x: np.ndarray) -> None:
         bare(x).numpy()
@@ -159,7 +160,9 @@ def measure(images: int, repeats: int, batch_seconds: float, model_dir: Path, la
         from PIL import Image
 
         buffer = io.BytesIO()
-        Image.open(io.BytesIO(blobs[0])).convert("L").resize((large_side, large_side), Image.BICUBIC).save(buffer, "PNG")
+        Image.open(io.BytesIO(blobs[0])).convert("L").resize((large_side, large_side), Image.BICUBIC).save(
+            buffer, "PNG"
+        )
         big = buffer.getvalue()
         accepted = bool(full_prediction(bundle, big))
         timings = []
@@ -167,8 +170,12 @@ def measure(images: int, repeats: int, batch_seconds: float, model_dir: Path, la
             started = time.perf_counter()
             full_prediction(bundle, big)
             timings.append((time.perf_counter() - started) * 1000.0)
-        large = {"side": large_side, "full_p50_ms": median(timings), "stages_ms": stage_times(bundle, big),
-                 "accepted_by_gate": accepted}
+        large = {
+            "side": large_side,
+            "full_p50_ms": median(timings),
+            "stages_ms": stage_times(bundle, big),
+            "accepted_by_gate": accepted,
+        }
     batched_forward = np.concatenate(tensors)
     bundle.forward(batched_forward)
     started = time.perf_counter()
@@ -192,12 +199,30 @@ def measure(images: int, repeats: int, batch_seconds: float, model_dir: Path, la
 
 def run_child(intra: int, inter: int, args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ, CXR_TF_THREADS=str(intra), CXR_TF_INTER_THREADS=str(inter), TF_CPP_MIN_LOG_LEVEL="2")
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-                 "TF_NUM_INTEROP_THREADS"):
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+    ):
         env.pop(name, None)
-    command = [PYTHON, "-m", "bench.inprocess", "--child", "--images", str(args.images), "--repeats",
-               str(args.repeats), "--batch-seconds", str(args.batch_seconds), "--model", str(args.model),
-               "--large", str(getattr(args, "large", 0))]
+    command = [
+        PYTHON,
+        "-m",
+        "bench.inprocess",
+        "--child",
+        "--images",
+        str(args.images),
+        "--repeats",
+        str(args.repeats),
+        "--batch-seconds",
+        str(args.batch_seconds),
+        "--model",
+        str(args.model),
+        "--large",
+        str(getattr(args, "large", 0)),
+    ]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"child {intra}/{inter} failed:\n{done.stderr[-3000:]}")
@@ -208,23 +233,59 @@ def render(results: list[dict[str, Any]]) -> str:
     rows = []
     for r in results:
         bare, full = r["ms"]["bare"]["p50"], r["ms"]["full"]["p50"]
-        rows.append([f"{r['intra_op']}/{r['inter_op']}", bare, r["ms"]["eager"]["p50"], full, r["ms"]["full"]["p95"],
-                     full / bare, verdict(full / bare <= TARGET_RATIO), r["batch_images_per_s"]["1"],
-                     r["batch_images_per_s"]["2"], r["forward_only_batch_images_per_s"]])
-    out = [table(["TF threads intra/inter", "bare forward p50 ms", "eager cnn() p50 ms", "full p50 ms",
-                  "full p95 ms", "full / bare", f"≤ {TARGET_RATIO}×", "full, 1 thread img/s",
-                  "full, 2 threads img/s", "forward only, batched img/s"], rows, digits=2)]
+        rows.append(
+            [
+                f"{r['intra_op']}/{r['inter_op']}",
+                bare,
+                r["ms"]["eager"]["p50"],
+                full,
+                r["ms"]["full"]["p95"],
+                full / bare,
+                verdict(full / bare <= TARGET_RATIO),
+                r["batch_images_per_s"]["1"],
+                r["batch_images_per_s"]["2"],
+                r["forward_only_batch_images_per_s"],
+            ]
+        )
+    out = [
+        table(
+            [
+                "TF threads intra/inter",
+                "bare forward p50 ms",
+                "eager cnn() p50 ms",
+                "full p50 ms",
+                "full p95 ms",
+                "full / bare",
+                f"≤ {TARGET_RATIO}×",
+                "full, 1 thread img/s",
+                "full, 2 threads img/s",
+                "forward only, batched img/s",
+            ],
+            rows,
+            digits=2,
+        )
+    ]
     stage_names = list(results[0]["stages_ms"])
     out.append("\nWhere the time of one full prediction goes (median ms per step):\n")
-    out.append(table(["step", *(f"{r['intra_op']}/{r['inter_op']}" for r in results)],
-                     [[name, *(r["stages_ms"][name] for r in results)] for name in stage_names], digits=2))
+    out.append(
+        table(
+            ["step", *(f"{r['intra_op']}/{r['inter_op']}" for r in results)],
+            [[name, *(r["stages_ms"][name] for r in results)] for name in stage_names],
+            digits=2,
+        )
+    )
     large = [r for r in results if r.get("large")]
     if large:
         side = large[0]["large"]["side"]
         out.append(f"\nOne {side}×{side} film (the shared images are ~320 px; detectors give 2-4k px), median ms:\n")
-        out.append(table(["step", *(f"{r['intra_op']}/{r['inter_op']}" for r in large)],
-                         [[name, *(r["large"]["stages_ms"][name] for r in large)] for name in stage_names]
-                         + [["full prediction", *(r["large"]["full_p50_ms"] for r in large)]], digits=1))
+        out.append(
+            table(
+                ["step", *(f"{r['intra_op']}/{r['inter_op']}" for r in large)],
+                [[name, *(r["large"]["stages_ms"][name] for r in large)] for name in stage_names]
+                + [["full prediction", *(r["large"]["full_p50_ms"] for r in large)]],
+                digits=1,
+            )
+        )
     best = max(max(r["batch_images_per_s"].values()) for r in results)
     out.append(f"\nBest in-process batch throughput of the full prediction: {best:.1f} images/s")
     return "\n".join(out)
@@ -235,8 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=40, help="distinct real X-rays")
     parser.add_argument("--repeats", type=int, default=5, help="rounds over the images for the latency medians")
     parser.add_argument("--batch-seconds", type=float, default=15.0, help="length of each throughput run")
-    parser.add_argument("--settings", default=",".join(f"{a}/{b}" for a, b in SETTINGS),
-                        help="TF intra/inter thread settings to compare, e.g. 1/1,2/1")
+    parser.add_argument(
+        "--settings",
+        default=",".join(f"{a}/{b}" for a, b in SETTINGS),
+        help="TF intra/inter thread settings to compare, e.g. 1/1,2/1",
+    )
     parser.add_argument("--model", type=Path, default=MODEL_DIR)
     parser.add_argument("--large", type=int, default=2048, help="also time one film of this side (0: no)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -248,8 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     foreign = ForeignCpu()
     settings = [tuple(int(v) for v in s.split("/")) for s in args.settings.split(",")]
     results = [run_child(intra, inter, args) for intra, inter in settings]
-    print(f"In-process speed on {machine()['cpu']} ({machine()['cores']} cores), model {results[0]['model_version']},"
-          f" {args.images} images × {args.repeats} rounds\n")
+    print(
+        f"In-process speed on {machine()['cpu']} ({machine()['cores']} cores), model {results[0]['model_version']},"
+        f" {args.images} images × {args.repeats} rounds\n"
+    )
     print(render(results))
     print(foreign.line())
     save_json(args.json, {"benchmark": "inprocess", "results": results, "foreign_cpu": foreign.result()})

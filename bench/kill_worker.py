@@ -23,8 +23,7 @@ from tools.load import UPLOAD, report, run_load
 from tools.server import Gunicorn
 
 
-def kill_during_load(workdir: Path, clients: int, duration: float, kills: int, images: int,
-                     workers: int = 2) -> dict:
+def kill_during_load(workdir: Path, clients: int, duration: float, kills: int, images: int, workers: int = 2) -> dict:
     server = Gunicorn(workdir, workers=workers)
     events: list[dict] = []
     try:
@@ -100,18 +99,23 @@ def render(result: dict) -> str:
     extra_rows = (result["rows"] or 0) - result["created_201"]
     replaced = [e for e in result["kills"] if e["replaced_by"]]
     checks = [
-        ["workers SIGKILLed / replaced by the master", f"{len(result['kills'])} / {len(replaced)}",
-         verdict(len(replaced) == len(result["kills"]) and result["master_alive"])],
+        [
+            "workers SIGKILLed / replaced by the master",
+            f"{len(result['kills'])} / {len(replaced)}",
+            verdict(len(replaced) == len(result["kills"]) and result["master_alive"]),
+        ],
         ["time to a replacement process", ", ".join(f"{e['replaced_after_s']:.2f}s" for e in replaced) or "–", ""],
         ["... which then loaded the model in", ", ".join(f"{e['model_loaded_after_s']}s" for e in replaced) or "–", ""],
         ["uploads answered 201", result["uploads"]["ok"], ""],
         ["in-flight uploads that failed (connection dropped)", failed, ""],
         ["... of which 5xx answers", result["failures_5xx"], verdict(result["failures_5xx"] == 0)],
-        ["rows − 201 answers (committed, answer lost with the worker)", extra_rows,
-         verdict(0 <= extra_rows <= failed)],
+        ["rows − 201 answers (committed, answer lost with the worker)", extra_rows, verdict(0 <= extra_rows <= failed)],
         ["rows without their files", len(result["rows_missing_files"]), verdict(not result["rows_missing_files"])],
-        ["orphan files found / removed by check-storage --clean",
-         f"{result['orphans_found']} / {result['orphans_removed']}", ""],
+        [
+            "orphan files found / removed by check-storage --clean",
+            f"{result['orphans_found']} / {result['orphans_removed']}",
+            "",
+        ],
         ["consistent after cleaning", result["consistent_after_clean"], verdict(result["consistent_after_clean"])],
         ["upload after the kills", result["upload_after"], verdict(result["upload_after"] == 201)],
     ]
@@ -120,9 +124,15 @@ def render(result: dict) -> str:
 
 def passed(result: dict) -> bool:
     extra = (result["rows"] or 0) - result["created_201"]
-    return (result["master_alive"] and result["failures_5xx"] == 0 and 0 <= extra <= len(result["failures"])
-            and not result["rows_missing_files"] and result["consistent_after_clean"] and result["upload_after"] == 201
-            and all(e["replaced_by"] for e in result["kills"]))
+    return (
+        result["master_alive"]
+        and result["failures_5xx"] == 0
+        and 0 <= extra <= len(result["failures"])
+        and not result["rows_missing_files"]
+        and result["consistent_after_clean"]
+        and result["upload_after"] == 201
+        and all(e["replaced_by"] for e in result["kills"])
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

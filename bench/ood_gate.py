@@ -62,7 +62,8 @@ def mean_chest(manifest: Path, split_file: Path) -> str:
     split = read_split(split_file)
     blocks = [
         coarse(preprocess(decode_image((manifest.parent / f).read_bytes()).pixels, STATISTICS_SIZE).tensor[..., 0])
-        for f, name in split.items() if name == "train"
+        for f, name in split.items()
+        if name == "train"
     ]
     rows = (", ".join(f"{v:.2f}" for v in row) for row in np.mean(blocks, axis=0))
     return "MEAN_CHEST = np.array([\n" + "".join(f"    [{row}],\n" for row in rows) + "])"
@@ -98,8 +99,10 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     bundle = ModelBundle(args.model)
-    print(f"model {bundle.version}: OOD distance threshold {bundle.ood.threshold:.2f} "
-          f"(validation quantile {bundle.ood.quantile})\n")
+    print(
+        f"model {bundle.version}: OOD distance threshold {bundle.ood.threshold:.2f} "
+        f"(validation quantile {bundle.ood.quantile})\n"
+    )
     lines = ["| set | images | gate | refused by (check: count) |", "|---|---:|---|---|"]
     results: list[tuple[str, Outcome]] = []
     files, test = xray_files(args.data, args.model / "split.csv")
@@ -128,8 +131,9 @@ def main(argv: list[str] | None = None) -> None:
             writer = csv.writer(handle)
             writer.writerow(["set", "name", "accepted", "score", "failed"])
             for label, o in results:
-                writer.writerow([label, o.name, int(o.accepted), "" if o.score is None else f"{o.score:.4f}",
-                                 ";".join(o.failed)])
+                writer.writerow(
+                    [label, o.name, int(o.accepted), "" if o.score is None else f"{o.score:.4f}", ";".join(o.failed)]
+                )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ from tools.postgres import Postgres
 from tools.server import Gunicorn, flask_command, provision, server_env
 
 
-def scale_out(workdir: Path, clients: int, duration: float, reads: float, images: int, workers: int,
-              install: bool) -> dict:
+def scale_out(
+    workdir: Path, clients: int, duration: float, reads: float, images: int, workers: int, install: bool
+) -> dict:
     shared_uploads = workdir / "shared-uploads"  # stands for an NFS/SMB mount or an object-store gateway
     shared_uploads.mkdir()
     with Postgres(workdir, auto_install=install) as pg:
@@ -37,16 +38,28 @@ def scale_out(workdir: Path, clients: int, duration: float, reads: float, images
         if init.returncode != 0:
             raise RuntimeError(f"init-db against PostgreSQL failed:\n{init.stderr[-2000:]}")
         account = provision(env)
-        servers = [Gunicorn(workdir / f"host{n}", workers=workers, database_url=pg.url, upload_folder=shared_uploads,
-                            init_db=False, env={"CXR_WORKERS": str(workers * 2)}, account=account) for n in (1, 2)]
+        servers = [
+            Gunicorn(
+                workdir / f"host{n}",
+                workers=workers,
+                database_url=pg.url,
+                upload_folder=shared_uploads,
+                init_db=False,
+                env={"CXR_WORKERS": str(workers * 2)},
+                account=account,
+            )
+            for n in (1, 2)
+        ]
         try:
             for server in servers:
                 server.start()
             urls = [s.url for s in servers]
-            run = run_load(urls, read_images(images), clients, 100_000, duration=duration, reads=reads,
-                           token=account.token)
-            print(report(run, f"{clients} clients over {len(urls)} instances for {run.wall:.0f}s, PostgreSQL"),
-                  flush=True)
+            run = run_load(
+                urls, read_images(images), clients, 100_000, duration=duration, reads=reads, token=account.token
+            )
+            print(
+                report(run, f"{clients} clients over {len(urls)} instances for {run.wall:.0f}s, PostgreSQL"), flush=True
+            )
             created = run.created_ids()
             by_target = {url: sum(1 for r in run.of(UPLOAD) if r.target == url and r.status == 201) for url in urls}
             histories = [all_ids(server) for server in servers]
@@ -82,22 +95,37 @@ def render(r: dict) -> str:
     checks = [
         ["uploads answered 201 (per instance)", f"{r['created_201']} ({per})", ""],
         ["5xx or no answer", len(r["failures"]), verdict(not r["failures"])],
-        ["rows in PostgreSQL == 201 answers", f"{r['rows_in_postgres']} / {r['created_201']}",
-         verdict(r["rows_in_postgres"] == r["created_201"])],
-        ["history total seen by each instance", " / ".join(map(str, r["rows_by_instance"])),
-         verdict(len(set(r["rows_by_instance"])) == 1)],
+        [
+            "rows in PostgreSQL == 201 answers",
+            f"{r['rows_in_postgres']} / {r['created_201']}",
+            verdict(r["rows_in_postgres"] == r["created_201"]),
+        ],
+        [
+            "history total seen by each instance",
+            " / ".join(map(str, r["rows_by_instance"])),
+            verdict(len(set(r["rows_by_instance"])) == 1),
+        ],
         ["both instances list the same ids, in the same order", r["same_history"], verdict(r["same_history"])],
         ["listed ids == ids of the 201 answers", r["history_matches_201s"], verdict(r["history_matches_201s"])],
-        ["images fetched through either instance", f"{r['cross_fetch_ok']} / {r['cross_fetch']}",
-         verdict(r["cross_fetch_ok"] == r["cross_fetch"])],
+        [
+            "images fetched through either instance",
+            f"{r['cross_fetch_ok']} / {r['cross_fetch']}",
+            verdict(r["cross_fetch_ok"] == r["cross_fetch"]),
+        ],
         ["every row has its files, every file its row", r["storage_consistent"], verdict(r["storage_consistent"])],
     ]
     return table(["check", "measured", "verdict"], checks)
 
 
 def passed(r: dict) -> bool:
-    return (not r["failures"] and r["rows_in_postgres"] == r["created_201"] and r["same_history"]
-            and r["history_matches_201s"] and r["cross_fetch_ok"] == r["cross_fetch"] and r["storage_consistent"])
+    return (
+        not r["failures"]
+        and r["rows_in_postgres"] == r["created_201"]
+        and r["same_history"]
+        and r["history_matches_201s"]
+        and r["cross_fetch_ok"] == r["cross_fetch"]
+        and r["storage_consistent"]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

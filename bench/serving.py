@@ -52,8 +52,16 @@ def in_process_reference(workers: int, tf_threads: int | None, repeats: int, bat
     }
 
 
-def serve_and_load(workdir: Path, workers: int, threads: int | None, worker_class: str | None, tf_threads: int | None,
-                   requests: int, levels: tuple[int, ...], images: list[tuple[str, bytes]]) -> dict[str, Any]:
+def serve_and_load(
+    workdir: Path,
+    workers: int,
+    threads: int | None,
+    worker_class: str | None,
+    tf_threads: int | None,
+    requests: int,
+    levels: tuple[int, ...],
+    images: list[tuple[str, bytes]],
+) -> dict[str, Any]:
     env = {"CXR_WORKERS": str(workers)}
     if tf_threads:
         env["CXR_TF_THREADS"] = str(tf_threads)
@@ -108,30 +116,62 @@ def render(reference: dict[str, Any], served: dict[str, Any]) -> str:
     rows = []
     for level, s in served["levels"].items():
         ratio = s["p50_ms"] / full
-        rows.append([level, s["requests"], s["ok"], s["errors"], s["p50_ms"], s["p95_ms"], s["per_s"],
-                     s["peak_rss_mib"], ratio])
-    out = [table(["clients", "uploads", "201", "errors", "p50 ms", "p95 ms", "uploads/s", "peak RSS/worker MiB",
-                  "p50 / in-process"], rows)]
+        rows.append(
+            [level, s["requests"], s["ok"], s["errors"], s["p50_ms"], s["p95_ms"], s["per_s"], s["peak_rss_mib"], ratio]
+        )
+    out = [
+        table(
+            [
+                "clients",
+                "uploads",
+                "201",
+                "errors",
+                "p50 ms",
+                "p95 ms",
+                "uploads/s",
+                "peak RSS/worker MiB",
+                "p50 / in-process",
+            ],
+            rows,
+        )
+    ]
     c1, c8 = served["levels"].get("1"), served["levels"].get("8")
     checks = []
     if c1:
-        checks.append([f"p50 at 1 client ≤ {P50_RATIO}× in-process full prediction ({full:.1f} ms)",
-                       f"{c1['p50_ms'] / full:.2f}×", verdict(c1["p50_ms"] / full <= P50_RATIO)])
+        checks.append(
+            [
+                f"p50 at 1 client ≤ {P50_RATIO}× in-process full prediction ({full:.1f} ms)",
+                f"{c1['p50_ms'] / full:.2f}×",
+                verdict(c1["p50_ms"] / full <= P50_RATIO),
+            ]
+        )
     errors = sum(s["errors"] for s in served["levels"].values())
     checks.append(["zero errors at every level", errors, verdict(errors == 0)])
     peak = max(s["peak_rss_mib"] for s in served["levels"].values())
     checks.append([f"memory per worker ≤ {MEMORY_MIB:.0f} MiB", f"{peak:.0f} MiB", verdict(peak <= MEMORY_MIB)])
     if c8:
         share = c8["per_s"] / best
-        checks.append([f"throughput at 8 clients ≥ {THROUGHPUT_SHARE:.0%} of best in-process batch ({best:.1f}/s)",
-                       f"{share:.0%}", verdict(share >= THROUGHPUT_SHARE)])
-    checks.append(["rows == 201 responses", f"{served['rows']} / {served['created_201']}",
-                   verdict(served["rows"] == served["created_201"])])
+        checks.append(
+            [
+                f"throughput at 8 clients ≥ {THROUGHPUT_SHARE:.0%} of best in-process batch ({best:.1f}/s)",
+                f"{share:.0%}",
+                verdict(share >= THROUGHPUT_SHARE),
+            ]
+        )
+    checks.append(
+        [
+            "rows == 201 responses",
+            f"{served['rows']} / {served['created_201']}",
+            verdict(served["rows"] == served["created_201"]),
+        ]
+    )
     checks.append(["start-up: gunicorn launch → first /healthz 200", f"{served['startup_s']:.1f} s", ""])
-    checks.append(["before the launch (not counted): a user and API token with the CLI",
-                   f"{served['provision_s']:.1f} s", ""])
-    checks.append(["start-up: gunicorn launch → every worker loaded and idle", f"≈ {served['all_workers_ready_s']:.1f} s",
-                   ""])
+    checks.append(
+        ["before the launch (not counted): a user and API token with the CLI", f"{served['provision_s']:.1f} s", ""]
+    )
+    checks.append(
+        ["start-up: gunicorn launch → every worker loaded and idle", f"≈ {served['all_workers_ready_s']:.1f} s", ""]
+    )
     out.append("")
     out.append(table(["check", "measured", "verdict"], checks))
     return "\n".join(out)
@@ -151,15 +191,40 @@ def matrix(args: argparse.Namespace, images: list[tuple[str, bytes]]) -> list[di
     for workers, threads, worker_class, tf_threads in configs:
         print(f"\n{workers} workers × {threads} threads ({worker_class}), TF intra-op {tf_threads}", flush=True)
         with tempfile.TemporaryDirectory(prefix="cxr-serving-") as tmp:
-            served = serve_and_load(Path(tmp), workers, threads, worker_class, tf_threads, args.matrix_requests,
-                                    (1, 8), images)
+            served = serve_and_load(
+                Path(tmp), workers, threads, worker_class, tf_threads, args.matrix_requests, (1, 8), images
+            )
         served["tf_threads"] = tf_threads
         out.append(served)
-    rows = [[f"{s['workers']}×{s['threads']} {s['worker_class']}", s["tf_threads"], s["levels"]["1"]["p50_ms"],
-             s["levels"]["8"]["p50_ms"], s["levels"]["8"]["p95_ms"], s["levels"]["8"]["per_s"],
-             s["levels"]["8"]["errors"], max(v["peak_rss_mib"] for v in s["levels"].values())] for s in out]
-    print("\n" + table(["workers × threads", "TF intra-op", "p50 ms @1", "p50 ms @8", "p95 ms @8", "uploads/s @8",
-                        "errors", "peak RSS/worker MiB"], rows))
+    rows = [
+        [
+            f"{s['workers']}×{s['threads']} {s['worker_class']}",
+            s["tf_threads"],
+            s["levels"]["1"]["p50_ms"],
+            s["levels"]["8"]["p50_ms"],
+            s["levels"]["8"]["p95_ms"],
+            s["levels"]["8"]["per_s"],
+            s["levels"]["8"]["errors"],
+            max(v["peak_rss_mib"] for v in s["levels"].values()),
+        ]
+        for s in out
+    ]
+    print(
+        "\n"
+        + table(
+            [
+                "workers × threads",
+                "TF intra-op",
+                "p50 ms @1",
+                "p50 ms @8",
+                "p95 ms @8",
+                "uploads/s @8",
+                "errors",
+                "peak RSS/worker MiB",
+            ],
+            rows,
+        )
+    )
     return out
 
 
@@ -188,20 +253,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"In-process reference ({info['cpu']}, {info['cores']} cores) ...", flush=True)
     reference = in_process_reference(args.workers, args.tf_threads, args.repeats, args.batch_seconds)
-    print(f"  full prediction p50 {reference['full_p50_ms']:.1f} ms with {reference['tf_threads']} TF thread(s); "
-          f"best batch {reference['best_batch_images_per_s']:.1f} images/s", flush=True)
+    print(
+        f"  full prediction p50 {reference['full_p50_ms']:.1f} ms with {reference['tf_threads']} TF thread(s); "
+        f"best batch {reference['best_batch_images_per_s']:.1f} images/s",
+        flush=True,
+    )
     levels = tuple(int(v) for v in args.levels.split(","))
     with tempfile.TemporaryDirectory(prefix="cxr-serving-") as tmp:
         started = time.perf_counter()
-        served = serve_and_load(Path(tmp), args.workers, args.threads, args.worker_class, args.tf_threads,
-                                args.requests, levels, images)
+        served = serve_and_load(
+            Path(tmp), args.workers, args.threads, args.worker_class, args.tf_threads, args.requests, levels, images
+        )
         served["wall_s"] = time.perf_counter() - started
-    print(f"\ngunicorn: {args.workers} workers, threads {args.threads or 'from gunicorn.conf.py'}, "
-          f"TF intra-op {reference['tf_threads']}\n")
+    print(
+        f"\ngunicorn: {args.workers} workers, threads {args.threads or 'from gunicorn.conf.py'}, "
+        f"TF intra-op {reference['tf_threads']}\n"
+    )
     print(render(reference, served))
     print(foreign.line())
-    save_json(args.json, {"benchmark": "serving", "reference": reference, "served": served,
-                          "foreign_cpu": foreign.result()})
+    save_json(
+        args.json, {"benchmark": "serving", "reference": reference, "served": served, "foreign_cpu": foreign.result()}
+    )
     c8 = served["levels"].get("8", {})
     failed = any(s["errors"] for s in served["levels"].values()) or served["rows"] != served["created_201"]
     return 1 if failed or not c8 else 0

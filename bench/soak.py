@@ -17,14 +17,22 @@ from tools.load import DETAIL, IMAGE, LIST, UPLOAD, report, run_load
 from tools.server import Gunicorn
 
 
-def soak(workdir: Path, clients: int, duration: float, reads: float, images: int, workers: int | None = None,
-         max_requests: int = 100_000) -> dict:
+def soak(
+    workdir: Path,
+    clients: int,
+    duration: float,
+    reads: float,
+    images: int,
+    workers: int | None = None,
+    max_requests: int = 100_000,
+) -> dict:
     server = Gunicorn(workdir, workers=workers)
     try:
         startup = server.start()
         server.start_sampling()
-        run = run_load([server.url], read_images(images), clients, max_requests, duration=duration, reads=reads,
-                       token=server.token)
+        run = run_load(
+            [server.url], read_images(images), clients, max_requests, duration=duration, reads=reads, token=server.token
+        )
         server.stop_sampling()
         print(report(run, f"{clients} clients for {run.wall:.0f}s (reads {reads:.0%}), SQLite"), flush=True)
         rows = total_rows(server)
@@ -42,8 +50,9 @@ def soak(workdir: Path, clients: int, duration: float, reads: float, images: int
             "reads_not_2xx": sum(1 for r in run.results if r.op != UPLOAD and not r.ok),
             "created_201": len(run.created_ids()),
             "rows": rows,
-            "storage": {k: storage[k] for k in ("rows", "files", "rows_missing_files", "orphans", "young_orphans",
-                                                 "consistent")},
+            "storage": {
+                k: storage[k] for k in ("rows", "files", "rows_missing_files", "orphans", "young_orphans", "consistent")
+            },
             "log": findings,
             "peak_rss_mib": max(server.peak_rss.values(), default=float("nan")),
         }
@@ -57,13 +66,23 @@ def render(result: dict) -> str:
     checks = [
         ["requests (uploads + reads)", sum(s["requests"] for s in result["summary"].values()), ""],
         ["5xx or no answer", len(result["failures"]), verdict(not result["failures"])],
-        ['"database is locked" (answers + log)', result["locked_responses"] + result["log"]["database_locked"],
-         verdict(result["locked_responses"] + result["log"]["database_locked"] == 0)],
+        [
+            '"database is locked" (answers + log)',
+            result["locked_responses"] + result["log"]["database_locked"],
+            verdict(result["locked_responses"] + result["log"]["database_locked"] == 0),
+        ],
         ["reads not answered 2xx", result["reads_not_2xx"], verdict(result["reads_not_2xx"] == 0)],
-        ["rows == 201 answers", f"{result['rows']} / {result['created_201']}",
-         verdict(result["rows"] == result["created_201"])],
+        [
+            "rows == 201 answers",
+            f"{result['rows']} / {result['created_201']}",
+            verdict(result["rows"] == result["created_201"]),
+        ],
         ["rows without their files", len(storage["rows_missing_files"]), verdict(not storage["rows_missing_files"])],
-        ["files without a row", len(storage["orphans"]) + len(storage["young_orphans"]), verdict(storage["consistent"])],
+        [
+            "files without a row",
+            len(storage["orphans"]) + len(storage["young_orphans"]),
+            verdict(storage["consistent"]),
+        ],
         ["tracebacks in the log", result["log"]["tracebacks"], verdict(result["log"]["tracebacks"] == 0)],
         ["peak RSS per worker", f"{result['peak_rss_mib']:.0f} MiB", ""],
     ]
@@ -71,9 +90,14 @@ def render(result: dict) -> str:
 
 
 def passed(result: dict) -> bool:
-    return (not result["failures"] and result["locked_responses"] == 0 and result["log"]["database_locked"] == 0
-            and result["reads_not_2xx"] == 0 and result["rows"] == result["created_201"]
-            and result["storage"]["consistent"])
+    return (
+        not result["failures"]
+        and result["locked_responses"] == 0
+        and result["log"]["database_locked"] == 0
+        and result["reads_not_2xx"] == 0
+        and result["rows"] == result["created_201"]
+        and result["storage"]["consistent"]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

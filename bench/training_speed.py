@@ -83,8 +83,10 @@ def bare(args: argparse.Namespace, card: dict) -> dict[str, Any]:
     model.fit(images[:warm], labels[:warm], batch_size=args.batch_size, epochs=1, verbose=0)
     started = time.perf_counter()
     model.fit(images[warm:], labels[warm:], batch_size=args.batch_size, epochs=1, verbose=0, shuffle=False)
-    return {"images_per_s": args.bare_steps * args.batch_size / (time.perf_counter() - started),
-            "training_gflop_per_image": training_flops(model) / 1e9}
+    return {
+        "images_per_s": args.bare_steps * args.batch_size / (time.perf_counter() - started),
+        "training_gflop_per_image": training_flops(model) / 1e9,
+    }
 
 
 def real(args: argparse.Namespace, card: dict) -> dict[str, Any]:
@@ -114,9 +116,12 @@ def real(args: argparse.Namespace, card: dict) -> dict[str, Any]:
     batches = epoch_batches(images, labels, order[1], 1, args.batch_size, 0, augment)
     _, seconds = run_epoch(model, batches, steps, weights, validation, calibration)
     images_done = steps * args.batch_size
-    return {"images_per_s": images_done / sum(seconds.values()),
-            "training_steps_images_per_s": images_done / seconds["train"], "seconds": seconds,
-            "calibration_images": len(calibration)}
+    return {
+        "images_per_s": images_done / sum(seconds.values()),
+        "training_steps_images_per_s": images_done / seconds["train"],
+        "seconds": seconds,
+        "calibration_images": len(calibration),
+    }
 
 
 def peak(args: argparse.Namespace, card: dict) -> dict[str, Any]:
@@ -126,8 +131,10 @@ def peak(args: argparse.Namespace, card: dict) -> dict[str, Any]:
     n = 2048
     a, b = tf.random.uniform((n, n)), tf.random.uniform((n, n))
     x, k = tf.random.uniform((32, 64, 64, 64)), tf.random.uniform((3, 3, 64, 64))
-    cases = {"matmul": (tf.function(lambda: tf.linalg.matmul(a, b)), 2.0 * n**3),
-             "conv": (tf.function(lambda: tf.nn.conv2d(x, k, 1, "SAME")), 2.0 * 32 * 64 * 64 * 64 * 64 * 9)}
+    cases = {
+        "matmul": (tf.function(lambda: tf.linalg.matmul(a, b)), 2.0 * n**3),
+        "conv": (tf.function(lambda: tf.nn.conv2d(x, k, 1, "SAME")), 2.0 * 32 * 64 * 64 * 64 * 64 * 9),
+    }
     result = {}
     for name, (function, flops) in cases.items():
         function().numpy()
@@ -142,9 +149,19 @@ def peak(args: argparse.Namespace, card: dict) -> dict[str, Any]:
 def run_child(kind: str, precision: str, args: argparse.Namespace) -> dict[str, Any]:
     # training.train turns oneDNN on before TensorFlow starts; the children do the same.
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    command = [PYTHON, "-m", "bench.training_speed", "--child", kind, "--precision", precision,
-               *(f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
-                 ("input_size", "base_filters", "blocks", "batch_size", "bare_steps", "epoch_size", "val_size"))]
+    command = [
+        PYTHON,
+        "-m",
+        "bench.training_speed",
+        "--child",
+        kind,
+        "--precision",
+        precision,
+        *(
+            f"--{k.replace('_', '-')}={getattr(args, k)}"
+            for k in ("input_size", "base_filters", "blocks", "batch_size", "bare_steps", "epoch_size", "val_size")
+        ),
+    ]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"child ({kind}, {precision}) failed:\n{done.stderr[-3000:]}")
@@ -186,39 +203,85 @@ def main(argv: list[str] | None = None) -> int:
 
     flops = runs["bare float32"][0]["training_gflop_per_image"]
     peak_gflops = max(typical("peak", "matmul_gflop_per_s"), typical("peak", "conv_gflop_per_s"))
-    print(f"\nCNN {args.input_size} px, {args.base_filters} base filters, {args.blocks} blocks, batches of "
-          f"{args.batch_size}; bare: {args.bare_steps} steps; real: an epoch of {args.epoch_size} images, "
-          f"recalibration on {runs['real float32'][0]['calibration_images']}, validation on {args.val_size}; "
-          f"median of {args.rounds} alternating runs; {flops:.3f} GFLOP per training image\n")
+    print(
+        f"\nCNN {args.input_size} px, {args.base_filters} base filters, {args.blocks} blocks, batches of "
+        f"{args.batch_size}; bare: {args.bare_steps} steps; real: an epoch of {args.epoch_size} images, "
+        f"recalibration on {runs['real float32'][0]['calibration_images']}, validation on {args.val_size}; "
+        f"median of {args.rounds} alternating runs; {flops:.3f} GFLOP per training image\n"
+    )
     rows, summary = [], {}
     for precision in ("float32", "bfloat16"):
         if precision not in precisions:
             rows.append([precision, UNSUPPORTED, "", "", "", "", "", ""])
             continue
-        bare_rate, real_rate = typical(f"bare {precision}", "images_per_s"), typical(f"real {precision}", "images_per_s")
+        bare_rate, real_rate = (
+            typical(f"bare {precision}", "images_per_s"),
+            typical(f"real {precision}", "images_per_s"),
+        )
         steps_rate = typical(f"real {precision}", "training_steps_images_per_s")
-        parts = {part: median([r["seconds"][part] for r in runs[f"real {precision}"]])
-                 for part in ("train", "recalibration", "validation")}
-        summary[precision] = {"bare": bare_rate, "real": real_rate, "real_training_steps": steps_rate,
-                              "ratio": real_rate / bare_rate, "seconds": parts}
-        rows.append([precision, bare_rate, real_rate, f"{real_rate / bare_rate:.2f}", f"{steps_rate / bare_rate:.2f}",
-                     f"{parts['train']:.1f} / {parts['recalibration']:.1f} / {parts['validation']:.1f}",
-                     flops * bare_rate, flops * real_rate])
-    print(table(["precision", "bare images/s", "real epoch images/s", "real ÷ bare", "training steps ÷ bare",
-                 "epoch s: steps / recal. / val.", "bare GFLOP/s", "real GFLOP/s"], rows))
+        parts = {
+            part: median([r["seconds"][part] for r in runs[f"real {precision}"]])
+            for part in ("train", "recalibration", "validation")
+        }
+        summary[precision] = {
+            "bare": bare_rate,
+            "real": real_rate,
+            "real_training_steps": steps_rate,
+            "ratio": real_rate / bare_rate,
+            "seconds": parts,
+        }
+        rows.append(
+            [
+                precision,
+                bare_rate,
+                real_rate,
+                f"{real_rate / bare_rate:.2f}",
+                f"{steps_rate / bare_rate:.2f}",
+                f"{parts['train']:.1f} / {parts['recalibration']:.1f} / {parts['validation']:.1f}",
+                flops * bare_rate,
+                flops * real_rate,
+            ]
+        )
+    print(
+        table(
+            [
+                "precision",
+                "bare images/s",
+                "real epoch images/s",
+                "real ÷ bare",
+                "training steps ÷ bare",
+                "epoch s: steps / recal. / val.",
+                "bare GFLOP/s",
+                "real GFLOP/s",
+            ],
+            rows,
+        )
+    )
     if "bfloat16" in summary:
         print(f"\nbfloat16 ÷ float32, real epoch: {summary['bfloat16']['real'] / summary['float32']['real']:.2f}×")
-    print(f"\npeak: matmul {typical('peak', 'matmul_gflop_per_s'):.1f} GFLOP/s, conv "
-          f"{typical('peak', 'conv_gflop_per_s'):.1f} GFLOP/s; bare step at "
-          f"{flops * summary['float32']['bare'] / peak_gflops:.0%} of the higher, real epoch at "
-          f"{flops * summary['float32']['real'] / peak_gflops:.0%}")
+    print(
+        f"\npeak: matmul {typical('peak', 'matmul_gflop_per_s'):.1f} GFLOP/s, conv "
+        f"{typical('peak', 'conv_gflop_per_s'):.1f} GFLOP/s; bare step at "
+        f"{flops * summary['float32']['bare'] / peak_gflops:.0%} of the higher, real epoch at "
+        f"{flops * summary['float32']['real'] / peak_gflops:.0%}"
+    )
     print(foreign.line())
-    save_json(args.json, {"benchmark": "training_speed", "architecture": {k: getattr(args, k) for k in (
-        "input_size", "base_filters", "blocks", "batch_size")}, "bare_steps": args.bare_steps,
-        "epoch_size": args.epoch_size, "val_size": args.val_size, "training_gflop_per_image": flops,
-        "runs": runs, "summary": summary, "bfloat16": "measured" if "bfloat16" in summary else UNSUPPORTED,
-        "peak_gflop_per_s": {k: typical("peak", k) for k in ("matmul_gflop_per_s", "conv_gflop_per_s")},
-        "other_cpu": foreign.result()})
+    save_json(
+        args.json,
+        {
+            "benchmark": "training_speed",
+            "architecture": {k: getattr(args, k) for k in ("input_size", "base_filters", "blocks", "batch_size")},
+            "bare_steps": args.bare_steps,
+            "epoch_size": args.epoch_size,
+            "val_size": args.val_size,
+            "training_gflop_per_image": flops,
+            "runs": runs,
+            "summary": summary,
+            "bfloat16": "measured" if "bfloat16" in summary else UNSUPPORTED,
+            "peak_gflop_per_s": {k: typical("peak", k) for k in ("matmul_gflop_per_s", "conv_gflop_per_s")},
+            "other_cpu": foreign.result(),
+        },
+    )
     return 0
 
 

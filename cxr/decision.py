@@ -47,11 +47,15 @@ class Rule:
     @classmethod
     def from_card(cls, card: dict) -> Rule:
         threshold = card.get("threshold") or {}
-        return cls(tuple(card["classes"]), threshold.get("value"), threshold.get("indeterminate_below"),
-                   (card.get("ood") or {}).get("indeterminate_above_score"))
+        return cls(
+            tuple(card["classes"]),
+            threshold.get("value"),
+            threshold.get("indeterminate_below"),
+            (card.get("ood") or {}).get("indeterminate_above_score"),
+        )
 
     def outcomes(self, probabilities: np.ndarray, ood_scores: np.ndarray | None = None) -> list[str]:
-        """"covid", another class name, or "indeterminate" for each row of `probabilities`."""
+        """ "covid", another class name, or "indeterminate" for each row of `probabilities`."""
         probabilities = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
         chosen = [self.classes[i] for i in decide(probabilities, self.classes, self.threshold)]
         if self.threshold is None or POSITIVE_CLASS not in self.classes:

@@ -73,16 +73,18 @@ def compile_ensemble(pipeline, probes: np.ndarray) -> Callable[[np.ndarray], np.
     try:
         function = _compile(pipeline)
     except Exception:
-        log.warning("The ensemble is served through scikit-learn (its structure is not one this module knows)",
-                    exc_info=True)
+        log.warning(
+            "The ensemble is served through scikit-learn (its structure is not one this module knows)", exc_info=True
+        )
         return None
     if function is None:
         return None
     expected = pipeline.predict_proba(probes)
     for rows in (probes, probes[:1]):
         got = function(rows)
-        if got.shape != expected[: len(rows)].shape or not np.allclose(got, expected[: len(rows)], rtol=0,
-                                                                          atol=TOLERANCE):
+        if got.shape != expected[: len(rows)].shape or not np.allclose(
+            got, expected[: len(rows)], rtol=0, atol=TOLERANCE
+        ):
             log.warning("The fast ensemble disagrees with scikit-learn on probe inputs; serving through scikit-learn")
             return None
     return function
@@ -106,13 +108,21 @@ def _compile(pipeline) -> Callable[[np.ndarray], np.ndarray] | None:
         if _is_tree(member) and member.n_classes_ == n_classes:
             trees.append(member.tree_)
             members.append(("tree", member, slice(start, start + 1)))
-        elif isinstance(member, RandomForestClassifier) and all(_is_tree(t) for t in member.estimators_) \
-                and member.n_outputs_ == 1 and member.n_classes_ == n_classes:
+        elif (
+            isinstance(member, RandomForestClassifier)
+            and all(_is_tree(t) for t in member.estimators_)
+            and member.n_outputs_ == 1
+            and member.n_classes_ == n_classes
+        ):
             trees += [t.tree_ for t in member.estimators_]
             members.append(("forest", member, slice(start, len(trees))))
-        elif isinstance(member, AdaBoostClassifier) and all(_is_tree(t) for t in member.estimators_) \
-                and getattr(member, "algorithm", "SAMME") in ("SAMME", "deprecated") and member.n_classes_ > 1 \
-                and all(np.array_equal(t.classes_, member.classes_) for t in member.estimators_):
+        elif (
+            isinstance(member, AdaBoostClassifier)
+            and all(_is_tree(t) for t in member.estimators_)
+            and getattr(member, "algorithm", "SAMME") in ("SAMME", "deprecated")
+            and member.n_classes_ > 1
+            and all(np.array_equal(t.classes_, member.classes_) for t in member.estimators_)
+        ):
             trees += [t.tree_ for t in member.estimators_]
             members.append(("adaboost", member, slice(start, len(trees))))
         elif (svm := _sigmoid_svm(member)) is not None:
@@ -121,9 +131,11 @@ def _compile(pipeline) -> Callable[[np.ndarray], np.ndarray] | None:
             members.append(("sklearn", member, slice(0, 0)))
     bank = TreeBank(trees, n_classes) if trees else None
     # VotingClassifier's weights of the fitted members: estimators set to "drop" are not among them.
-    vote_weights = None if voting.weights is None else [
-        w for w, (_, estimator) in zip(voting.weights, voting.estimators, strict=True) if estimator != "drop"
-    ]
+    vote_weights = (
+        None
+        if voting.weights is None
+        else [w for w, (_, estimator) in zip(voting.weights, voting.estimators, strict=True) if estimator != "drop"]
+    )
 
     def predict_proba(features: np.ndarray) -> np.ndarray:
         X = transform(np.atleast_2d(features))
@@ -159,10 +171,7 @@ def _samme_proba(decision: np.ndarray, n_classes: int) -> np.ndarray:
     eq. 15), which AdaBoostClassifier.predict_proba computes."""
     from scipy.special import softmax
 
-    if n_classes == 2:
-        decision = np.vstack([-decision, decision]).T / 2
-    else:
-        decision = decision / (n_classes - 1)
+    decision = np.vstack([-decision, decision]).T / 2 if n_classes == 2 else decision / (n_classes - 1)
     return softmax(decision, axis=1)
 
 
@@ -196,8 +205,12 @@ def _sigmoid_svm(member) -> Callable[[np.ndarray], np.ndarray] | None:
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.svm import SVC
 
-    if not isinstance(member, CalibratedClassifierCV) or member.method != "sigmoid" or len(member.classes_) != 2 \
-            or len(member.calibrated_classifiers_) != 1:
+    if (
+        not isinstance(member, CalibratedClassifierCV)
+        or member.method != "sigmoid"
+        or len(member.classes_) != 2
+        or len(member.calibrated_classifiers_) != 1
+    ):
         return None
     calibrated = member.calibrated_classifiers_[0]
     svc = calibrated.estimator

@@ -29,16 +29,18 @@ MAX_EDGE_STRENGTH = 0.09  # mean absolute neighbour difference of the equalised 
 MIN_CHEST_LAYOUT = 0.10  # correlation of the equalised image's 8×8 block means with MEAN_CHEST
 STATISTICS_SIZE = 128  # image statistics are taken at a fixed size, whatever the model's input size
 # The mean of those 8×8 blocks over the shared data's training split (`python -m bench.ood_gate --mean-chest`).
-MEAN_CHEST = np.array([
-    [0.27, 0.29, 0.31, 0.45, 0.46, 0.31, 0.30, 0.28],
-    [0.48, 0.42, 0.25, 0.40, 0.44, 0.24, 0.39, 0.48],
-    [0.54, 0.37, 0.17, 0.42, 0.51, 0.17, 0.34, 0.53],
-    [0.52, 0.33, 0.20, 0.53, 0.63, 0.26, 0.32, 0.51],
-    [0.48, 0.34, 0.30, 0.64, 0.75, 0.44, 0.34, 0.48],
-    [0.46, 0.43, 0.47, 0.75, 0.82, 0.61, 0.44, 0.45],
-    [0.46, 0.64, 0.74, 0.87, 0.88, 0.75, 0.59, 0.43],
-    [0.49, 0.79, 0.90, 0.94, 0.94, 0.87, 0.74, 0.47],
-])
+MEAN_CHEST = np.array(
+    [
+        [0.27, 0.29, 0.31, 0.45, 0.46, 0.31, 0.30, 0.28],
+        [0.48, 0.42, 0.25, 0.40, 0.44, 0.24, 0.39, 0.48],
+        [0.54, 0.37, 0.17, 0.42, 0.51, 0.17, 0.34, 0.53],
+        [0.52, 0.33, 0.20, 0.53, 0.63, 0.26, 0.32, 0.51],
+        [0.48, 0.34, 0.30, 0.64, 0.75, 0.44, 0.34, 0.48],
+        [0.46, 0.43, 0.47, 0.75, 0.82, 0.61, 0.44, 0.45],
+        [0.46, 0.64, 0.74, 0.87, 0.88, 0.75, 0.59, 0.43],
+        [0.49, 0.79, 0.90, 0.94, 0.94, 0.87, 0.74, 0.47],
+    ]
+)
 
 
 class Refused(NotAChestXray):
@@ -74,23 +76,33 @@ def _failures(image: DecodedImage, score: float, prepared: Prepared | None = Non
         yield "uniform", "The image is almost uniform; it does not look like a radiograph."
     flat, edges, layout = image_statistics(image, prepared)
     if flat > MAX_FLAT_FRACTION:
-        yield "flat-areas", (
-            f"{flat:.0%} of the image is one exact shade, as in documents, screenshots and drawings; "
-            "a radiograph has no such areas."
+        yield (
+            "flat-areas",
+            (
+                f"{flat:.0%} of the image is one exact shade, as in documents, screenshots and drawings; "
+                "a radiograph has no such areas."
+            ),
         )
     if edges > MAX_EDGE_STRENGTH:
-        yield "edges", (
-            "The image is full of sharp edges or fine texture (text, a photograph or noise); a radiograph is smooth."
+        yield (
+            "edges",
+            ("The image is full of sharp edges or fine texture (text, a photograph or noise); a radiograph is smooth."),
         )
     if layout < MIN_CHEST_LAYOUT:
-        yield "layout", (
-            "The image does not have the layout of a frontal chest X-ray (dark lungs either side of the spine "
-            "and heart); other pictures, other body parts and lateral or upside-down views are refused."
+        yield (
+            "layout",
+            (
+                "The image does not have the layout of a frontal chest X-ray (dark lungs either side of the spine "
+                "and heart); other pictures, other body parts and lateral or upside-down views are refused."
+            ),
         )
     if score > 1.0:
-        yield "features", (
-            f"The image does not resemble the chest X-rays the model was trained on "
-            f"(out-of-distribution score {score:.2f}, limit 1.00)."
+        yield (
+            "features",
+            (
+                f"The image does not resemble the chest X-rays the model was trained on "
+                f"(out-of-distribution score {score:.2f}, limit 1.00)."
+            ),
         )
 
 

@@ -27,8 +27,14 @@ RASTER_FORMATS = ["PNG", "JPEG", "TIFF"]
 ACCEPTED = "Upload a PNG, JPEG, TIFF or DICOM chest X-ray."
 # File signatures, to tell a damaged PNG/JPEG/TIFF (400) from another format (415) and to name the latter.
 SIGNATURES = {
-    b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
-    b"GIF8": "GIF", b"BM": "BMP", b"%PDF": "PDF", b"\x00\x00\x01\x00": "ICO",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"GIF8": "GIF",
+    b"BM": "BMP",
+    b"%PDF": "PDF",
+    b"\x00\x00\x01\x00": "ICO",
 }
 # Projection radiography modalities; CT, MR, US, NM, PT, MG (mammography), XA, RF and others are refused.
 RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT"}
@@ -247,7 +253,7 @@ def _check_decoded_size(ds, rows: int, columns: int) -> None:
     try:
         samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 0) or 0)
     except (TypeError, ValueError):
-        raise CorruptImage("This DICOM file's image header is not valid (samples per pixel, bits allocated).")
+        raise CorruptImage("This DICOM file's image header is not valid (samples per pixel, bits allocated).") from None
     if samples not in SAMPLES_PER_PIXEL or bits not in BITS_ALLOCATED:
         raise CorruptImage(
             f"This DICOM file declares {samples} samples per pixel of {bits} bits; a radiograph has 1 (or 3) "
@@ -310,10 +316,14 @@ def _decode_dicom(data: bytes) -> DecodedImage:
         raw = ds.pixel_array
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
         metadata = {"modality": modality, "body_part": body_part, "view": view}
-        identifiers = {name: value for name, value in (
-            ("patient_id", str(ds.get("PatientID", "") or "").strip()),
-            ("accession_number", str(ds.get("AccessionNumber", "") or "").strip()),
-        ) if value}
+        identifiers = {
+            name: value
+            for name, value in (
+                ("patient_id", str(ds.get("PatientID", "") or "").strip()),
+                ("accession_number", str(ds.get("AccessionNumber", "") or "").strip()),
+            )
+            if value
+        }
         if photometric == "PALETTE COLOR":
             raw = apply_color_lut(raw, ds)
         if raw.ndim == 3 and raw.shape[-1] == 3:  # RGB (pydicom has already converted YBR to RGB)

@@ -71,8 +71,12 @@ class LungLocaliser:
 
     def fractions(self, tensors: np.ndarray) -> np.ndarray:
         """Lung boxes (n × 4: top, bottom, left, right as fractions of the frame), normalised."""
-        raw = np.concatenate([self._forward(np.asarray(tensors[i : i + 256], dtype=np.float32)).numpy()
-                              for i in range(0, len(tensors), 256)])
+        raw = np.concatenate(
+            [
+                self._forward(np.asarray(tensors[i : i + 256], dtype=np.float32)).numpy()
+                for i in range(0, len(tensors), 256)
+            ]
+        )
         return normalise_fractions(raw)
 
 
@@ -82,4 +86,3 @@ def prepare(pixels: np.ndarray, size: int, localiser: LungLocaliser | None) -> P
         return preprocess(pixels, size)
     overview = preprocess(pixels, LOCALISER_SIZE)
     return preprocess(pixels, size, lung_box(overview.box, localiser.fractions(overview.tensor[np.newaxis])[0]))
-

@@ -39,6 +39,4 @@ class FeatureDistance:
     @classmethod
     def load(cls, path: Path) -> FeatureDistance:
         with np.load(path) as stored:
-            return cls(
-                stored["mean"], stored["precision"], float(stored["threshold"]), float(stored["quantile"])
-            )
+            return cls(stored["mean"], stored["precision"], float(stored["threshold"]), float(stored["quantile"]))

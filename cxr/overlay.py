@@ -44,8 +44,13 @@ def edge_ramp(length: int, width: float) -> np.ndarray:
     return t * t * (np.float32(3.0) - np.float32(2.0) * t)
 
 
-def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, int, int], alpha: float = 0.45,
-                gray: np.ndarray | None = None) -> np.ndarray:
+def overlay_rgb(
+    pixels: np.ndarray,
+    heatmap: np.ndarray,
+    box: tuple[int, int, int, int],
+    alpha: float = 0.45,
+    gray: np.ndarray | None = None,
+) -> np.ndarray:
     """RGB uint8: the grayscale film blended with the 'jet' colormap where the map is strong, fading out
     towards the edges of the crop box (`edge_ramp`).
 
@@ -86,8 +91,9 @@ MIME_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
 JPEG_QUALITY = 90
 
 
-def stored_files(image: DecodedImage, heatmap: np.ndarray, box: tuple[int, int, int, int],
-                 thumbnail_size: int) -> dict[str, bytes]:
+def stored_files(
+    image: DecodedImage, heatmap: np.ndarray, box: tuple[int, int, int, int], thumbnail_size: int
+) -> dict[str, bytes]:
     """{"image", "overlay", "thumbnail"}: the files kept for one prediction, encoded as `FILE_FORMATS` says."""
     gray = image.gray
     return {
@@ -104,16 +110,22 @@ def film_png(image: DecodedImage) -> bytes:
     return image_chunks_only(image.source_png) if image.source_png else png_bytes(image.gray)
 
 
-def display_overlay(pixels: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, int, int],
-                    gray: np.ndarray | None = None, max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
+def display_overlay(
+    pixels: np.ndarray,
+    heatmap: np.ndarray,
+    box: tuple[int, int, int, int],
+    gray: np.ndarray | None = None,
+    max_side: int = OVERLAY_MAX_SIDE,
+) -> np.ndarray:
     """`overlay_rgb`, on the film scaled down to `max_side` pixels on its long side when it is larger."""
     height, width = pixels.shape
     scale = max_side / max(height, width)
     if scale >= 1.0:
         return overlay_rgb(pixels, heatmap, box, gray=gray)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = Image.fromarray(pixels.astype(np.float32, copy=False), mode="F").resize(size, Image.BILINEAR,
-                                                                                  reducing_gap=2.0)
+    small = Image.fromarray(pixels.astype(np.float32, copy=False), mode="F").resize(
+        size, Image.BILINEAR, reducing_gap=2.0
+    )
     top, bottom, left, right = (round(v * scale) for v in box)
     return overlay_rgb(np.clip(np.asarray(small), 0.0, 1.0), heatmap, (top, bottom, left, right))
 
@@ -149,8 +161,14 @@ def png_bytes(array: np.ndarray) -> bytes:
     scanlines[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=scanlines[1:, 1:])
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"".join((b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header),
-                     _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 1)), _chunk(b"IEND", b"")))
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 1)),
+            _chunk(b"IEND", b""),
+        )
+    )
 
 
 # What a PNG needs to show its pixels. Every other chunk (text, EXIF, ICC profile, time, ...) is metadata,

@@ -25,6 +25,7 @@ TEST_CONFIG = {
     "SIGN_IN_BACKOFF_SECONDS": 0.0,  # tests/test_accounts.py turns the back-off on where it tests it
 }
 
+
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     return MODEL_DIR
@@ -61,8 +62,14 @@ def template_database(tmp_path_factory, bundle) -> Path:
     """A SQLite database migrated once (schema and first administrator), copied by every test that uses it."""
     folder = tmp_path_factory.mktemp("template")
     path = folder / "template.sqlite"
-    app = create_app({**TEST_CONFIG, "INSTANCE_PATH": str(folder / "instance"), "MODEL_BUNDLE": bundle,
-                      "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}"})
+    app = create_app(
+        {
+            **TEST_CONFIG,
+            "INSTANCE_PATH": str(folder / "instance"),
+            "MODEL_BUNDLE": bundle,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
+        }
+    )
     prepare_database(app)
     with app.app_context():
         from webapp.db import db

@@ -34,8 +34,9 @@ def user_row(app, name: str) -> User:
 
 
 def post_upload(client, data: bytes, headers: dict | None = None, **fields):
-    return client.post("/api/v1/predictions", data={"file": (io.BytesIO(data), "chest.png"), **fields},
-                       headers=headers or {})
+    return client.post(
+        "/api/v1/predictions", data={"file": (io.BytesIO(data), "chest.png"), **fields}, headers=headers or {}
+    )
 
 
 # -- sign-in ------------------------------------------------------------------------------------------
@@ -120,8 +121,12 @@ def test_empty_sign_in_form_names_the_fields(anon):
 
 def test_next_goes_back_to_the_page_but_never_off_site(app):
     add_user(app, "alice")
-    for target, expected in (("/history?class=covid", "/history?class=covid"), ("https://evil.example/", "/"),
-                             ("//evil.example/", "/"), ("/\\evil.example", "/")):
+    for target, expected in (
+        ("/history?class=covid", "/history?class=covid"),
+        ("https://evil.example/", "/"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example", "/"),
+    ):
         client = app.test_client()
         response = client.post(f"/login?next={target}", data={"username": "alice", "password": PASSWORD})
         assert response.status_code == 302 and response.location == expected, target
@@ -138,8 +143,11 @@ def test_session_cookie_flags(app, anon):
 def test_session_cookie_is_secure_behind_a_tls_proxy(make_app):
     app = make_app(TRUSTED_PROXIES=1)
     add_user(app, "alice")
-    response = app.test_client().post("/login", data={"username": "alice", "password": PASSWORD},
-                                      headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.1.2.3"})
+    response = app.test_client().post(
+        "/login",
+        data={"username": "alice", "password": PASSWORD},
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.1.2.3"},
+    )
     assert "Secure" in response.headers["Set-Cookie"]
     assert response.headers["Strict-Transport-Security"].startswith("max-age=")
     assert events(app, "sign_in")[-1].address == "10.1.2.3"
@@ -147,8 +155,9 @@ def test_session_cookie_is_secure_behind_a_tls_proxy(make_app):
 
 def test_forwarded_headers_are_ignored_without_a_trusted_proxy(app, anon):
     add_user(app, "alice")
-    anon.post("/login", data={"username": "alice", "password": "wrong password"},
-              headers={"X-Forwarded-For": "10.9.9.9"})
+    anon.post(
+        "/login", data={"username": "alice", "password": "wrong password"}, headers={"X-Forwarded-For": "10.9.9.9"}
+    )
     assert events(app, "sign_in_failed")[-1].address == "127.0.0.1"
 
 
@@ -176,13 +185,17 @@ def test_a_stranger_cannot_lock_an_account_only_slow_it(make_app):
     add_user(app, "admin-alice", "admin")
     for n in range(6):  # a guesser rotating addresses
         stranger = app.test_client()
-        guess = stranger.post("/login", data={"username": "admin-alice", "password": "guess guess"},
-                              environ_base={"REMOTE_ADDR": f"203.0.113.{n % 2}"})
+        guess = stranger.post(
+            "/login",
+            data={"username": "admin-alice", "password": "guess guess"},
+            environ_base={"REMOTE_ADDR": f"203.0.113.{n % 2}"},
+        )
         assert guess.status_code in (401, 429)
     owner = app.test_client()
     started = time.perf_counter()
-    response = owner.post("/login", data={"username": "admin-alice", "password": PASSWORD},
-                          environ_base={"REMOTE_ADDR": "10.0.0.8"})
+    response = owner.post(
+        "/login", data={"username": "admin-alice", "password": PASSWORD}, environ_base={"REMOTE_ADDR": "10.0.0.8"}
+    )
     assert response.status_code == 302
     assert time.perf_counter() - started >= 0.4  # slowed by the back-off (capped), not refused
 
@@ -221,8 +234,9 @@ def test_failed_sign_ins_are_throttled_per_address(make_app):
         assert client.post("/login", data={"username": f"user{n}", "password": "guess guess"}).status_code == 401
     assert client.post("/login", data={"username": "alice", "password": PASSWORD}).status_code == 429
     other = app.test_client()
-    response = other.post("/login", data={"username": "alice", "password": PASSWORD},
-                          environ_base={"REMOTE_ADDR": "10.0.0.7"})
+    response = other.post(
+        "/login", data={"username": "alice", "password": PASSWORD}, environ_base={"REMOTE_ADDR": "10.0.0.7"}
+    )
     assert response.status_code == 302
 
 
@@ -260,7 +274,9 @@ def test_admin_adds_a_user_who_must_choose_a_password(app, admin_client):
     forced = carol.get("/history")
     assert forced.status_code == 302 and forced.location == "/account/password?next=/history"
     assert carol.get("/api/v1/predictions").status_code == 302
-    changed = carol.post("/account/password", data={"current": password, "new": "carol's own pw", "repeat": "carol's own pw"})
+    changed = carol.post(
+        "/account/password", data={"current": password, "new": "carol's own pw", "repeat": "carol's own pw"}
+    )
     assert changed.status_code == 302
     assert carol.get("/history").status_code == 200
     assert admin_client.post("/admin/users", data={"username": "CAROL", "role": "clinician"}).status_code == 400
@@ -313,7 +329,9 @@ def test_admin_cannot_lock_themselves_out(app, admin_client):
 
 
 def test_password_change_checks_the_current_one(client):
-    wrong = client.post("/account/password", data={"current": "nope nope nope", "new": "a new password", "repeat": "a new password"})
+    wrong = client.post(
+        "/account/password", data={"current": "nope nope nope", "new": "a new password", "repeat": "a new password"}
+    )
     assert wrong.status_code == 400 and "current password is wrong" in wrong.get_data(as_text=True)
     short = client.post("/account/password", data={"current": PASSWORD, "new": "short", "repeat": "short"})
     assert short.status_code == 400 and "at least 10" in short.get_data(as_text=True)
@@ -387,16 +405,23 @@ def test_audit_trail_records_each_action(app, client, admin_client, upload):
     pid = f"prediction:{record['id']}"
     client.get(f"/predictions/{record['id']}")
     client.get(f"/api/v1/predictions/{record['id']}")
-    client.post(f"/predictions/{record['id']}/reviews", data={"verdict": "disagree", "correct_class": "normal"
-                if record["class"] == "covid" else "covid"})
+    client.post(
+        f"/predictions/{record['id']}/reviews",
+        data={"verdict": "disagree", "correct_class": "normal" if record["class"] == "covid" else "covid"},
+    )
     client.get("/history.csv?q=R-1")
     admin_client.post("/admin/users", data={"username": "dave", "role": "admin"})
     client.post("/logout")
     seen = [(e.username, e.action, e.target) for e in events(app)]
     for expected in [
-        ("clinician", "sign_in", None), ("boss", "sign_in", None), ("clinician", "upload", pid),
-        ("clinician", "view", pid), ("clinician", "review", pid), ("clinician", "export", "history.csv"),
-        ("boss", "user_created", "user:dave"), ("clinician", "sign_out", None),
+        ("clinician", "sign_in", None),
+        ("boss", "sign_in", None),
+        ("clinician", "upload", pid),
+        ("clinician", "view", pid),
+        ("clinician", "review", pid),
+        ("clinician", "export", "history.csv"),
+        ("boss", "user_created", "user:dave"),
+        ("clinician", "sign_out", None),
     ]:
         assert expected in seen, expected
     assert sum(1 for e in seen if e[1] == "view" and e[2] == pid) == 2  # page and API
@@ -473,15 +498,15 @@ def test_cli_prompts_for_the_password(app, runner, monkeypatch):
     assert signed_in(app, "gina", "gina's password").get("/history").status_code == 200
 
 
-
 def test_a_password_change_or_reset_revokes_the_users_api_tokens(app, client, admin_client):
     def works(token: str) -> int:
         return app.test_client().get("/api/v1/predictions", headers={"Authorization": f"Bearer {token}"}).status_code
 
     before_change = token_for(app, "clinician")
     assert works(before_change) == 200
-    changed = client.post("/account/password", data={"current": PASSWORD, "new": "a fresh passphrase",
-                                                      "repeat": "a fresh passphrase"})
+    changed = client.post(
+        "/account/password", data={"current": PASSWORD, "new": "a fresh passphrase", "repeat": "a fresh passphrase"}
+    )
     assert changed.status_code == 302
     assert works(before_change) == 401
     before_reset = token_for(app, "clinician")
@@ -493,7 +518,9 @@ def test_a_password_change_or_reset_revokes_the_users_api_tokens(app, client, ad
 def test_a_link_followed_while_signed_out_survives_the_first_password_change(app, admin_client, upload):
     record = upload()
     admin_client.post("/admin/users", data={"username": "erin", "role": "clinician"})
-    password = re.search(r"data-one-time-password>([^<]+)<", admin_client.get("/admin/users").get_data(as_text=True)).group(1)
+    password = re.search(
+        r"data-one-time-password>([^<]+)<", admin_client.get("/admin/users").get_data(as_text=True)
+    ).group(1)
     erin = app.test_client()
     link = f"/predictions/{record['id']}"
     to_login = erin.get(link)

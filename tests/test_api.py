@@ -45,7 +45,10 @@ def test_an_upload_writes_its_rows_and_reads_nothing_back(app, client, chest_png
     statements: list[str] = []
     with app.app_context():
         engine = db.engine
-    listener = lambda _conn, _cursor, sql, *_: statements.append(" ".join(sql.split()).upper())
+
+    def listener(_conn, _cursor, sql, *_):
+        return statements.append(" ".join(sql.split()).upper())
+
     event.listen(engine, "before_cursor_execute", listener)
     try:
         response = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "c.png")})
@@ -53,7 +56,9 @@ def test_an_upload_writes_its_rows_and_reads_nothing_back(app, client, chest_png
         event.remove(engine, "before_cursor_execute", listener)
     assert response.status_code == 201 and response.get_json()["reviews"] == []
     assert [sql.split(" (")[0] for sql in statements if sql.startswith("INSERT")] == [
-        "INSERT INTO PREDICTIONS", "INSERT INTO AUDIT_EVENTS"]
+        "INSERT INTO PREDICTIONS",
+        "INSERT INTO AUDIT_EVENTS",
+    ]
     assert not [sql for sql in statements if sql.startswith("SELECT") and ("PREDICTIONS" in sql or "REVIEWS" in sql)]
 
 

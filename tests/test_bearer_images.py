@@ -8,7 +8,9 @@ from tests.accounts import token_for
 
 
 @pytest.mark.parametrize("header", ["Bearer garbage", "Bearer cxr_" + "0" * 40, "Bearer ", "Basic abc"])
-@pytest.mark.parametrize("path", ["/predictions/{id}/image.png", "/predictions/{id}/thumbnail.jpg", "/api/v1/predictions/{id}"])
+@pytest.mark.parametrize(
+    "path", ["/predictions/{id}/image.png", "/predictions/{id}/thumbnail.jpg", "/api/v1/predictions/{id}"]
+)
 def test_bad_bearer_tokens_on_token_routes_get_401(app, upload, path, header):
     url = path.format(id=upload()["id"])
     response = app.test_client().get(url, headers={"Authorization": header})

@@ -153,7 +153,8 @@ def test_upload_result_and_history(live_server, page, page_errors, tmp_path, che
         expect(page.locator(f'progress[aria-label="p({cls})"]').first).to_be_visible()
     expect(page.locator(".probability")).to_have_text(re.compile(r"\d+\.\d %"))
     expect(page.get_by_role("complementary", name="Research use notice")).to_contain_text(
-        "Research use only, not a diagnosis")
+        "Research use only, not a diagnosis"
+    )
 
     # Local time: the UTC stays in the tooltip.
     analysed = page.locator(".details time[data-local]")

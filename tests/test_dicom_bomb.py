@@ -81,8 +81,9 @@ def test_the_upload_of_a_bomb_gets_413_and_stores_nothing(client):
     assert client.get("/api/v1/predictions").get_json()["items"] == []
 
 
-def _compressed_header(rows: int, columns: int, samples: int = 1, bits: int = 16,
-                       syntax: str = "1.2.840.10008.1.2.5") -> bytes:
+def _compressed_header(
+    rows: int, columns: int, samples: int = 1, bits: int = 16, syntax: str = "1.2.840.10008.1.2.5"
+) -> bytes:
     """A small encapsulated DICOM (RLE by default) whose header declares a frame of the given size; its one
     fragment is junk, so any decoder that started would have to allocate the whole frame first."""
     from pydicom.dataset import Dataset, FileMetaDataset

@@ -31,8 +31,14 @@ def test_factory_neither_loads_the_model_nor_migrates(tmp_path, model_dir, monke
 
     monkeypatch.setattr(service, "ModelBundle", lambda directory: pytest.fail("the factory loaded the model"))
     database = tmp_path / "untouched.sqlite"
-    app = create_app({"INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": "x", "MODEL_DIR": str(model_dir),
-                      "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}"})
+    app = create_app(
+        {
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": "x",
+            "MODEL_DIR": str(model_dir),
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
+        }
+    )
     with app.app_context():
         assert model_service.loaded is None
         assert inspect(db.engine).get_table_names() == []
@@ -152,14 +158,20 @@ def test_upgrading_an_old_database_keeps_its_reviews(make_app, tmp_path):
     app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.sqlite'}")
     with app.app_context():
         flask_migrate.upgrade(directory=str(MIGRATIONS), revision="b41c2e9d7a10")
-        db.session.execute(text(
-            "INSERT INTO predictions (id, created_at, filename, sha256, image_path, overlay_path, thumbnail_path, "
-            "label, probabilities, cnn_probabilities, threshold, model_version, elapsed_ms, ood_score) VALUES "
-            "(1, '2026-01-01 00:00:00', 'a.png', 'x', 'a', 'b', 'c', 'covid', '{\"covid\": 0.9, \"normal\": 0.1}', "
-            "'{\"covid\": 0.8, \"normal\": 0.2}', 0.5, 'v1', 10.0, 0.5)"))
-        db.session.execute(text(
-            "INSERT INTO reviews (id, prediction_id, created_at, agrees, correct_class, comment) VALUES "
-            "(1, 1, '2026-01-02 00:00:00', 1, 'covid', 'kept')"))
+        db.session.execute(
+            text(
+                "INSERT INTO predictions (id, created_at, filename, sha256, image_path, overlay_path, thumbnail_path, "
+                "label, probabilities, cnn_probabilities, threshold, model_version, elapsed_ms, ood_score) VALUES "
+                "(1, '2026-01-01 00:00:00', 'a.png', 'x', 'a', 'b', 'c', 'covid', '{\"covid\": 0.9, \"normal\": 0.1}', "
+                "'{\"covid\": 0.8, \"normal\": 0.2}', 0.5, 'v1', 10.0, 0.5)"
+            )
+        )
+        db.session.execute(
+            text(
+                "INSERT INTO reviews (id, prediction_id, created_at, agrees, correct_class, comment) VALUES "
+                "(1, 1, '2026-01-02 00:00:00', 1, 'covid', 'kept')"
+            )
+        )
         db.session.commit()
         flask_migrate.upgrade(directory=str(MIGRATIONS))
         assert db.session.execute(text("SELECT comment FROM reviews")).scalars().all() == ["kept"]

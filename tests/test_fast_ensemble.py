@@ -61,8 +61,16 @@ def test_other_ensembles_are_left_to_scikit_learn():
 
 def test_unknown_members_are_called_as_they_are():
     features, labels = training_data(2)
-    model = Pipeline([("vote", VotingClassifier([("lr", LogisticRegression()),
-                                                  ("dt", DecisionTreeClassifier(random_state=0))], voting="soft"))])
+    model = Pipeline(
+        [
+            (
+                "vote",
+                VotingClassifier(
+                    [("lr", LogisticRegression()), ("dt", DecisionTreeClassifier(random_state=0))], voting="soft"
+                ),
+            )
+        ]
+    )
     model.fit(features, labels)
     fast = compile_ensemble(model, features[:20])
     np.testing.assert_allclose(fast(features), model.predict_proba(features), rtol=0, atol=1e-12)
@@ -78,7 +86,9 @@ def test_a_disagreement_falls_back(monkeypatch):
 def test_the_shipped_bundle_serves_the_compiled_ensemble(bundle):
     probes = probe_features(bundle.ood.mean, bundle.ood.precision, count=500, seed=7)
     assert getattr(bundle._ensemble_proba, "__self__", None) is not bundle.ensemble  # not the fallback
-    np.testing.assert_allclose(bundle._ensemble_proba(probes), bundle.ensemble.predict_proba(probes), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        bundle._ensemble_proba(probes), bundle.ensemble.predict_proba(probes), rtol=0, atol=1e-12
+    )
 
 
 def test_binary_svm_and_scaler_are_computed_without_scikit_learn(monkeypatch):
@@ -99,8 +109,10 @@ def test_other_transformers_go_through_scikit_learn():
     from sklearn.preprocessing import MinMaxScaler
 
     features, labels = training_data(2)
-    members = [("dt", DecisionTreeClassifier(random_state=0)),
-               ("rf", RandomForestClassifier(n_estimators=5, random_state=0))]
+    members = [
+        ("dt", DecisionTreeClassifier(random_state=0)),
+        ("rf", RandomForestClassifier(n_estimators=5, random_state=0)),
+    ]
     model = Pipeline([("scale", MinMaxScaler()), ("vote", VotingClassifier(members, voting="soft"))])
     model.fit(features, labels)
     fast = compile_ensemble(model, features[:20])

@@ -244,8 +244,13 @@ def test_check_storage_reports_and_cleans(app, upload, runner):
 def test_gunicorn_refuses_to_start_on_a_broken_model_directory(tmp_path):
     from tools.server import Gunicorn
 
-    server = Gunicorn(tmp_path, workers=1, init_db=False, provision=False,  # never serves: no account needed
-                      env={"CXR_MODEL_DIR": str(tmp_path / "nowhere")})
+    server = Gunicorn(
+        tmp_path,
+        workers=1,
+        init_db=False,
+        provision=False,  # never serves: no account needed
+        env={"CXR_MODEL_DIR": str(tmp_path / "nowhere")},
+    )
     started = time.perf_counter()
     with pytest.raises(RuntimeError, match="gunicorn exited"):
         server.start(timeout=60)
@@ -260,8 +265,9 @@ def test_gunicorn_survives_model_removed_after_start(tmp_path, model_dir, chest_
     model.mkdir()
     for name in MODEL_FILES:
         shutil.copy2(model_dir / name, model / name)
-    server = Gunicorn(tmp_path, workers=1, init_db=False,
-                      env={"CXR_MODEL_DIR": str(model), "CXR_MODEL_RETRY_SECONDS": "0.5"})
+    server = Gunicorn(
+        tmp_path, workers=1, init_db=False, env={"CXR_MODEL_DIR": str(model), "CXR_MODEL_RETRY_SECONDS": "0.5"}
+    )
     try:
         server.start()
         assert server.upload("a.png", chest_png)[0] == 201

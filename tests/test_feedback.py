@@ -175,7 +175,9 @@ def test_export_reviewed_writes_films_and_manifest(app, client, upload, runner, 
     rows = list(csv.DictReader((out / "manifest.csv").open()))
     assert list(rows[0]) == ["file", "label", "patient_id", "source"]
     assert [(r["label"], r["patient_id"], r["source"]) for r in rows] == [
-        (first["class"], "P-1", "local"), (other, f"prediction:{second['id']}", "local")]
+        (first["class"], "P-1", "local"),
+        (other, f"prediction:{second['id']}", "local"),
+    ]
     stored = Path(app.config["UPLOAD_FOLDER"])
     with app.app_context():
         image_path = db.session.get(Prediction, first["id"]).image_path
@@ -190,10 +192,17 @@ def test_export_reviewed_writes_films_and_manifest(app, client, upload, runner, 
     bad = runner.invoke(args=["export-reviewed", "--out", str(tmp_path / "x"), "--since", "last week"])
     assert bad.exit_code == 2 and "--since" in bad.output
     with app.app_context():
-        details = [e.detail for e in db.session.scalars(
-            db.select(AuditEvent).where(AuditEvent.target == "export-reviewed").order_by(AuditEvent.id))]
-    assert details == ["2 reviewed films, on the command line", "2 reviewed films, on the command line",
-                       "0 reviewed films since 2999-01-01, on the command line"]
+        details = [
+            e.detail
+            for e in db.session.scalars(
+                db.select(AuditEvent).where(AuditEvent.target == "export-reviewed").order_by(AuditEvent.id)
+            )
+        ]
+    assert details == [
+        "2 reviewed films, on the command line",
+        "2 reviewed films, on the command line",
+        "0 reviewed films since 2999-01-01, on the command line",
+    ]
 
 
 ROUND_TRIP_PER_CLASS = 12
@@ -214,8 +223,9 @@ def test_round_trip_upload_review_export_train_evaluate(app, client, runner, tmp
         if wanted.get(row["label"], 0) == 0 or row["label"] not in bundle.classes:
             continue
         data = (SHARED_IMAGES / row["file"]).read_bytes()
-        response = client.post("/api/v1/predictions", data={"file": (io.BytesIO(data), row["file"]),
-                                                            "reference": row["patient_id"]})
+        response = client.post(
+            "/api/v1/predictions", data={"file": (io.BytesIO(data), row["file"]), "reference": row["patient_id"]}
+        )
         if response.status_code == 422:  # the gate refuses some films; others stand in
             continue
         assert response.status_code == 201, response.get_json()

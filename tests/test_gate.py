@@ -24,9 +24,18 @@ SHARED = ROOT.parent / "shared" / "data" / "cxr"
 
 def stand_in(score: float = 0.0) -> ModelOutput:
     """A prediction whose only relevant part is the out-of-distribution score."""
-    return ModelOutput(label="normal", probabilities={}, decision="normal", cnn_probabilities={}, threshold=None,
-                       heatmap=np.zeros((1, 1)), box=(0, 1, 0, 1), features=np.zeros(64), ood_score=score,
-                       model_version="test")
+    return ModelOutput(
+        label="normal",
+        probabilities={},
+        decision="normal",
+        cnn_probabilities={},
+        threshold=None,
+        heatmap=np.zeros((1, 1)),
+        box=(0, 1, 0, 1),
+        features=np.zeros(64),
+        ood_score=score,
+        model_version="test",
+    )
 
 
 def held_out_xrays(count: int) -> list[Path]:

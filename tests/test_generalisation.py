@@ -21,8 +21,10 @@ def sample(i: int, label: str, source: str) -> Sample:
 
 
 def test_held_out_sources_are_in_no_other_split():
-    samples = [sample(i, label, source) for i, (label, source) in
-               enumerate([("covid", "a"), ("normal", "a"), ("covid", "b"), ("normal", "c")] * 20)]
+    samples = [
+        sample(i, label, source)
+        for i, (label, source) in enumerate([("covid", "a"), ("normal", "a"), ("covid", "b"), ("normal", "c")] * 20)
+    ]
     split = patient_split(samples, (0.7, 0.2, 0.1), seed=3, holdout_sources=["c"])
     assert {samples[i].source for i in split[UNSEEN]} == {"c"} and len(split[UNSEEN]) == 20
     for name in ("train", "val", "test"):
@@ -94,7 +96,9 @@ def test_lung_fractions_are_ordered_widened_and_inside_the_frame():
     out = normalise_fractions(raw)
     assert ((out >= 0) & (out <= 1)).all()
     assert (out[:, 1] > out[:, 0]).all() and (out[:, 3] > out[:, 2]).all()
-    assert ((out[:, 1] - out[:, 0]) >= MIN_FRACTION - 1e-9).all() and ((out[:, 3] - out[:, 2]) >= MIN_FRACTION - 1e-9).all()
+    assert ((out[:, 1] - out[:, 0]) >= MIN_FRACTION - 1e-9).all() and (
+        (out[:, 3] - out[:, 2]) >= MIN_FRACTION - 1e-9
+    ).all()
     assert out[0, 0] < 0.1 and out[0, 1] > 0.9  # widened around the lungs
     top, bottom, left, right = lung_box((10, 110, 20, 220), np.array([0.0, 1.0, 0.25, 0.75]))
     assert (top, bottom, left, right) == (10, 110, 70, 170)

@@ -26,8 +26,9 @@ WORKERS = 2
 def server(tmp_path_factory, model_dir):
     """Gunicorn with two workers, both with the model loaded, and a provisioned clinician with a token;
     stopped cleanly at the end (exit status 0, no traceback in its log)."""
-    server = Gunicorn(tmp_path_factory.mktemp("gunicorn"), workers=WORKERS, init_db=False,
-                      env={"CXR_MODEL_DIR": str(model_dir)})
+    server = Gunicorn(
+        tmp_path_factory.mktemp("gunicorn"), workers=WORKERS, init_db=False, env={"CXR_MODEL_DIR": str(model_dir)}
+    )
     try:
         server.start()
         deadline = time.monotonic() + 240  # both workers import TensorFlow and load the model

@@ -41,7 +41,9 @@ def test_indeterminate_film_in_api_page_history_and_csv(undecided, client, uploa
     exported = client.get("/history.csv")
     assert exported.status_code == 200
     rows = list(csv.DictReader(io.StringIO(exported.get_data(as_text=True))))
-    assert [(r["id"], r["decision"], r["predicted_class"]) for r in rows] == [(str(stored["id"]), INDETERMINATE, "normal")]
+    assert [(r["id"], r["decision"], r["predicted_class"]) for r in rows] == [
+        (str(stored["id"]), INDETERMINATE, "normal")
+    ]
 
 
 def test_decision_is_the_class_when_the_rule_calls_it(bundle, upload):
@@ -56,4 +58,8 @@ def test_openapi_lists_the_decision(client, bundle):
     assert "decision" in schema["required"]
     assert schema["properties"]["decision"]["enum"] == [*bundle.classes, INDETERMINATE]
     listing = spec["paths"]["/predictions"]["get"]["parameters"]
-    assert {"name": "decision", "in": "query", "schema": {"type": "string", "enum": [*bundle.classes, INDETERMINATE]}} in listing
+    assert {
+        "name": "decision",
+        "in": "query",
+        "schema": {"type": "string", "enum": [*bundle.classes, INDETERMINATE]},
+    } in listing

@@ -27,8 +27,9 @@ def images(chest_png):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_dir):
-    server = Gunicorn(tmp_path_factory.mktemp("gunicorn"), workers=WORKERS, init_db=False,
-                      env={"CXR_MODEL_DIR": str(model_dir)})
+    server = Gunicorn(
+        tmp_path_factory.mktemp("gunicorn"), workers=WORKERS, init_db=False, env={"CXR_MODEL_DIR": str(model_dir)}
+    )
     server.start()
     server.wait_workers(WORKERS)
     yield server
@@ -41,9 +42,16 @@ def storage(server, tmp_path, bundle):
     from webapp import create_app
     from webapp.storage_check import check_storage
 
-    app = create_app({"TESTING": True, "SECRET_KEY": "t", "INSTANCE_PATH": str(tmp_path / "instance"),
-                      "SQLALCHEMY_DATABASE_URI": server.database_url, "UPLOAD_FOLDER": str(server.upload_folder),
-                      "MODEL_BUNDLE": bundle})
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "t",
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "SQLALCHEMY_DATABASE_URI": server.database_url,
+            "UPLOAD_FOLDER": str(server.upload_folder),
+            "MODEL_BUNDLE": bundle,
+        }
+    )
 
     def check(clean: bool = False):
         with app.app_context():
@@ -60,8 +68,7 @@ def rows(server) -> int:
 
 def test_concurrent_uploads_and_reads(server, images, storage):
     before = rows(server)
-    run = run_load([server.url], images, clients=8, requests_per_client=6, duration=50, reads=0.4,
-                   token=server.token)
+    run = run_load([server.url], images, clients=8, requests_per_client=6, duration=50, reads=0.4, token=server.token)
     assert not run.failures(), [(r.op, r.status, r.error[:200]) for r in run.failures()]  # 401/302 included
     assert not run.locked()
     assert {r.status for r in run.of(UPLOAD)} <= {201, 422}, run.statuses(UPLOAD)
@@ -89,8 +96,9 @@ def test_sigkill_worker_mid_upload(server, images, storage):
                 os.kill(victim, signal.SIGKILL)
                 killed.append(victim)
 
-    run = run_load([server.url], images, clients=6, requests_per_client=8, duration=50, on_step=kill_once,
-                   token=server.token)
+    run = run_load(
+        [server.url], images, clients=6, requests_per_client=8, duration=50, on_step=kill_once, token=server.token
+    )
     assert killed, "no worker was killed"
     workers = server.wait_workers(WORKERS, timeout=90, replacing=set(old_workers))
     assert set(workers) - set(old_workers) and server.process.poll() is None

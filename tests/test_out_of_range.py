@@ -9,14 +9,17 @@ from tests.accounts import PASSWORD, add_user, csrf_token
 TOO_BIG = "9223372036854775808"  # 2**63
 
 
-@pytest.mark.parametrize("path", [
-    f"/predictions/{TOO_BIG}",
-    f"/predictions/{TOO_BIG}/image.png",
-    f"/predictions/{TOO_BIG}/overlay.jpg",
-    f"/api/v1/predictions/{TOO_BIG}",
-    "/history?page=9223372036854775807",
-    "/api/v1/predictions?page=9223372036854775807",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/predictions/{TOO_BIG}",
+        f"/predictions/{TOO_BIG}/image.png",
+        f"/predictions/{TOO_BIG}/overlay.jpg",
+        f"/api/v1/predictions/{TOO_BIG}",
+        "/history?page=9223372036854775807",
+        "/api/v1/predictions?page=9223372036854775807",
+    ],
+)
 def test_ids_and_pages_beyond_any_row_are_not_found(client, path):
     assert client.get(path).status_code == 404
 
@@ -47,7 +50,8 @@ def test_a_next_with_a_line_break_cannot_split_the_redirect(app):
     add_user(app, "nurse", "clinician")
     client = app.test_client()
     path = "/login?next=/%0d%0aSet-Cookie:x=1"
-    response = client.post(path, data={"username": "nurse", "password": PASSWORD,
-                                       "csrf_token": csrf_token(client, path) or ""})
+    response = client.post(
+        path, data={"username": "nurse", "password": PASSWORD, "csrf_token": csrf_token(client, path) or ""}
+    )
     assert response.status_code == 302
     assert response.headers["Location"] == "/" and "x=1" not in response.headers.get("Set-Cookie", "")

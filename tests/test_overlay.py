@@ -129,7 +129,10 @@ def test_stored_files_keep_the_film_at_full_size_and_lossless():
     files = stored_files(DecodedImage(film, "TIFF"), heat, (0, 1500, 0, 1200), 256)
     opened = {kind: Image.open(io.BytesIO(data)) for kind, data in files.items()}
     assert {kind: image.size for kind, image in opened.items()} == {
-        "image": (1200, 1500), "overlay": (819, 1024), "thumbnail": (205, 256)}
+        "image": (1200, 1500),
+        "overlay": (819, 1024),
+        "thumbnail": (205, 256),
+    }
     formats = {kind: image.format for kind, image in opened.items()}
     assert formats == {"image": "PNG", "overlay": "JPEG", "thumbnail": "JPEG"}
     assert (np.asarray(opened["image"]) == to_uint8(film)).all()

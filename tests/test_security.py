@@ -14,8 +14,17 @@ PUBLIC = {"auth.login", "health.healthz", "static"}
 
 def concrete_urls(app) -> list[tuple[str, str, str]]:
     """(endpoint, method, URL) for every route, with sample values for its arguments."""
-    samples = {"prediction_id": 1, "other_id": 2, "token_id": 1, "user_id": 1, "kind": "image", "extension": "png",
-               "name": "roc.png", "filename": "style.css", "change": "disable"}
+    samples = {
+        "prediction_id": 1,
+        "other_id": 2,
+        "token_id": 1,
+        "user_id": 1,
+        "kind": "image",
+        "extension": "png",
+        "name": "roc.png",
+        "filename": "style.css",
+        "change": "disable",
+    }
     urls = []
     with app.test_request_context():
         from flask import url_for
@@ -86,8 +95,9 @@ def test_api_token_requests_are_exempt_from_csrf(csrf_app, chest_png):
 
     add_user(csrf_app, "robot")
     bearer = {"Authorization": f"Bearer {token_for(csrf_app, 'robot')}"}
-    response = csrf_app.test_client().post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")},
-                                           headers=bearer)
+    response = csrf_app.test_client().post(
+        "/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")}, headers=bearer
+    )
     assert response.status_code == 201
 
 
@@ -95,12 +105,21 @@ SCRIPT = "<script>alert(1)</script>"
 
 
 def test_script_in_file_name_note_and_reference_is_shown_escaped(app, client, admin_client, chest_png):
-    created = client.post("/api/v1/predictions", data={
-        "file": (io.BytesIO(chest_png), f"{SCRIPT}.png"), "note": SCRIPT, "reference": SCRIPT,
-    }).get_json()
+    created = client.post(
+        "/api/v1/predictions",
+        data={
+            "file": (io.BytesIO(chest_png), f"{SCRIPT}.png"),
+            "note": SCRIPT,
+            "reference": SCRIPT,
+        },
+    ).get_json()
     client.post(f"/predictions/{created['id']}/reviews", data={"verdict": "agree", "comment": SCRIPT})
-    pages = [client.get(f"/predictions/{created['id']}"), client.get("/history"),
-             client.get(f"/history?q={SCRIPT}"), admin_client.get(f"/admin/audit?user={SCRIPT}")]
+    pages = [
+        client.get(f"/predictions/{created['id']}"),
+        client.get("/history"),
+        client.get(f"/history?q={SCRIPT}"),
+        admin_client.get(f"/admin/audit?user={SCRIPT}"),
+    ]
     for page in pages:
         html = page.get_data(as_text=True)
         assert "<script>alert" not in html, page.request.path
@@ -109,17 +128,20 @@ def test_script_in_file_name_note_and_reference_is_shown_escaped(app, client, ad
     assert client.get(f"/api/v1/predictions/{created['id']}").get_json()["note"] == SCRIPT  # data, not markup
 
 
-@pytest.mark.parametrize("path", [
-    "/predictions/1/../../../../etc/passwd",
-    "/predictions/1/..%2F..%2F..%2Fetc%2Fpasswd.png",
-    "/predictions/1/image.png/../../secret_key",
-    "/predictions/1/%2e%2e/image.png",
-    "/predictions/1/secret_key.png",
-    "/predictions/-1/image.png",
-    "/model/report/..%2Fcnn.keras",
-    "/model/report/../model_card.json",
-    "/static/..%2F..%2Finstance%2Fsecret_key",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/predictions/1/../../../../etc/passwd",
+        "/predictions/1/..%2F..%2F..%2Fetc%2Fpasswd.png",
+        "/predictions/1/image.png/../../secret_key",
+        "/predictions/1/%2e%2e/image.png",
+        "/predictions/1/secret_key.png",
+        "/predictions/-1/image.png",
+        "/model/report/..%2Fcnn.keras",
+        "/model/report/../model_card.json",
+        "/static/..%2F..%2Finstance%2Fsecret_key",
+    ],
+)
 def test_image_routes_refuse_path_tricks(client, upload, path):
     upload()
     response = client.get(path)
@@ -130,8 +152,13 @@ def test_image_routes_refuse_path_tricks(client, upload, path):
 
 
 def test_security_headers_on_pages_api_errors_and_sign_in(client, anon):
-    for response in (client.get("/history"), client.get("/api/v1/predictions"), client.get("/nowhere"),
-                     anon.get("/login"), anon.get("/healthz")):
+    for response in (
+        client.get("/history"),
+        client.get("/api/v1/predictions"),
+        client.get("/nowhere"),
+        anon.get("/login"),
+        anon.get("/healthz"),
+    ):
         headers = response.headers
         policy = headers["Content-Security-Policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy

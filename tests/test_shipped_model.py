@@ -56,8 +56,11 @@ def test_shipped_cnn_serves_in_float32():
     assert {layer.dtype_policy.name for layer in bundle.cnn.layers} == {"float32"}
 
 
-@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16 (AVX512_BF16 or AMX): it "
-                    "would be emulated, slower than float32, so serving stays float32 (bench/README.md)")
+@pytest.mark.skipif(
+    not native_bfloat16(),
+    reason="this CPU has no native bfloat16 (AVX512_BF16 or AMX): it "
+    "would be emulated, slower than float32, so serving stays float32 (bench/README.md)",
+)
 def test_bfloat16_inference_changes_at_most_one_percent_of_test_decisions(card):
     """The condition for serving in bfloat16 on CPUs that compute it natively."""
     import keras
@@ -76,8 +79,12 @@ def test_bfloat16_inference_changes_at_most_one_percent_of_test_decisions(card):
     bundle = ModelBundle(MODELS)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        reduced = build_cnn(card["input_size"], len(card["classes"]), card["architecture"]["base_filters"],
-                            card["architecture"]["blocks"])
+        reduced = build_cnn(
+            card["input_size"],
+            len(card["classes"]),
+            card["architecture"]["base_filters"],
+            card["architecture"]["blocks"],
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     reduced.set_weights(bundle.cnn.get_weights())

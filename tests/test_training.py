@@ -29,7 +29,7 @@ TINY = ["--input-size", "32", "--base-filters", "4", "--blocks", "2", "--epochs"
 def synthetic_xray(label: str, rng: np.random.Generator, size: int = 160) -> Image.Image:
     """A chest-like film: a bright body with two dark lung fields; 'covid' adds hazy patches."""
     yy, xx = np.mgrid[0:size, 0:size] / size
-    body = np.exp(-(((xx - 0.5) / 0.42) ** 2 + ((yy - 0.55) / 0.5) ** 2) ** 2)
+    body = np.exp(-((((xx - 0.5) / 0.42) ** 2 + ((yy - 0.55) / 0.5) ** 2) ** 2))
     lungs = sum(np.exp(-(((xx - cx) / 0.13) ** 2 + ((yy - 0.5) / 0.25) ** 2)) for cx in (0.32, 0.68))
     image = 0.15 + 0.7 * body - 0.45 * lungs
     if label == "covid":
@@ -73,7 +73,12 @@ def trained(dataset, tmp_path_factory) -> Path:
 
 def test_labels_are_spelled_as_in_the_radiography_database():
     assert [canonical_label(x) for x in ("COVID", "Normal", "Viral Pneumonia", "Lung_Opacity", "COVID-19")] == [
-        "covid", "normal", "viral_pneumonia", "lung_opacity", "covid"]
+        "covid",
+        "normal",
+        "viral_pneumonia",
+        "lung_opacity",
+        "covid",
+    ]
 
 
 def test_split_keeps_patients_together_and_is_stratified(dataset):
@@ -114,7 +119,9 @@ def test_exported_bundle_loads_and_predicts(trained, dataset):
         assert {"cnn", "decision_tree", "svm", "random_forest", "adaboost", "ensemble"} <= set(card["metrics"][split])
         assert 0.0 <= card["metrics"][split]["ensemble"]["ece"] <= 1.0
     assert 0.0 <= card["threshold"]["value"] <= 1.0
-    assert all((trained / "report" / f"{name}.png").is_file() for name in ("training_curves", "confusion_matrix", "roc"))
+    assert all(
+        (trained / "report" / f"{name}.png").is_file() for name in ("training_curves", "confusion_matrix", "roc")
+    )
     saved = list(csv.DictReader((trained / "split.csv").open()))
     patients = {}
     for row in saved:
@@ -199,7 +206,9 @@ def test_skip_bad_leaves_bad_rows_out_with_a_count(dataset, tmp_path, capsys):
 
 def test_three_class_model_trains_and_serves(dataset, tmp_path):
     out = tmp_path / "model3"
-    assert train.main(["--data", str(dataset), "--out", str(out), "--classes", "covid,normal,viral_pneumonia", *TINY]) == 0
+    assert (
+        train.main(["--data", str(dataset), "--out", str(out), "--classes", "covid,normal,viral_pneumonia", *TINY]) == 0
+    )
     bundle = ModelBundle(out)
     assert bundle.classes == ["covid", "normal", "viral_pneumonia"]
     image = np.asarray(Image.open(dataset.parent / "viralsrc_0000.png"), dtype=np.float32) / 255.0
@@ -215,13 +224,21 @@ def test_fine_tuning_starts_from_a_model_on_the_same_split(trained, dataset, tmp
     assert train.main(["--data", str(dataset), "--out", str(out), "--init-from", str(trained), *TINY]) == 0
     assert "CNN weights taken from" in capsys.readouterr().out
     start, card = (json.loads((d / "model_card.json").read_text()) for d in (trained, out))
-    assert card["training"]["init_from"] == {"version": start["version"], "epochs": 1, "learning_rate": 0.001,
-                                             "init_from": None}
+    assert card["training"]["init_from"] == {
+        "version": start["version"],
+        "epochs": 1,
+        "learning_rate": 0.001,
+        "init_from": None,
+    }
     assert (out / "split.csv").read_text() == (trained / "split.csv").read_text()
     ModelBundle(out)  # loads, and its card matches its files
     # Another split (another seed) could put the first model's training images into this test split.
-    assert train.main(["--data", str(dataset), "--out", str(tmp_path / "x"), "--init-from", str(trained),
-                       "--seed", "7", *TINY]) == 2
+    assert (
+        train.main(
+            ["--data", str(dataset), "--out", str(tmp_path / "x"), "--init-from", str(trained), "--seed", "7", *TINY]
+        )
+        == 2
+    )
     assert "split differs" in capsys.readouterr().err
 
 
@@ -235,9 +252,16 @@ def test_held_out_sources_are_scored_apart_and_unknown_ones_refused(dataset, tmp
     unseen = card["outcomes"]["unseen"]["viralsrc"]
     assert unseen["n_other_findings"] == 36 and unseen["sensitivity"] is None
     assert 0.0 <= unseen["other_findings_not_called_covid"] <= 1.0
-    assert {row["split"] for row in csv.DictReader((out / "split.csv").open()) if row["file"].startswith("viral")} == {"unseen"}
-    assert card["calibration"]["temperature"] > 0 and card["threshold"]["indeterminate_below"] <= card["threshold"]["value"]
-    assert train.main(["--data", str(dataset), "--out", str(tmp_path / "x"), "--holdout-sources", "nowhere", *TINY]) == 2
+    assert {row["split"] for row in csv.DictReader((out / "split.csv").open()) if row["file"].startswith("viral")} == {
+        "unseen"
+    }
+    assert (
+        card["calibration"]["temperature"] > 0
+        and card["threshold"]["indeterminate_below"] <= card["threshold"]["value"]
+    )
+    assert (
+        train.main(["--data", str(dataset), "--out", str(tmp_path / "x"), "--holdout-sources", "nowhere", *TINY]) == 2
+    )
     assert "nowhere" in capsys.readouterr().err
 
 
@@ -251,8 +275,12 @@ def test_lung_localiser_trains_and_a_lung_crop_model_serves(dataset, tmp_path):
         mask[40:125, 25:135] = 255  # both lung fields of `synthetic_xray`
         Image.fromarray(mask).save(masks / row["file"])
     localiser = tmp_path / "lungs.keras"
-    assert lungs.main(["--lungs", str(masks.parent), "--images", str(dataset.parent), "--out", str(localiser),
-                       "--epochs", "2"]) == 0
+    assert (
+        lungs.main(
+            ["--lungs", str(masks.parent), "--images", str(dataset.parent), "--out", str(localiser), "--epochs", "2"]
+        )
+        == 0
+    )
     out = tmp_path / "cropped"
     assert train.main(["--data", str(dataset), "--out", str(out), "--lung-localiser", str(localiser), *TINY]) == 0
     assert (out / "lungs.keras").is_file()
@@ -291,19 +319,44 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_result(dataset, t
     import keras
 
     cli = [sys.executable, "-m", "training.train"]
-    common = ["--data", str(dataset), "--input-size", "32", "--base-filters", "4", "--blocks", "2", "--epochs", "5",
-              "--warmup-epochs", "2", "--patience", "2", "--epoch-size", "128", "--no-cache", "--deterministic"]
+    common = [
+        "--data",
+        str(dataset),
+        "--input-size",
+        "32",
+        "--base-filters",
+        "4",
+        "--blocks",
+        "2",
+        "--epochs",
+        "5",
+        "--warmup-epochs",
+        "2",
+        "--patience",
+        "2",
+        "--epoch-size",
+        "128",
+        "--no-cache",
+        "--deterministic",
+    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*cli, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
-                              check=False)
+        return subprocess.run(
+            [*cli, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False
+        )
 
     straight = run(*common, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr[-3000:]
     out = tmp_path / "stopped"
-    stopped = subprocess.Popen([*cli, *common, "--out", str(out)], cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    stopped = subprocess.Popen(
+        [*cli, *common, "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     for line in stopped.stdout:
         if line.startswith("epoch 1/5"):
             assert "images/s" in line and "ETA" in line
@@ -321,8 +374,9 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_result(dataset, t
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed after epoch {done}" in resumed.stdout
     assert not (out / CHECKPOINT_DIR).exists()
-    expected, got = (keras.saving.load_model(d / "cnn.keras", compile=False).get_weights()
-                     for d in (tmp_path / "straight", out))
+    expected, got = (
+        keras.saving.load_model(d / "cnn.keras", compile=False).get_weights() for d in (tmp_path / "straight", out)
+    )
     for a, b in zip(expected, got, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert ((tmp_path / "straight" / "split.csv").read_text() == (out / "split.csv").read_text())
+    assert (tmp_path / "straight" / "split.csv").read_text() == (out / "split.csv").read_text()

@@ -94,7 +94,8 @@ def _count(app) -> int:
 
 def test_several_files_keep_the_good_ones(client, app, chest_png):
     response = client.post(
-        "/", data=_files((chest_png, "good.png"), (b"not an image", "bad.png"), (chest_png, "good2.png")),
+        "/",
+        data=_files((chest_png, "good.png"), (b"not an image", "bad.png"), (chest_png, "good2.png")),
         follow_redirects=False,
     )
     assert response.status_code == 303  # Post/Redirect/Get: a reload of what follows stores nothing again
@@ -106,8 +107,11 @@ def test_several_files_keep_the_good_ones(client, app, chest_png):
     assert page.status_code == 200
     for prediction_id in ids:
         assert f'href="/predictions/{prediction_id}"' in html
-    assert re.search(r'class="flash flash-error" role="alert">Not analysed: bad\.png\. [^<]*not an image the '
-                     r"service can read", html)
+    assert re.search(
+        r'class="flash flash-error" role="alert">Not analysed: bad\.png\. [^<]*not an image the '
+        r"service can read",
+        html,
+    )
     assert client.get(response.location).status_code == 200 and _count(app) == 2  # the reload
 
 
@@ -195,15 +199,24 @@ def test_csrf_protects_the_forms(make_app, chest_png):
     assert client.post(f"{accepted.location}/reviews", data={"verdict": "agree"}).status_code == 400
     api = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")})
     assert api.status_code == 400 and "Reload the page" in api.get_json()["error"]
-    api = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")},
-                      headers={"X-CSRFToken": token})
+    api = client.post(
+        "/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")}, headers={"X-CSRFToken": token}
+    )
     assert api.status_code == 201
 
 
 def test_pages_need_no_inline_script_or_external_resource(admin_client, anon, upload):
     prediction = upload()
-    pages = ("/", "/history", "/model", f"/predictions/{prediction['id']}", "/account", "/admin/users", "/admin/audit",
-             "/docs/api")
+    pages = (
+        "/",
+        "/history",
+        "/model",
+        f"/predictions/{prediction['id']}",
+        "/account",
+        "/admin/users",
+        "/admin/audit",
+        "/docs/api",
+    )
     for client, page in [(admin_client, page) for page in pages] + [(anon, "/login")]:
         html = client.get(page).get_data(as_text=True)
         assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", html) == [], page

@@ -63,18 +63,25 @@ def test_upload_over_the_size_limit(make_app, chest_png, route: str) -> None:
     assert stored(app) == (0, 0)
 
 
-@pytest.mark.parametrize(("route", "url", "message"), [
-    ("api", "/api/v1/predictions", "multipart field 'file'"),
-    ("html", "/", "Choose at least one image."),
-])
+@pytest.mark.parametrize(
+    ("route", "url", "message"),
+    [
+        ("api", "/api/v1/predictions", "multipart field 'file'"),
+        ("html", "/", "Choose at least one image."),
+    ],
+)
 def test_no_file(app, client, route: str, url: str, message: str) -> None:
     response = client.post(url, data={"reference": "x"})
     assert response.status_code == 400 and message in html.unescape(response.get_data(as_text=True))
     assert stored(app) == (0, 0)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(choice=st.data())
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the corrupt EXIF it skips
 def test_mutated_uploads_never_fail_or_leave_anything_behind(app, client, base, chest_png, choice) -> None:

@@ -27,8 +27,11 @@ def tags(html: str, tag: str, **wanted: str) -> list[dict[str, str | None]]:
     parser = _Tags()
     parser.feed(html)
     wanted = {key.rstrip("_"): value for key, value in wanted.items()}
-    return [attrs for name, attrs in parser.tags
-            if name == tag and all(k in attrs and attrs[k] == v for k, v in wanted.items())]
+    return [
+        attrs
+        for name, attrs in parser.tags
+        if name == tag and all(k in attrs and attrs[k] == v for k, v in wanted.items())
+    ]
 
 
 def page_count(pdf: bytes) -> int:
@@ -45,8 +48,10 @@ def test_priors_list_the_other_studies_with_the_same_reference_newest_first(clie
     other = upload(reference="MRN-70")  # a longer reference that starts the same: not the same patient
     html = client.get(f"/predictions/{third['id']}").get_data(as_text=True)
     links = [a["href"] for a in tags(html, "a", class_="compare")]
-    assert links == [f"/predictions/{third['id']}/compare/{second['id']}",
-                     f"/predictions/{third['id']}/compare/{first['id']}"]
+    assert links == [
+        f"/predictions/{third['id']}/compare/{second['id']}",
+        f"/predictions/{third['id']}/compare/{first['id']}",
+    ]
     thumbnails = [img["src"] for img in tags(html, "img", class_="thumb")]
     assert thumbnails == [f"/predictions/{second['id']}/thumbnail.jpg", f"/predictions/{first['id']}/thumbnail.jpg"]
     assert len(tags(html, "section", id="priors")) == 1
@@ -69,10 +74,14 @@ def test_compare_shows_two_viewers_and_records_both_views(app, client, upload):
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     viewers = tags(html, "div", class_="viewer")
-    assert [v["data-film"] for v in viewers] == [f"/predictions/{second['id']}/image.png",
-                                                 f"/predictions/{first['id']}/image.png"]
-    assert [v["data-overlay"] for v in viewers] == [f"/predictions/{second['id']}/overlay.jpg",
-                                                    f"/predictions/{first['id']}/overlay.jpg"]
+    assert [v["data-film"] for v in viewers] == [
+        f"/predictions/{second['id']}/image.png",
+        f"/predictions/{first['id']}/image.png",
+    ]
+    assert [v["data-overlay"] for v in viewers] == [
+        f"/predictions/{second['id']}/overlay.jpg",
+        f"/predictions/{first['id']}/overlay.jpg",
+    ]
     assert tags(html, "script", src="/static/viewer.js")
     assert audit_actions(app, "view") == [f"prediction:{second['id']}", f"prediction:{first['id']}"]
 
@@ -82,10 +91,16 @@ def test_compare_refuses_what_cannot_be_compared(client, upload):
     unreferenced = upload()
     for path, status, message in (
         (f"/predictions/{first['id']}/compare/{first['id']}", 400, "Choose two different studies to compare."),
-        (f"/predictions/{first['id']}/compare/{second['id']}", 400,
-         "Only studies with the same reference can be compared side by side."),
-        (f"/predictions/{unreferenced['id']}/compare/{first['id']}", 400,
-         "Only studies with the same reference can be compared side by side."),
+        (
+            f"/predictions/{first['id']}/compare/{second['id']}",
+            400,
+            "Only studies with the same reference can be compared side by side.",
+        ),
+        (
+            f"/predictions/{unreferenced['id']}/compare/{first['id']}",
+            400,
+            "Only studies with the same reference can be compared side by side.",
+        ),
         (f"/predictions/{first['id']}/compare/999999", 404, "Nothing was found at this address."),
     ):
         response = client.get(path)
@@ -97,9 +112,14 @@ def test_report_pdf_is_one_a4_page_downloaded_and_audited(app, client, upload):
     prediction = upload(reference="MRN-11", note="cough")
     url = f"/predictions/{prediction['id']}/report.pdf"
     for verdict in ("agree", "disagree"):  # reviews with long comments and "$" signs still fit, as text
-        client.post(f"/predictions/{prediction['id']}/reviews",
-                    data={"verdict": verdict, "correct_class": "normal" if prediction["class"] != "normal" else "covid",
-                          "comment": "Costs $5 and $\\frac{1}{0}$ " + "very long comment " * 80})
+        client.post(
+            f"/predictions/{prediction['id']}/reviews",
+            data={
+                "verdict": verdict,
+                "correct_class": "normal" if prediction["class"] != "normal" else "covid",
+                "comment": "Costs $5 and $\\frac{1}{0}$ " + "very long comment " * 80,
+            },
+        )
     response = client.get(url)
     assert response.status_code == 200
     assert response.mimetype == "application/pdf"

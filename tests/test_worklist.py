@@ -61,8 +61,11 @@ def test_history_filters_by_review_state_and_reviewer(app, client, upload):
 
 @pytest.mark.parametrize(
     "query, message",
-    [("reviewed=maybe", "Unknown review state 'maybe'."), ("reviewer=nobody", "Unknown reviewer 'nobody'."),
-     ("sort=size", "Unknown order 'size'.")],
+    [
+        ("reviewed=maybe", "Unknown review state 'maybe'."),
+        ("reviewer=nobody", "Unknown reviewer 'nobody'."),
+        ("sort=size", "Unknown order 'size'."),
+    ],
 )
 def test_bad_worklist_filters_are_400_with_a_message(client, query, message):
     response = client.get(f"/api/v1/predictions?{query}")
@@ -117,7 +120,8 @@ def test_second_web_review_edits_the_first_and_keeps_it(app, client, upload, bun
         review = db.session.scalars(db.select(Review)).one()
         assert (review.agrees, review.correct_class, review.comment) == (False, other, "second look")
         assert [(e.agrees, e.correct_class, e.comment) for e in review.edits] == [
-            (True, prediction["class"], "first look")]
+            (True, prediction["class"], "first look")
+        ]
         assert review.updated_at >= review.created_at
     api = client.get(f"/api/v1/predictions/{prediction['id']}").get_json()
     assert len(api["reviews"]) == 1 and api["reviews"][0]["edits"][0]["comment"] == "first look"
@@ -177,8 +181,12 @@ def test_review_api_creates_then_updates(app, client, upload, bundle):
 def test_review_api_refuses_bad_input(client, upload, bundle, body, status, message):
     prediction = upload()
     if isinstance(body, dict) and body.get("correct_class") in ("PREDICTED", "OTHER"):
-        body = {**body, "correct_class": prediction["class"] if body["correct_class"] == "PREDICTED"
-                else other_class(bundle, prediction)}
+        body = {
+            **body,
+            "correct_class": prediction["class"]
+            if body["correct_class"] == "PREDICTED"
+            else other_class(bundle, prediction),
+        }
     url = f"/api/v1/predictions/{prediction['id']}/reviews"
     if isinstance(body, str):
         response = client.post(url, data=body, content_type="application/json")
@@ -206,7 +214,12 @@ def test_openapi_describes_the_worklist_and_reviews(client):
     assert {"latest_review", "suggested_reference", "reviews"} <= set(prediction)
     assert set(document["paths"]["/monitoring"]["get"]["responses"]) == {"200", "400", "401"}
     assert set(document["paths"]["/predictions/{id}/reference"]["post"]["responses"]) == {
-        "200", "400", "401", "404", "409"}
+        "200",
+        "400",
+        "401",
+        "404",
+        "409",
+    }
 
 
 # -- the migration -----------------------------------------------------------------------------------------
@@ -217,23 +230,37 @@ def test_migration_merges_duplicate_reviews_and_backfills_p_covid(make_app, tmp_
     with app.app_context():
         flask_migrate.upgrade(directory=str(MIGRATIONS), revision="c5d8e1f40b22")
         run = db.session.execute
-        run(text("INSERT INTO users (id, username, password_hash, role, active, must_change_password, session_token, "
-                 "created_at) VALUES (1, 'ann', 'x', 'clinician', 1, 0, 't1', '2026-01-01 00:00:00')"))
+        run(
+            text(
+                "INSERT INTO users (id, username, password_hash, role, active, must_change_password, session_token, "
+                "created_at) VALUES (1, 'ann', 'x', 'clinician', 1, 0, 't1', '2026-01-01 00:00:00')"
+            )
+        )
         for prediction_id, probabilities in ((1, {"covid": 0.8, "normal": 0.2}), (2, {"normal": 1.0})):
-            run(text("INSERT INTO predictions (id, created_at, filename, sha256, image_path, overlay_path, "
-                     "thumbnail_path, label, decision, probabilities, cnn_probabilities, model_version, elapsed_ms, "
-                     "ood_score) VALUES (:id, '2026-01-02 00:00:00', 'a.png', 'h', 'a.png', 'b.jpg', 'c.jpg', "
-                     "'covid', 'covid', :p, :p, 'v1', 1.0, 0.5)"),
-                {"id": prediction_id, "p": json.dumps(probabilities)})
+            run(
+                text(
+                    "INSERT INTO predictions (id, created_at, filename, sha256, image_path, overlay_path, "
+                    "thumbnail_path, label, decision, probabilities, cnn_probabilities, model_version, elapsed_ms, "
+                    "ood_score) VALUES (:id, '2026-01-02 00:00:00', 'a.png', 'h', 'a.png', 'b.jpg', 'c.jpg', "
+                    "'covid', 'covid', :p, :p, 'v1', 1.0, 0.5)"
+                ),
+                {"id": prediction_id, "p": json.dumps(probabilities)},
+            )
         reviews = [  # ann reviewed #1 three times; a review from before accounts has no user
-            (1, 1, "2026-01-03 00:00:00", 1, "covid", "first"), (2, 1, "2026-01-05 00:00:00", 0, "normal", "third"),
-            (3, 1, "2026-01-04 00:00:00", 1, "covid", "second"), (4, None, "2026-01-01 00:00:00", 1, "covid", None),
+            (1, 1, "2026-01-03 00:00:00", 1, "covid", "first"),
+            (2, 1, "2026-01-05 00:00:00", 0, "normal", "third"),
+            (3, 1, "2026-01-04 00:00:00", 1, "covid", "second"),
+            (4, None, "2026-01-01 00:00:00", 1, "covid", None),
             (5, None, "2026-01-01 00:00:00", 0, "normal", None),
         ]
         for review_id, user_id, created, agrees, label, comment in reviews:
-            run(text("INSERT INTO reviews (id, prediction_id, created_at, agrees, correct_class, comment, user_id) "
-                     "VALUES (:id, 1, :c, :a, :l, :m, :u)"),
-                {"id": review_id, "c": created, "a": agrees, "l": label, "m": comment, "u": user_id})
+            run(
+                text(
+                    "INSERT INTO reviews (id, prediction_id, created_at, agrees, correct_class, comment, user_id) "
+                    "VALUES (:id, 1, :c, :a, :l, :m, :u)"
+                ),
+                {"id": review_id, "c": created, "a": agrees, "l": label, "m": comment, "u": user_id},
+            )
         db.session.commit()
         flask_migrate.upgrade(directory=str(MIGRATIONS))
         db.session.expire_all()
@@ -242,13 +269,18 @@ def test_migration_merges_duplicate_reviews_and_backfills_p_covid(make_app, tmp_
         kept = db.session.scalars(db.select(Review).order_by(Review.id)).all()
         assert [r.id for r in kept] == [2, 4, 5]
         ann = kept[0]
-        assert (ann.comment, ann.created_at, ann.updated_at) == (
-            "third", datetime(2026, 1, 3), datetime(2026, 1, 5))
+        assert (ann.comment, ann.created_at, ann.updated_at) == ("third", datetime(2026, 1, 3), datetime(2026, 1, 5))
         assert [(e.comment, e.saved_at) for e in ann.edits] == [
-            ("second", datetime(2026, 1, 4)), ("first", datetime(2026, 1, 3))]
+            ("second", datetime(2026, 1, 4)),
+            ("first", datetime(2026, 1, 3)),
+        ]
         with pytest.raises(Exception, match="UNIQUE"):
-            run(text("INSERT INTO reviews (prediction_id, created_at, updated_at, agrees, correct_class, user_id) "
-                     "VALUES (1, '2026-02-01', '2026-02-01', 1, 'covid', 1)"))
+            run(
+                text(
+                    "INSERT INTO reviews (prediction_id, created_at, updated_at, agrees, correct_class, user_id) "
+                    "VALUES (1, '2026-02-01', '2026-02-01', 1, 'covid', 1)"
+                )
+            )
         db.session.rollback()
         flask_migrate.downgrade(directory=str(MIGRATIONS), revision="c5d8e1f40b22")
         restored = run(text("SELECT comment FROM reviews WHERE user_id = 1 ORDER BY created_at")).scalars().all()

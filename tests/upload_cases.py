@@ -77,13 +77,20 @@ def _saved(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def dicom(raw: np.ndarray, bits_stored: int, photometric: str = "MONOCHROME2", syntax: str = ExplicitVRLittleEndian,
-          **elements) -> bytes:
+def dicom(
+    raw: np.ndarray,
+    bits_stored: int,
+    photometric: str = "MONOCHROME2",
+    syntax: str = ExplicitVRLittleEndian,
+    **elements,
+) -> bytes:
     """A DICOM Part 10 file holding `raw`, with any further elements (Modality='CT', WindowCenter=...)."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["cxr-test-fixture"])  # deterministic: hypothesis needs stable seeds
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
+        entropy_srcs=["cxr-test-fixture"]
+    )  # deterministic: hypothesis needs stable seeds
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.PatientName = "Doe^Jane"  # must never reach the metadata, a message or a log
@@ -188,46 +195,127 @@ LOSSY = 0.03  # JPEG at quality 95
 
 ACCEPTED: list[Case] = [
     Case("png-gray-8", lambda b: encode(gray(b), "PNG"), "a.png", expected=as8, format="PNG"),
-    Case("png-gray-16", lambda b: encode(Image.fromarray(levels(b, 16)), "PNG"), "a.png",
-         expected=lambda b: min_max(levels(b, 16)), tolerance=1e-4, format="PNG"),
+    Case(
+        "png-gray-16",
+        lambda b: encode(Image.fromarray(levels(b, 16)), "PNG"),
+        "a.png",
+        expected=lambda b: min_max(levels(b, 16)),
+        tolerance=1e-4,
+        format="PNG",
+    ),
     Case("png-rgb", lambda b: encode(gray(b).convert("RGB"), "PNG"), "a.png", expected=as8, format="PNG"),
     Case("png-rgba", transparent_frame, "a.png", expected=framed, format="PNG"),
     Case("png-la", lambda b: encode(gray(b).convert("LA"), "PNG"), "a.png", expected=as8, format="PNG"),
-    Case("png-palette", lambda b: encode(palette(b), "PNG"), "a.png",
-         expected=lambda b: np.asarray(palette(b).convert("L")) / 255.0, format="PNG"),
-    Case("jpeg-gray", lambda b: encode(gray(b), "JPEG", quality=95), "a.jpg", expected=as8, tolerance=LOSSY,
-         format="JPEG"),
-    Case("jpeg-rgb", lambda b: encode(gray(b).convert("RGB"), "JPEG", quality=95), "a.jpg", expected=as8,
-         tolerance=LOSSY, format="JPEG"),
-    Case("jpeg-cmyk", lambda b: encode(gray(b).convert("CMYK"), "JPEG", quality=95), "a.jpg", expected=as8,
-         tolerance=LOSSY, format="JPEG"),
+    Case(
+        "png-palette",
+        lambda b: encode(palette(b), "PNG"),
+        "a.png",
+        expected=lambda b: np.asarray(palette(b).convert("L")) / 255.0,
+        format="PNG",
+    ),
+    Case(
+        "jpeg-gray",
+        lambda b: encode(gray(b), "JPEG", quality=95),
+        "a.jpg",
+        expected=as8,
+        tolerance=LOSSY,
+        format="JPEG",
+    ),
+    Case(
+        "jpeg-rgb",
+        lambda b: encode(gray(b).convert("RGB"), "JPEG", quality=95),
+        "a.jpg",
+        expected=as8,
+        tolerance=LOSSY,
+        format="JPEG",
+    ),
+    Case(
+        "jpeg-cmyk",
+        lambda b: encode(gray(b).convert("CMYK"), "JPEG", quality=95),
+        "a.jpg",
+        expected=as8,
+        tolerance=LOSSY,
+        format="JPEG",
+    ),
     Case("jpeg-exif-orientation", exif_rotated, "a.jpg", expected=as8, tolerance=LOSSY, format="JPEG"),
     # Cameras write JPEGs with a preview as a second picture (MPO): the first picture is the image.
-    Case("jpeg-mpo", lambda b: encode(gray(b), "MPO", save_all=True, append_images=[gray(b).reduce(2)]), "a.jpg",
-         expected=as8, tolerance=LOSSY, format="JPEG"),
-    Case("tiff-16", lambda b: encode(Image.fromarray(levels(b, 16)), "TIFF"), "a.tif",
-         expected=lambda b: min_max(levels(b, 16)), tolerance=1e-4, format="TIFF"),
+    Case(
+        "jpeg-mpo",
+        lambda b: encode(gray(b), "MPO", save_all=True, append_images=[gray(b).reduce(2)]),
+        "a.jpg",
+        expected=as8,
+        tolerance=LOSSY,
+        format="JPEG",
+    ),
+    Case(
+        "tiff-16",
+        lambda b: encode(Image.fromarray(levels(b, 16)), "TIFF"),
+        "a.tif",
+        expected=lambda b: min_max(levels(b, 16)),
+        tolerance=1e-4,
+        format="TIFF",
+    ),
     *(
-        Case(f"dicom-mono2-{bits}bit", (lambda b, n=bits: dicom(levels(b, n), n)), "a.dcm",
-             expected=(lambda b, n=bits: min_max(levels(b, n))), tolerance=1e-4, format="DICOM")
+        Case(
+            f"dicom-mono2-{bits}bit",
+            (lambda b, n=bits: dicom(levels(b, n), n)),
+            "a.dcm",
+            expected=(lambda b, n=bits: min_max(levels(b, n))),
+            tolerance=1e-4,
+            format="DICOM",
+        )
         for bits in (8, 12, 16)
     ),
-    Case("dicom-mono1-12bit", lambda b: dicom(levels(1 - b, 12), 12, "MONOCHROME1"), "a.dcm",
-         expected=lambda b: min_max(levels(b, 12)), tolerance=1e-3, format="DICOM"),
-    Case("dicom-rescale-window", lambda b: dicom(levels(b, 12), 12, RescaleSlope=SLOPE, RescaleIntercept=INTERCEPT,
-                                                 WindowCenter=CENTRE, WindowWidth=WIDTH),
-         "a.dcm", expected=lambda b: windowed(levels(b, 12), SLOPE, INTERCEPT, CENTRE, WIDTH), tolerance=1e-3,
-         format="DICOM"),
-    Case("dicom-mono1-16bit-window", lambda b: dicom(levels(1 - b, 16), 16, "MONOCHROME1", WindowCenter=32768.0,
-                                                     WindowWidth=58000.0),
-         "a.dcm", expected=lambda b: 1 - windowed(levels(1 - b, 16), 1, 0, 32768.0, 58000.0), tolerance=1e-3,
-         format="DICOM"),
-    Case("dicom-rle", lambda b: dicom(levels(b, 12), 12, syntax=RLELossless), "a.dcm",
-         expected=lambda b: min_max(levels(b, 12)), tolerance=1e-4, format="DICOM"),
-    Case("dicom-jpeg2000", lambda b: dicom(levels(b, 16), 16, syntax=JPEG2000Lossless), "a.dcm",
-         expected=lambda b: min_max(levels(b, 16)), tolerance=1e-4, format="DICOM"),
-    Case("dicom-jpeg-baseline", dicom_jpeg_baseline, "a.dcm", expected=lambda b: min_max(u8(b)), tolerance=LOSSY,
-         format="DICOM"),
+    Case(
+        "dicom-mono1-12bit",
+        lambda b: dicom(levels(1 - b, 12), 12, "MONOCHROME1"),
+        "a.dcm",
+        expected=lambda b: min_max(levels(b, 12)),
+        tolerance=1e-3,
+        format="DICOM",
+    ),
+    Case(
+        "dicom-rescale-window",
+        lambda b: dicom(
+            levels(b, 12), 12, RescaleSlope=SLOPE, RescaleIntercept=INTERCEPT, WindowCenter=CENTRE, WindowWidth=WIDTH
+        ),
+        "a.dcm",
+        expected=lambda b: windowed(levels(b, 12), SLOPE, INTERCEPT, CENTRE, WIDTH),
+        tolerance=1e-3,
+        format="DICOM",
+    ),
+    Case(
+        "dicom-mono1-16bit-window",
+        lambda b: dicom(levels(1 - b, 16), 16, "MONOCHROME1", WindowCenter=32768.0, WindowWidth=58000.0),
+        "a.dcm",
+        expected=lambda b: 1 - windowed(levels(1 - b, 16), 1, 0, 32768.0, 58000.0),
+        tolerance=1e-3,
+        format="DICOM",
+    ),
+    Case(
+        "dicom-rle",
+        lambda b: dicom(levels(b, 12), 12, syntax=RLELossless),
+        "a.dcm",
+        expected=lambda b: min_max(levels(b, 12)),
+        tolerance=1e-4,
+        format="DICOM",
+    ),
+    Case(
+        "dicom-jpeg2000",
+        lambda b: dicom(levels(b, 16), 16, syntax=JPEG2000Lossless),
+        "a.dcm",
+        expected=lambda b: min_max(levels(b, 16)),
+        tolerance=1e-4,
+        format="DICOM",
+    ),
+    Case(
+        "dicom-jpeg-baseline",
+        dicom_jpeg_baseline,
+        "a.dcm",
+        expected=lambda b: min_max(u8(b)),
+        tolerance=LOSSY,
+        format="DICOM",
+    ),
 ]
 
 
@@ -247,10 +335,20 @@ REFUSED: list[Case] = [
     Case("png-bad-crc", lambda b: _flip(encode(gray(b), "PNG"), 60), "a.png", 400, "corrupt"),
     Case("png-bad-chunk", lambda b: _flip(encode(gray(b), "PNG"), 38), "a.png", 400, "PNG file is corrupt"),
     Case("jpeg-truncated", lambda b: encode(gray(b), "JPEG")[:900], "a.jpg", 400, "truncated"),
-    Case("png-animated", lambda b: encode(gray(b), "PNG", save_all=True, append_images=[gray(1 - b)]), "a.png",
-         422, "several frames"),
-    Case("tiff-multipage", lambda b: encode(gray(b), "TIFF", save_all=True, append_images=[gray(b)]), "a.tif",
-         422, "several frames"),
+    Case(
+        "png-animated",
+        lambda b: encode(gray(b), "PNG", save_all=True, append_images=[gray(1 - b)]),
+        "a.png",
+        422,
+        "several frames",
+    ),
+    Case(
+        "tiff-multipage",
+        lambda b: encode(gray(b), "TIFF", save_all=True, append_images=[gray(b)]),
+        "a.tif",
+        422,
+        "several frames",
+    ),
     Case("png-too-small", lambda b: encode(_small(b, 100, 120), "PNG"), "a.png", 422, "at least 128 pixels"),
     Case("png-extreme-aspect", lambda b: encode(_small(b, 130, 800), "PNG"), "a.png", 422, "aspect ratio"),
     Case("png-bomb", lambda b: png_header_only(30_000, 30_000), "a.png", 413, "megapixels"),

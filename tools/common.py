@@ -149,8 +149,11 @@ def _own_cpu() -> float:
     """CPU seconds of this process, its reaped descendants and its live descendants."""
     import resource
 
-    total = sum(getattr(resource.getrusage(who), name) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-                for name in ("ru_utime", "ru_stime"))
+    total = sum(
+        getattr(resource.getrusage(who), name)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for name in ("ru_utime", "ru_stime")
+    )
     alive = {os.getpid()}
     grew = True
     while grew:
@@ -183,11 +186,17 @@ class ForeignCpu:
         busy, niced = _system_cpu()
         wall = time.perf_counter() - self.started
         foreign = max(0.0, (busy - self.busy) - (_own_cpu() - self.own))
-        return {"wall_s": wall, "foreign_cpu_s": foreign, "foreign_niced_cpu_s": niced - self.niced,
-                "foreign_share_of_machine": foreign / (wall * len(os.sched_getaffinity(0))) if wall else 0.0}
+        return {
+            "wall_s": wall,
+            "foreign_cpu_s": foreign,
+            "foreign_niced_cpu_s": niced - self.niced,
+            "foreign_share_of_machine": foreign / (wall * len(os.sched_getaffinity(0))) if wall else 0.0,
+        }
 
     def line(self) -> str:
         r = self.result()
-        return (f"Other processes on this machine used {r['foreign_cpu_s']:.0f} CPU-s during this {r['wall_s']:.0f} s run "
-                f"({r['foreign_share_of_machine']:.0%} of its cores), plus {r['foreign_niced_cpu_s']:.0f} CPU-s at low "
-                "priority" + (": figures taken on a busy machine." if r["foreign_share_of_machine"] > 0.05 else "."))
+        return (
+            f"Other processes on this machine used {r['foreign_cpu_s']:.0f} CPU-s during this {r['wall_s']:.0f} s run "
+            f"({r['foreign_share_of_machine']:.0%} of its cores), plus {r['foreign_niced_cpu_s']:.0f} CPU-s at low "
+            "priority" + (": figures taken on a busy machine." if r["foreign_share_of_machine"] > 0.05 else ".")
+        )

@@ -127,8 +127,13 @@ def auth_headers(token: str | None) -> dict[str, str]:
 
 
 def exchange(
-    base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-    timeout: float = 60.0, token: str | None = None,
+    base: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    token: str | None = None,
 ) -> tuple[int, bytes, str, http.client.HTTPMessage | None]:
     """(status, body, error, response headers); status 0, the exception's text and no headers when no
     HTTP answer came back. `token` is sent as `Authorization: Bearer`."""
@@ -146,8 +151,13 @@ def exchange(
 
 
 def request(
-    base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-    timeout: float = 60.0, token: str | None = None,
+    base: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    token: str | None = None,
 ) -> tuple[int, bytes, str]:
     """(status, body, error); status 0 and the exception's text when no HTTP answer came back."""
     return exchange(base, method, path, body, headers, timeout, token)[:3]
@@ -161,8 +171,14 @@ def get_json(base: str, path: str, timeout: float = 30.0, token: str | None = No
         return status, {"error": payload[:200].decode(errors="replace")}
 
 
-def upload(base: str, filename: str, data: bytes, timeout: float = 120.0, fields: dict[str, str] | None = None,
-           token: str | None = None):
+def upload(
+    base: str,
+    filename: str,
+    data: bytes,
+    timeout: float = 120.0,
+    fields: dict[str, str] | None = None,
+    token: str | None = None,
+):
     body, content_type = multipart(filename, data, fields)
     return request(base, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, timeout, token)
 
@@ -186,8 +202,9 @@ def sign_in(base: str, username: str, password: str, timeout: float = 30.0) -> d
         raise RuntimeError(f"GET /login answered {status}: {error or page[:300]!r}")
     found = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page)  # when CSRF is on
     form = {"username": username, "password": password, **({"csrf_token": found.group(1).decode()} if found else {})}
-    status, page, error, answer = send("POST", urlencode(form).encode(),
-                                       {"Content-Type": "application/x-www-form-urlencoded"})
+    status, page, error, answer = send(
+        "POST", urlencode(form).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
+    )
     if status != 302 or "/login" in (answer.get("Location") or ""):
         raise RuntimeError(f"signing in as {username!r} answered {status}: {error or page[:300]!r}")
     return jar()
@@ -196,8 +213,18 @@ def sign_in(base: str, username: str, password: str, timeout: float = 30.0) -> d
 class Client:
     """One simulated user: its own random stream, the shared list of created ids to read back."""
 
-    def __init__(self, number: int, targets: Sequence[str], bodies: Sequence[tuple[bytes, str]], reads: float,
-                 known: list[int], lock: threading.Lock, seed: int, timeout: float, token: str | None) -> None:
+    def __init__(
+        self,
+        number: int,
+        targets: Sequence[str],
+        bodies: Sequence[tuple[bytes, str]],
+        reads: float,
+        known: list[int],
+        lock: threading.Lock,
+        seed: int,
+        timeout: float,
+        token: str | None,
+    ) -> None:
         self.targets = targets
         self.token = token
         self.bodies = bodies
@@ -302,7 +329,11 @@ def report(run: Run, title: str = "") -> str:
     for op in (UPLOAD, LIST, DETAIL, IMAGE):
         if run.of(op):
             s = run.summary(op)
-            rows.append([op, s["requests"], s["ok"], s["refused_4xx"], s["errors"], s["p50_ms"], s["p95_ms"], s["per_s"]])
+            rows.append(
+                [op, s["requests"], s["ok"], s["refused_4xx"], s["errors"], s["p50_ms"], s["p95_ms"], s["per_s"]]
+            )
     text = table(["request", "sent", "2xx", "4xx", "5xx/none", "p50 ms", "p95 ms", "per s"], rows)
     codes = ", ".join(f"{code}: {n}" for code, n in sorted(run.statuses().items()))
-    return f"{title}\n{text}\nstatus codes: {codes}; wall {run.wall:.1f}s" if title else f"{text}\nstatus codes: {codes}"
+    return (
+        f"{title}\n{text}\nstatus codes: {codes}; wall {run.wall:.1f}s" if title else f"{text}\nstatus codes: {codes}"
+    )

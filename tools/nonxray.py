@@ -45,9 +45,15 @@ def _skimage_rgb() -> dict[str, np.ndarray]:
     from skimage import data
 
     images = {
-        "astronaut": data.astronaut(), "chelsea": data.chelsea(), "coffee": data.coffee(), "rocket": data.rocket(),
-        "motorcycle": data.stereo_motorcycle()[0], "hubble": data.hubble_deep_field(), "retina": data.retina(),
-        "immunohistochemistry": data.immunohistochemistry(), "colorwheel": data.colorwheel(),
+        "astronaut": data.astronaut(),
+        "chelsea": data.chelsea(),
+        "coffee": data.coffee(),
+        "rocket": data.rocket(),
+        "motorcycle": data.stereo_motorcycle()[0],
+        "hubble": data.hubble_deep_field(),
+        "retina": data.retina(),
+        "immunohistochemistry": data.immunohistochemistry(),
+        "colorwheel": data.colorwheel(),
     }
     import matplotlib.cbook
 
@@ -197,8 +203,15 @@ def noise(seed: int = 3) -> Iterator[Sample]:
 
 
 CT_MR_FILES = (
-    "CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm", "MR_small.dcm", "MR_small_RLE.dcm",
-    "MR_small_jp2klossless.dcm", "examples_overlay.dcm", "JPEG2000.dcm", "examples_ybr_color.dcm",
+    "CT_small.dcm",
+    "693_J2KI.dcm",
+    "J2K_pixelrep_mismatch.dcm",
+    "MR_small.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jp2klossless.dcm",
+    "examples_overlay.dcm",
+    "JPEG2000.dcm",
+    "examples_ybr_color.dcm",
     "examples_palette.dcm",
 )
 

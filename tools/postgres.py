@@ -29,8 +29,10 @@ class PostgresUnavailable(RuntimeError):
 
 
 def bin_dir() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name)
-                   if p.parent.parent.name.isdigit() else 0)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     if found:
         return found[-1].parent
     pg_ctl = shutil.which("pg_ctl")
@@ -86,8 +88,14 @@ class Postgres:
                 os.setgid(self._demote[1])
                 os.setuid(self._demote[0])
 
-        done = subprocess.run([str(self.bin / args[0]), *args[1:]], cwd=self.root, capture_output=True, text=True,
-                              preexec_fn=demote if self._demote else None, timeout=120)
+        done = subprocess.run(
+            [str(self.bin / args[0]), *args[1:]],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            preexec_fn=demote if self._demote else None,
+            timeout=120,
+        )
         if check and done.returncode != 0:
             raise RuntimeError(f"{args[0]} failed ({done.returncode}): {(done.stderr or done.stdout)[-1500:]}")
         return done
@@ -106,11 +114,24 @@ class Postgres:
     def start(self) -> None:
         if not self.initialised:
             self.init()
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c max_connections=100 "
-                   "-c fsync=on -c synchronous_commit=on")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c max_connections=100 "
+            "-c fsync=on -c synchronous_commit=on"
+        )
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "-t", "60", "start")
-        exists = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", "postgres", "-tAc",
-                           f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+        exists = self._run(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            USER,
+            "-d",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
+        )
         if exists.stdout.strip() != "1":
             self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE)
 

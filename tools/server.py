@@ -14,6 +14,7 @@ one `Account`: provision it once and pass it as `account=`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -38,8 +39,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_env(instance: Path, database_url: str | None = None, upload_folder: Path | None = None,
-               extra: dict[str, str] | None = None) -> dict[str, str]:
+def server_env(
+    instance: Path,
+    database_url: str | None = None,
+    upload_folder: Path | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     """The environment of a server (or a `flask --app app ...` command) using this instance folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CXR_", "GUNICORN_", "WEB_CONCURRENCY"))}
     env.update(
@@ -58,8 +63,9 @@ def server_env(instance: Path, database_url: str | None = None, upload_folder: P
 
 def flask_command(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     """`flask --app app ARGS` in the project root with this environment."""
-    return subprocess.run([str(BIN / "flask"), "--app", "app", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "flask"), "--app", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @dataclass(frozen=True)
@@ -71,10 +77,12 @@ class Account:
     token: str = field(repr=False)
 
 
-def provision(env: dict[str, str], username: str = "bench", role: str = "clinician",
-              label: str = "benchmark") -> Account:
+def provision(
+    env: dict[str, str], username: str = "bench", role: str = "clinician", label: str = "benchmark"
+) -> Account:
     """Create a user with a random password, and an API token for them, with the CLI against the database
-    of `env` (see `server_env`), whose schema must exist (`flask init-db`). Takes a few seconds (two `flask` processes): call it before anything is timed."""
+    of `env` (see `server_env`), whose schema must exist (`flask init-db`). Takes a few seconds (two `flask`
+    processes): call it before anything is timed."""
     password = secrets.token_urlsafe(18)
     created = flask_command(["create-user", username, "--role", role], {**env, "CXR_USER_PASSWORD": password})
     if created.returncode != 0:
@@ -92,11 +100,23 @@ class Gunicorn:
     `account`: the user whose token the helpers send; by default `start()` provisions one (not with
     `provision=False`, for a server that is not meant to serve, e.g. one that must refuse to start)."""
 
-    def __init__(self, workdir: Path | None = None, *, workers: int | None = None, threads: int | None = None,
-                 worker_class: str | None = None, database_url: str | None = None,
-                 upload_folder: Path | None = None, env: dict[str, str] | None = None, port: int | None = None,
-                 instance: Path | None = None, init_db: bool = True, extra_args: list[str] | None = None,
-                 account: Account | None = None, provision: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        workers: int | None = None,
+        threads: int | None = None,
+        worker_class: str | None = None,
+        database_url: str | None = None,
+        upload_folder: Path | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        instance: Path | None = None,
+        init_db: bool = True,
+        extra_args: list[str] | None = None,
+        account: Account | None = None,
+        provision: bool = True,
+    ) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="cxr-bench-")
         self.workdir = Path(workdir or self._tmp.name)
         self.instance = instance or self.workdir / "instance"
@@ -143,8 +163,9 @@ class Gunicorn:
             self.provision_s = time.perf_counter() - began
         log = self.log_path.open("ab")
         started = self.launched_at = time.perf_counter()
-        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         self.startup_s = self.wait_healthy(timeout, started)
         return self.startup_s
@@ -173,10 +194,8 @@ class Gunicorn:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         for pid in pids:  # never leave a worker behind
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         return self.process.returncode
 
     def __enter__(self) -> Gunicorn:
@@ -194,15 +213,22 @@ class Gunicorn:
         """The API token sent by the helpers below and to be given to `run_load` (None before `start()`)."""
         return self.account.token if self.account else None
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-                timeout: float = 60.0) -> tuple[int, bytes, str]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> tuple[int, bytes, str]:
         return request(self.url, method, path, body, headers, timeout, self.token)
 
     def get_json(self, path: str, timeout: float = 30.0) -> tuple[int, dict]:
         return get_json(self.url, path, timeout, self.token)
 
-    def upload(self, filename: str, data: bytes, timeout: float = 120.0,
-               fields: dict[str, str] | None = None) -> tuple[int, bytes, str]:
+    def upload(
+        self, filename: str, data: bytes, timeout: float = 120.0, fields: dict[str, str] | None = None
+    ) -> tuple[int, bytes, str]:
         return upload(self.url, filename, data, timeout, fields, self.token)
 
     # -- watching ---------------------------------------------------------------------------------

@@ -60,12 +60,28 @@ def _geometry(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     cos, sin = tf.cos(angle) * zoom, tf.sin(angle) * zoom
     cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
     # Output pixel p samples the input at centre + R(angle)·zoom·(p − centre) + shift.
-    transforms = tf.stack([cos, -sin, cx - cos * cx + sin * cy + shift[:, 0],
-                           sin, cos, cy - sin * cx - cos * cy + shift[:, 1],
-                           tf.zeros_like(cos), tf.zeros_like(cos)], axis=1)
+    transforms = tf.stack(
+        [
+            cos,
+            -sin,
+            cx - cos * cx + sin * cy + shift[:, 0],
+            sin,
+            cos,
+            cy - sin * cx - cos * cy + shift[:, 1],
+            tf.zeros_like(cos),
+            tf.zeros_like(cos),
+        ],
+        axis=1,
+    )
     # "nearest" fill: black corners would be a train-only artefact that validation never shows.
-    return tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=transforms, output_shape=shape[1:3],
-                                                 fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
+    )
 
 
 def _resolution_loss(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

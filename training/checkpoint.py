@@ -73,8 +73,9 @@ class Progress:
         return current
 
 
-def save(directory: Path, progress: Progress, model: Any, best_weights: list[np.ndarray] | None,
-         arguments: dict[str, Any]) -> None:
+def save(
+    directory: Path, progress: Progress, model: Any, best_weights: list[np.ndarray] | None, arguments: dict[str, Any]
+) -> None:
     """Write the checkpoint of the epoch just completed into the existing `directory`."""
     arrays = {f"model_{i:04d}": np.asarray(v) for i, v in enumerate(model.variables)}
     arrays |= {f"optimizer_{i:04d}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)}

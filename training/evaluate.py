@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     rate = len(samples) / (time.perf_counter() - started)
     sources = [s.source for s in samples]
     metrics = score_all(probabilities, labels, classes, bundle.threshold, sources)
-    title = f"{args.data}{f' ({args.split} split)' if args.split else ''}: {len(samples)} images, model {bundle.version}"
+    title = (
+        f"{args.data}{f' ({args.split} split)' if args.split else ''}: {len(samples)} images, model {bundle.version}"
+    )
     print(format_table(metrics, classes, title))
     decisions = bundle.rule.outcomes(probabilities["ensemble"], bundle.ood.distance(features) / bundle.ood.threshold)
     outcomes = None
@@ -78,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         p_covid = probabilities["ensemble"][:, classes.index(POSITIVE_CLASS)]
         outcomes = per_source([s.label for s in samples], p_covid, decisions, sources)
         print(format_sources(outcomes, "\nAt the deployed rule (indeterminate counts as no COVID call), per source"))
-    print(f"{rate:.1f} images/s end to end ({len(samples) / (time.perf_counter() - forward_started):.1f} after decoding)")
+    print(
+        f"{rate:.1f} images/s end to end ({len(samples) / (time.perf_counter() - forward_started):.1f} after decoding)"
+    )
     if args.out:
         result = {
             "model_version": bundle.version,
@@ -99,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             writer.writerow(["file", "label", "predicted"] + [f"p_{c}" for c in classes] + ["class", "source"])
             chosen = decide(probabilities["ensemble"], classes, bundle.threshold)
             for sample, decision, index, probs in zip(samples, decisions, chosen, probabilities["ensemble"]):
-                writer.writerow([sample.file, sample.label, decision] + [f"{p:.6f}" for p in probs]
-                                + [classes[index], sample.source])
+                writer.writerow(
+                    [sample.file, sample.label, decision]
+                    + [f"{p:.6f}" for p in probs]
+                    + [classes[index], sample.source]
+                )
     return 0
 
 

@@ -101,19 +101,28 @@ def main(argv: list[str] | None = None) -> int:
             groups[f"{sample.source} ({trained})"].append(share)
             groups["all"].append(share)
     summary = {
-        name: {"n": len(values), "gradcam_mass_in_lungs": float(np.mean([v[0] for v in values])),
-               "lung_share_of_analysed_area": float(np.mean([v[1] for v in values]))}
+        name: {
+            "n": len(values),
+            "gradcam_mass_in_lungs": float(np.mean([v[0] for v in values])),
+            "lung_share_of_analysed_area": float(np.mean([v[1] for v in values])),
+        }
         for name, values in sorted(groups.items())
     }
     for name, row in summary.items():
-        print(f"{name:<36} n={row['n']:>4}  Grad-CAM mass in lungs {row['gradcam_mass_in_lungs']:.3f}  "
-              f"(lungs' share of the analysed area {row['lung_share_of_analysed_area']:.3f})")
+        print(
+            f"{name:<36} n={row['n']:>4}  Grad-CAM mass in lungs {row['gradcam_mass_in_lungs']:.3f}  "
+            f"(lungs' share of the analysed area {row['lung_share_of_analysed_area']:.3f})"
+        )
     card_path = args.model / CARD_FILE
     card = json.loads(card_path.read_text())
-    card["gradcam"] = {"grid": "report/gradcam_grid.png", "grid_films": [f for f, _, _ in films],
-                       "seed": args.seed, "lung_mass": summary,
-                       "method": "Grad-CAM of the decided class on the film, mass inside the lung mask ÷ total; "
-                                 "masks: montgomery drawn by people, ieee8023 from the lungVAE model"}
+    card["gradcam"] = {
+        "grid": "report/gradcam_grid.png",
+        "grid_films": [f for f, _, _ in films],
+        "seed": args.seed,
+        "lung_mass": summary,
+        "method": "Grad-CAM of the decided class on the film, mass inside the lung mask ÷ total; "
+        "masks: montgomery drawn by people, ieee8023 from the lungVAE model",
+    }
     card_path.write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
     print(f"grid written to {grid_path}; card updated")
     return 0

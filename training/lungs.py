@@ -54,7 +54,12 @@ def _pixel_boxes(lungs: Path) -> dict[str, tuple[float, float, float, float]]:
                 drawn[row["file"]].append((y, y + h, x, x + w))
     for file, parts in drawn.items():
         parts_array = np.array(parts)
-        boxes[file] = (parts_array[:, 0].min(), parts_array[:, 1].max(), parts_array[:, 2].min(), parts_array[:, 3].max())
+        boxes[file] = (
+            parts_array[:, 0].min(),
+            parts_array[:, 1].max(),
+            parts_array[:, 2].min(),
+            parts_array[:, 3].max(),
+        )
     return boxes
 
 
@@ -68,7 +73,12 @@ def load_targets(lungs: Path, images: Path) -> tuple[np.ndarray, np.ndarray, lis
         pixels = decode_image(path.read_bytes()).pixels
         f_top, f_bottom, f_left, f_right = crop_box(pixels)
         height, width = f_bottom - f_top, f_right - f_left
-        fractions = [(top - f_top) / height, (bottom - f_top) / height, (left - f_left) / width, (right - f_left) / width]
+        fractions = [
+            (top - f_top) / height,
+            (bottom - f_top) / height,
+            (left - f_left) / width,
+            (right - f_left) / width,
+        ]
         tensors.append(preprocess(pixels, LOCALISER_SIZE).tensor)
         targets.append(np.clip(fractions, 0.0, 1.0))
         files.append(file)
@@ -129,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     for source in np.unique(sources):
         members = np.flatnonzero(sources == source)
         held[rng.choice(members, size=max(1, len(members) // 5), replace=False)] = True
-    print(f"{len(files)} films with lung boxes ({dict(zip(*np.unique(sources, return_counts=True)))}); "
-          f"{(~held).sum()} to train, {held.sum()} held out", flush=True)
+    print(
+        f"{len(files)} films with lung boxes ({dict(zip(*np.unique(sources, return_counts=True)))}); "
+        f"{(~held).sum()} to train, {held.sum()} held out",
+        flush=True,
+    )
 
     keras.utils.set_random_seed(args.seed)
     acquisition = augmenter(acquisition=True, geometry=False)
@@ -139,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         # A mirrored film has its lung box mirrored: left ↔ 1 − right.
         mirrored = tf.random.uniform((tf.shape(images)[0], 1)) < 0.5
         flipped = tf.stack([boxes[:, 0], boxes[:, 1], 1 - boxes[:, 3], 1 - boxes[:, 2]], axis=1)
-        return (tf.where(mirrored[:, :, None, None], tf.reverse(images, axis=[2]), images),
-                tf.where(mirrored, flipped, boxes))
+        return (
+            tf.where(mirrored[:, :, None, None], tf.reverse(images, axis=[2]), images),
+            tf.where(mirrored, flipped, boxes),
+        )
 
     batches = (
         tf.data.Dataset.from_tensor_slices((tensors[~held], targets[~held]))
@@ -156,14 +171,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     model = build_localiser()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mae")
-    model.fit(train, validation_data=(tensors[held], targets[held]), epochs=args.epochs, verbose=0, shuffle=False,
-              callbacks=[keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=15, min_lr=1e-5)])
+    model.fit(
+        train,
+        validation_data=(tensors[held], targets[held]),
+        epochs=args.epochs,
+        verbose=0,
+        shuffle=False,
+        callbacks=[keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=15, min_lr=1e-5)],
+    )
     predicted = model.predict(tensors[held], verbose=0)
     overlap = iou(np.clip(predicted, 0, 1), targets[held])
     kept = kept_share(normalise_fractions(predicted), targets[held])
-    print(f"held-out films: lung-box IoU mean {overlap.mean():.3f}, median {np.median(overlap):.3f}; "
-          f"share of the true lung box inside the crop: mean {kept.mean():.3f}, min {kept.min():.3f}, "
-          f"≥ 0.95 on {(kept >= 0.95).mean():.1%} of films", flush=True)
+    print(
+        f"held-out films: lung-box IoU mean {overlap.mean():.3f}, median {np.median(overlap):.3f}; "
+        f"share of the true lung box inside the crop: mean {kept.mean():.3f}, min {kept.min():.3f}, "
+        f"≥ 0.95 on {(kept >= 0.95).mean():.1%} of films",
+        flush=True,
+    )
     for source in np.unique(sources[held]):
         members = sources[held] == source
         print(f"  {source}: IoU {overlap[members].mean():.3f}, kept {kept[members].mean():.3f} (n={members.sum()})")

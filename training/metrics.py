@@ -36,8 +36,14 @@ def roc_auc(y_true: np.ndarray, probabilities: np.ndarray, n_classes: int) -> fl
     if n_classes == 2:
         return float(roc_auc_score(y_true == 0, probabilities[:, 0]))
     if present.size < n_classes:
-        return float(roc_auc_score(y_true, probabilities[:, present] / probabilities[:, present].sum(1, keepdims=True),
-                                   multi_class="ovr", labels=present))
+        return float(
+            roc_auc_score(
+                y_true,
+                probabilities[:, present] / probabilities[:, present].sum(1, keepdims=True),
+                multi_class="ovr",
+                labels=present,
+            )
+        )
     return float(roc_auc_score(y_true, probabilities, multi_class="ovr"))
 
 
@@ -47,9 +53,7 @@ def classification_metrics(
     """All card metrics for one classifier on one set of images."""
     n = len(classes)
     labels = np.arange(n)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     onehot = np.eye(n)[y_true]
     return {
         "n": len(y_true),
@@ -58,7 +62,12 @@ def classification_metrics(
         "brier": float(((probabilities - onehot) ** 2).sum(axis=1).mean()),
         "ece": expected_calibration_error(y_true, probabilities),
         "per_class": {
-            c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            c: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, c in enumerate(classes)
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),

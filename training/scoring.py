@@ -55,8 +55,9 @@ def score_all(
     decided = decide(ensemble, classes, threshold)
     sources = np.asarray(sources)
     results["ensemble_per_source"] = {
-        source: classification_metrics(y_true[sources == source], ensemble[sources == source],
-                                       decided[sources == source], classes)
+        source: classification_metrics(
+            y_true[sources == source], ensemble[sources == source], decided[sources == source], classes
+        )
         for source in sorted(set(sources.tolist()))
     }
     return results

@@ -65,11 +65,29 @@ CALIBRATION_IMAGES = 512
 
 LIMITATIONS = [
     "Research use only; not a medical device and not a diagnosis.",
-    "Sources are confounded with labels: nearly all normals come from one collection (radiography: RSNA/NIH and paediatric Kermany films), COVID films from web and publication collections. The figures for held-out sources (model card, 'unseen') are the honest estimate for a hospital the model never saw, and they are far below the internal test figures.",
-    "The held-out-source estimate rests on few normal films (about 100, mostly paediatric covid19imgds films, 11 ieee8023 and 3 figure1), so its specificity is uncertain by several points; its COVID films are mostly ieee8023 publication figures.",
-    "'normal' means 'no COVID-19 call': it was trained on normal films and on films with other findings (pneumonia, tuberculosis, CheXpert findings). It is not a statement that the film is normal.",
-    "Patient identifiers exist only for the ieee8023, figure1, montgomery and chexpert sources; other sources may place images of one patient in two splits, which flatters the test metrics.",
-    "Frontal (PA/AP) adult and paediatric chest radiographs only; lateral views, CT, and other body parts are out of scope and are refused by the out-of-distribution gate where it detects them.",
+    (
+        "Sources are confounded with labels: nearly all normals come from one collection (radiography: RSNA/NIH and "
+        "paediatric Kermany films), COVID films from web and publication collections. The figures for held-out "
+        "sources (model card, 'unseen') are the honest estimate for a hospital the model never saw, and they are far "
+        "below the internal test figures."
+    ),
+    (
+        "The held-out-source estimate rests on few normal films (about 100, mostly paediatric covid19imgds films, 11 "
+        "ieee8023 and 3 figure1), so its specificity is uncertain by several points; its COVID films are mostly "
+        "ieee8023 publication figures."
+    ),
+    (
+        "'normal' means 'no COVID-19 call': it was trained on normal films and on films with other findings "
+        "(pneumonia, tuberculosis, CheXpert findings). It is not a statement that the film is normal."
+    ),
+    (
+        "Patient identifiers exist only for the ieee8023, figure1, montgomery and chexpert sources; other sources may "
+        "place images of one patient in two splits, which flatters the test metrics."
+    ),
+    (
+        "Frontal (PA/AP) adult and paediatric chest radiographs only; lateral views, CT, and other body parts are out "
+        "of scope and are refused by the out-of-distribution gate where it detects them."
+    ),
 ]
 
 
@@ -88,44 +106,84 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--split", default="0.7,0.2,0.1", help="train,validation,test fractions")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--holdout-sources", default="",
-                        help="comma-separated sources kept out of training and validation altogether; their "
-                             "figures estimate a hospital the model never saw")
-    parser.add_argument("--negatives", default=NON_COVID_FINDINGS,
-                        help="labels trained as the class 'normal' (non-COVID); '' for none "
-                             f"(default: {NON_COVID_FINDINGS})")
-    parser.add_argument("--sampling", choices=("balanced", "shuffle"), default="balanced",
-                        help="balanced: every class an equal share of an epoch, sources within a class by "
-                             "sqrt(size); shuffle: every training image once per epoch, with class weights")
+    parser.add_argument(
+        "--holdout-sources",
+        default="",
+        help="comma-separated sources kept out of training and validation altogether; their "
+        "figures estimate a hospital the model never saw",
+    )
+    parser.add_argument(
+        "--negatives",
+        default=NON_COVID_FINDINGS,
+        help=f"labels trained as the class 'normal' (non-COVID); '' for none (default: {NON_COVID_FINDINGS})",
+    )
+    parser.add_argument(
+        "--sampling",
+        choices=("balanced", "shuffle"),
+        default="balanced",
+        help="balanced: every class an equal share of an epoch, sources within a class by "
+        "sqrt(size); shuffle: every training image once per epoch, with class weights",
+    )
     parser.add_argument("--epoch-size", type=int, default=2048, help="images per epoch with --sampling balanced")
-    parser.add_argument("--augment", choices=("acquisition", "geometry"), default="geometry",
-                        help="geometry: rotation, shift, zoom (default; measured better on held-out sources, "
-                             "README ablation); acquisition: also resolution loss, blur/sharpen, JPEG and noise")
+    parser.add_argument(
+        "--augment",
+        choices=("acquisition", "geometry"),
+        default="geometry",
+        help="geometry: rotation, shift, zoom (default; measured better on held-out sources, "
+        "README ablation); acquisition: also resolution loss, blur/sharpen, JPEG and noise",
+    )
     parser.add_argument("--min-sensitivity", type=float, default=0.95, help="threshold rule for covid")
-    parser.add_argument("--indeterminate-sensitivity", type=float, default=0.99,
-                        help="below the threshold, films are indeterminate down to the p(covid) at which "
-                             "'covid or indeterminate' reaches this validation sensitivity")
-    parser.add_argument("--unusual-quantile", type=float, default=0.95,
-                        help="validation quantile of the OOD distance above which a film not called covid "
-                             "is indeterminate")
+    parser.add_argument(
+        "--indeterminate-sensitivity",
+        type=float,
+        default=0.99,
+        help="below the threshold, films are indeterminate down to the p(covid) at which "
+        "'covid or indeterminate' reaches this validation sensitivity",
+    )
+    parser.add_argument(
+        "--unusual-quantile",
+        type=float,
+        default=0.95,
+        help="validation quantile of the OOD distance above which a film not called covid is indeterminate",
+    )
     parser.add_argument("--ood-quantile", type=float, default=0.995, help="validation quantile of the OOD gate")
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable rows instead of stopping")
-    parser.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
-                        help="start from the CNN weights of this model (fine-tuning); it must have the same "
-                             "architecture and have been trained on the same split")
-    parser.add_argument("--lung-localiser", type=Path, metavar="FILE",
-                        help="a lung localiser from `python -m training.lungs`: the CNN then sees the lung box "
-                             "only, and the localiser ships in the model directory")
-    parser.add_argument("--precision", choices=CHOICES, default="auto",
-                        help="auto: bfloat16 mixed precision where the CPU computes bfloat16 natively "
-                             "(AVX512_BF16, AMX), else float32; the exported model is float32 either way")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="TensorFlow's op determinism: a resumed run ends with the same weights as an "
-                             "uninterrupted one with the same seed")
-    parser.add_argument("--resume", type=Path, metavar="DIR",
-                        help="continue the stopped run whose --out was DIR, with its arguments")
-    parser.add_argument("--stop-after-epochs", type=int, metavar="N",
-                        help="stop, resumably, after N epochs of this invocation (time-boxed sessions)")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="start from the CNN weights of this model (fine-tuning); it must have the same "
+        "architecture and have been trained on the same split",
+    )
+    parser.add_argument(
+        "--lung-localiser",
+        type=Path,
+        metavar="FILE",
+        help="a lung localiser from `python -m training.lungs`: the CNN then sees the lung box "
+        "only, and the localiser ships in the model directory",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=CHOICES,
+        default="auto",
+        help="auto: bfloat16 mixed precision where the CPU computes bfloat16 natively "
+        "(AVX512_BF16, AMX), else float32; the exported model is float32 either way",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="TensorFlow's op determinism: a resumed run ends with the same weights as an "
+        "uninterrupted one with the same seed",
+    )
+    parser.add_argument(
+        "--resume", type=Path, metavar="DIR", help="continue the stopped run whose --out was DIR, with its arguments"
+    )
+    parser.add_argument(
+        "--stop-after-epochs",
+        type=int,
+        metavar="N",
+        help="stop, resumably, after N epochs of this invocation (time-boxed sessions)",
+    )
     parser.add_argument("--cache", type=Path, default=Path(".cache"), help="where decoded arrays are cached")
     parser.add_argument("--no-cache", action="store_true")
     return parser
@@ -150,12 +208,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             continue
         wanted = str(value) if isinstance(value, Path) else value
         if wanted != saved[key] and not (key == "out" and Path(wanted) == args.resume):
-            parser.error(f"--{key.replace('_', '-')} {wanted} differs from the stopped run's {saved[key]}; "
-                         "leave it out to resume that run")
-    resumed = {key: Path(value) if key in PATH_ARGUMENTS and value is not None else value
-               for key, value in saved.items()}
-    return argparse.Namespace(**(resumed | {key: getattr(args, key) for key in FREE_ON_RESUME}
-                                 | {"out": args.resume}))
+            parser.error(
+                f"--{key.replace('_', '-')} {wanted} differs from the stopped run's {saved[key]}; "
+                "leave it out to resume that run"
+            )
+    resumed = {
+        key: Path(value) if key in PATH_ARGUMENTS and value is not None else value for key, value in saved.items()
+    }
+    return argparse.Namespace(**(resumed | {key: getattr(args, key) for key in FREE_ON_RESUME} | {"out": args.resume}))
 
 
 def stage(message: str, started: float) -> None:
@@ -193,12 +253,14 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int = 128) -> 
 def compile_cnn(model: Any, learning_rate: float) -> None:
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
 
 
-def epoch_batches(images: Any, labels: Any, order: np.ndarray, epoch: int, batch_size: int, seed: int,
-                  augment: Callable) -> Any:
+def epoch_batches(
+    images: Any, labels: Any, order: np.ndarray, epoch: int, batch_size: int, seed: int, augment: Callable
+) -> Any:
     """The augmented batches of one epoch: images[order] (order: that epoch's positions, a whole
     number of batches). Each batch's augmentation is seeded by (seed, its step in the whole run)."""
     import tensorflow as tf
@@ -207,8 +269,10 @@ def epoch_batches(images: Any, labels: Any, order: np.ndarray, epoch: int, batch
     first = epoch * steps
     dataset = (
         tf.data.Dataset.from_tensor_slices((order.reshape(steps, batch_size), np.arange(first, first + steps)))
-        .map(lambda idx, step: augment(tf.gather(images, idx), tf.gather(labels, idx), tf.stack([seed, step])),
-             num_parallel_calls=tf.data.AUTOTUNE)
+        .map(
+            lambda idx, step: augment(tf.gather(images, idx), tf.gather(labels, idx), tf.stack([seed, step])),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         .prefetch(tf.data.AUTOTUNE)
     )
     # One thread per augmentation op: the training step already uses every core, and ops of both
@@ -221,12 +285,21 @@ def epoch_batches(images: Any, labels: Any, order: np.ndarray, epoch: int, batch
 def validation_batches(images: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> Any:
     import tensorflow as tf
 
-    return (tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels))
-            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    return (
+        tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels))
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
-def run_epoch(model: Any, batches: Any, steps: int, class_weight: dict[int, float] | None, validation: Any,
-              calibration: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+def run_epoch(
+    model: Any,
+    batches: Any,
+    steps: int,
+    class_weight: dict[int, float] | None,
+    validation: Any,
+    calibration: np.ndarray,
+) -> tuple[dict[str, float], dict[str, float]]:
     """One epoch as training runs it: the training steps, batch-norm recalibration, validation.
     Returns the epoch's figures (loss, accuracy, val_loss, val_accuracy) and each part's seconds."""
     marks = [time.perf_counter()]
@@ -236,8 +309,12 @@ def run_epoch(model: Any, batches: Any, steps: int, class_weight: dict[int, floa
     marks.append(time.perf_counter())
     validated = model.evaluate(validation, verbose=0, return_dict=True)
     marks.append(time.perf_counter())
-    logs = {"loss": fitted.history["loss"][-1], "accuracy": fitted.history["accuracy"][-1],
-            "val_loss": validated["loss"], "val_accuracy": validated["accuracy"]}
+    logs = {
+        "loss": fitted.history["loss"][-1],
+        "accuracy": fitted.history["accuracy"][-1],
+        "val_loss": validated["loss"],
+        "val_accuracy": validated["accuracy"],
+    }
     seconds = dict(zip(("train", "recalibration", "validation"), np.diff(marks).tolist()))
     return logs, seconds
 
@@ -285,9 +362,17 @@ def train_cnn(args, classes, samples, images, labels, split, started):
     return model, history, stats
 
 
-def fit_cnn(model: Any, args: argparse.Namespace, classes: list[str], samples: list, images: np.ndarray,
-            labels: np.ndarray, split: dict[str, list[int]], started: float,
-            policy: str) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
+def fit_cnn(
+    model: Any,
+    args: argparse.Namespace,
+    classes: list[str],
+    samples: list,
+    images: np.ndarray,
+    labels: np.ndarray,
+    split: dict[str, list[int]],
+    started: float,
+    policy: str,
+) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
     """Train `model` epoch by epoch from where its checkpoint stands (from the start without --resume)."""
     import tensorflow as tf
 
@@ -304,8 +389,11 @@ def fit_cnn(model: Any, args: argparse.Namespace, classes: list[str], samples: l
         weights = {k: float(len(train_idx) / (len(classes) * max(n, 1))) for k, n in enumerate(present)}
     steps = order.shape[1] // args.batch_size
     order = order[:, : steps * args.batch_size]
-    stage(f"CNN: {model.count_params():,} parameters; {policy}; {args.sampling} sampling, {steps} steps per "
-          f"epoch, class weights {weights}", started)
+    stage(
+        f"CNN: {model.count_params():,} parameters; {policy}; {args.sampling} sampling, {steps} steps per "
+        f"epoch, class weights {weights}",
+        started,
+    )
     train_images = tf.constant(images[train_idx])  # float16: half the memory; cast after the gather
     train_labels = tf.constant(labels[train_idx])
     augment = augmenter(acquisition=args.augment == "acquisition")
@@ -316,8 +404,9 @@ def fit_cnn(model: Any, args: argparse.Namespace, classes: list[str], samples: l
     progress, best_weights = Progress(), None
     if args.resume is not None:
         if not same_split(directory / SPLIT_FILE, samples, split):
-            raise DataError(f"the split differs from the one of the stopped run in {args.resume}; "
-                            "the data must be the same")
+            raise DataError(
+                f"the split differs from the one of the stopped run in {args.resume}; the data must be the same"
+            )
         progress, best_weights = checkpoint.restore(directory, model)
         stage(f"resumed after epoch {progress.epochs_done} from {directory}", started)
     else:
@@ -340,22 +429,33 @@ def fit_cnn(model: Any, args: argparse.Namespace, classes: list[str], samples: l
         checkpoint.save(directory, progress, model, best_weights, checkpoint_arguments(args))
         epoch_seconds = sum(seconds.values())
         left = args.epochs - progress.epochs_done
-        print(f"epoch {progress.epochs_done}/{args.epochs}: loss {logs['loss']:.4f}, accuracy "
-              f"{logs['accuracy']:.3f}, val_loss {logs['val_loss']:.4f}, val_accuracy {logs['val_accuracy']:.3f}, "
-              f"lr {rate:.2g}; {steps * args.batch_size / epoch_seconds:.1f} images/s (training "
-              f"{seconds['train']:.0f}s, recalibration {seconds['recalibration']:.0f}s, validation "
-              f"{seconds['validation']:.0f}s); ETA {duration(left * progress.seconds / progress.epochs_done)}"
-              + (" at most (early stopping may end sooner)" if left and not progress.stopped_early else ""),
-              flush=True)
+        print(
+            f"epoch {progress.epochs_done}/{args.epochs}: loss {logs['loss']:.4f}, accuracy "
+            f"{logs['accuracy']:.3f}, val_loss {logs['val_loss']:.4f}, val_accuracy {logs['val_accuracy']:.3f}, "
+            f"lr {rate:.2g}; {steps * args.batch_size / epoch_seconds:.1f} images/s (training "
+            f"{seconds['train']:.0f}s, recalibration {seconds['recalibration']:.0f}s, validation "
+            f"{seconds['validation']:.0f}s); ETA {duration(left * progress.seconds / progress.epochs_done)}"
+            + (" at most (early stopping may end sooner)" if left and not progress.stopped_early else ""),
+            flush=True,
+        )
     if best_weights is not None:
         model.set_weights(best_weights)
         stage(f"weights of the best epoch ({progress.best_epoch + 1}) restored", started)
     recalibrate_batch_norm(model, calibration)
     throughput = progress.epochs_done * steps * args.batch_size / progress.seconds
-    stage(f"CNN trained: {progress.epochs_done} epochs in {progress.seconds:.0f}s "
-          f"({throughput:.1f} training images/s)", started)
-    return model, progress.history, {"epochs": progress.epochs_done, "seconds": round(progress.seconds, 1),
-                                     "images_per_second": round(throughput, 1)}
+    stage(
+        f"CNN trained: {progress.epochs_done} epochs in {progress.seconds:.0f}s ({throughput:.1f} training images/s)",
+        started,
+    )
+    return (
+        model,
+        progress.history,
+        {
+            "epochs": progress.epochs_done,
+            "seconds": round(progress.seconds, 1),
+            "images_per_second": round(throughput, 1),
+        },
+    )
 
 
 def fit_ensemble(features: np.ndarray, labels: np.ndarray, seed: int):
@@ -400,8 +500,12 @@ def initial_model(directory: Path | None) -> dict | None:
     if directory is None:
         return None
     card = json.loads((directory / CARD_FILE).read_text())
-    return {"version": card["version"], "epochs": card["training"]["epochs"],
-            "learning_rate": card["training"]["learning_rate"], "init_from": card["training"].get("init_from")}
+    return {
+        "version": card["version"],
+        "epochs": card["training"]["epochs"],
+        "learning_rate": card["training"]["learning_rate"],
+        "init_from": card["training"].get("init_from"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,8 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return train(args)
     except (KeyboardInterrupt, StoppedEarly) as stop:
-        print(f"\n{stop or 'interrupted'}; continue with: python -m training.train --resume {args.out}",
-              file=sys.stderr)
+        print(
+            f"\n{stop or 'interrupted'}; continue with: python -m training.train --resume {args.out}", file=sys.stderr
+        )
         return RESUMABLE
     finally:
         signal.signal(signal.SIGTERM, terminate)
@@ -430,8 +535,9 @@ def main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     classes = list(dict.fromkeys(canonical_label(c) for c in args.classes.split(",") if c.strip()))
-    negatives = [n for n in dict.fromkeys(canonical_label(c) for c in args.negatives.split(",") if c.strip())
-                 if n not in classes]
+    negatives = [
+        n for n in dict.fromkeys(canonical_label(c) for c in args.negatives.split(",") if c.strip()) if n not in classes
+    ]
     if negatives and NORMAL not in classes:
         print(f"error: --negatives are trained as '{NORMAL}', which is not among --classes", file=sys.stderr)
         return 2
@@ -439,11 +545,15 @@ def train(args: argparse.Namespace) -> int:
     fractions = tuple(float(f) for f in args.split.split(","))
     try:
         samples, excluded = load_dataset(args.data, classes + negatives)
-        stage(f"{len(samples)} images of {classes} (trained as {NORMAL}: {negatives or 'none'}); "
-              f"left out by class: {dict(excluded) or 'none'}", started)
+        stage(
+            f"{len(samples)} images of {classes} (trained as {NORMAL}: {negatives or 'none'}); "
+            f"left out by class: {dict(excluded) or 'none'}",
+            started,
+        )
         localiser = LungLocaliser(args.lung_localiser) if args.lung_localiser else None
-        images, kept = load_inputs(samples, args.input_size, localiser, skip_bad=args.skip_bad,
-                                   cache_dir=None if args.no_cache else args.cache)
+        images, kept = load_inputs(
+            samples, args.input_size, localiser, skip_bad=args.skip_bad, cache_dir=None if args.no_cache else args.cache
+        )
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -457,8 +567,11 @@ def train(args: argparse.Namespace) -> int:
     stage("split by patient: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()), started)
     if args.init_from is not None and not same_split(args.init_from / SPLIT_FILE, samples, split):
         # Otherwise images the starting model trained on could sit in this run's test split.
-        print(f"error: the split differs from the one {args.init_from} was trained on; use the same data, "
-              "--split, --seed and --holdout-sources", file=sys.stderr)
+        print(
+            f"error: the split differs from the one {args.init_from} was trained on; use the same data, "
+            "--split, --seed and --holdout-sources",
+            file=sys.stderr,
+        )
         return 2
 
     try:
@@ -481,27 +594,34 @@ def train(args: argparse.Namespace) -> int:
     if POSITIVE_CLASS in classes:
         positive = classes.index(POSITIVE_CLASS)
         threshold = choose_threshold(labels[split["val"]], val_probs[:, positive], positive, args.min_sensitivity)
-        lower = min(threshold, choose_threshold(labels[split["val"]], val_probs[:, positive], positive,
-                                                args.indeterminate_sensitivity))
+        lower = min(
+            threshold,
+            choose_threshold(labels[split["val"]], val_probs[:, positive], positive, args.indeterminate_sensitivity),
+        )
     ood = FeatureDistance.fit(feats["train"], feats["val"], args.ood_quantile)
     unusual = float(np.quantile(ood.distance(feats["val"]), args.unusual_quantile) / ood.threshold)
     rule = Rule(tuple(classes), threshold, lower, unusual)
-    stage(f"temperature {temperature:.3f}; operating threshold {threshold}, indeterminate from {lower}; "
-          f"OOD distance threshold {ood.threshold:.2f}, unusual above score {unusual:.3f}", started)
+    stage(
+        f"temperature {temperature:.3f}; operating threshold {threshold}, indeterminate from {lower}; "
+        f"OOD distance threshold {ood.threshold:.2f}, unusual above score {unusual:.3f}",
+        started,
+    )
 
     metrics, probabilities, outcomes = {}, {}, {}
     for name, idx in split.items():
         if name == "train":
             continue  # the figures that matter are on images the network and the ensemble did not fit
         probabilities[name] = classifier_probabilities(ensemble, feats[name], cnn_probs[name], temperature)
-        metrics[name] = score_all(probabilities[name], labels[idx], classes, threshold,
-                                  [samples[i].source for i in idx])
+        metrics[name] = score_all(
+            probabilities[name], labels[idx], classes, threshold, [samples[i].source for i in idx]
+        )
         print(format_table(metrics[name], classes, f"\n{name} split"), flush=True)
         if threshold is not None:
             p_covid = probabilities[name]["ensemble"][:, classes.index(POSITIVE_CLASS)]
             decided = rule.outcomes(probabilities[name]["ensemble"], ood.distance(feats[name]) / ood.threshold)
-            outcomes[name] = per_source([samples[i].label for i in idx], p_covid, decided,
-                                        [samples[i].source for i in idx])
+            outcomes[name] = per_source(
+                [samples[i].label for i in idx], p_covid, decided, [samples[i].source for i in idx]
+            )
             print(format_sources(outcomes[name], f"\n{name} split at the deployed rule, per source"), flush=True)
     ood_pass = {name: float((ood.distance(feats[name]) <= ood.threshold).mean()) for name in split if name != "train"}
 
@@ -517,8 +637,12 @@ def train(args: argparse.Namespace) -> int:
         write_split(staging / SPLIT_FILE, samples, split)
         (staging / "report").mkdir()
         report.training_curves(history, staging / "report" / "training_curves.png")
-        report.confusion(metrics["test"]["ensemble"]["confusion_matrix"], classes,
-                         "Ensemble, test split", staging / "report" / "confusion_matrix.png")
+        report.confusion(
+            metrics["test"]["ensemble"]["confusion_matrix"],
+            classes,
+            "Ensemble, test split",
+            staging / "report" / "confusion_matrix.png",
+        )
         report.roc(labels[split["test"]], probabilities["test"], 0, classes[0], staging / "report" / "roc.png")
         card = {
             "name": "EMCNet-style CNN + soft-voting ensemble",
@@ -530,28 +654,60 @@ def train(args: argparse.Namespace) -> int:
             "lung_crop": crop_parameters() if args.lung_localiser else None,
             "feature_layer": "features",
             "gradcam_layer": f"block{args.blocks}_relu2",
-            "architecture": {"blocks": args.blocks, "base_filters": args.base_filters,
-                             "batch_norm": True, "dropout": 0.25, "parameters": int(model.count_params())},
-            "training": {**{k: v for k, v in vars(args).items()
-                            if k not in ("data", "out", "cache", "no_cache", "init_from", "lung_localiser",
-                                         "resume", "stop_after_epochs")},
-                         "policy": training_policy(args.precision),
-                         "data": str(args.data), "init_from": initial_model(args.init_from), **fit_stats,
-                         "wall_seconds": round(time.perf_counter() - started, 1)},
+            "architecture": {
+                "blocks": args.blocks,
+                "base_filters": args.base_filters,
+                "batch_norm": True,
+                "dropout": 0.25,
+                "parameters": int(model.count_params()),
+            },
+            "training": {
+                **{
+                    k: v
+                    for k, v in vars(args).items()
+                    if k
+                    not in (
+                        "data",
+                        "out",
+                        "cache",
+                        "no_cache",
+                        "init_from",
+                        "lung_localiser",
+                        "resume",
+                        "stop_after_epochs",
+                    )
+                },
+                "policy": training_policy(args.precision),
+                "data": str(args.data),
+                "init_from": initial_model(args.init_from),
+                **fit_stats,
+                "wall_seconds": round(time.perf_counter() - started, 1),
+            },
             "data": {name: counts(samples, indices) for name, indices in split.items()}
             | {"left_out_by_class": dict(excluded), "trained_as_normal": negatives, "holdout_sources": holdout},
-            "calibration": {"method": "temperature scaling of the ensemble's probabilities, fitted on validation",
-                            "temperature": temperature},
-            "threshold": {"value": threshold, "class": POSITIVE_CLASS if threshold is not None else None,
-                          "rule": f"highest validation specificity with sensitivity ≥ {args.min_sensitivity}; "
-                                  "ties to the value nearest 0.5" if threshold is not None else "argmax",
-                          "indeterminate_below": lower,
-                          "indeterminate_rule": "below the threshold, p(covid) from which 'covid or indeterminate' "
-                                                f"reaches validation sensitivity ≥ {args.indeterminate_sensitivity}"},
-            "ood": {"method": "Mahalanobis distance of the 64-d features to the training features "
-                              "(Ledoit-Wolf covariance)",
-                    "threshold": ood.threshold, "validation_quantile": args.ood_quantile, "pass_rate": ood_pass,
-                    "indeterminate_above_score": unusual, "indeterminate_quantile": args.unusual_quantile},
+            "calibration": {
+                "method": "temperature scaling of the ensemble's probabilities, fitted on validation",
+                "temperature": temperature,
+            },
+            "threshold": {
+                "value": threshold,
+                "class": POSITIVE_CLASS if threshold is not None else None,
+                "rule": f"highest validation specificity with sensitivity ≥ {args.min_sensitivity}; "
+                "ties to the value nearest 0.5"
+                if threshold is not None
+                else "argmax",
+                "indeterminate_below": lower,
+                "indeterminate_rule": "below the threshold, p(covid) from which 'covid or indeterminate' "
+                f"reaches validation sensitivity ≥ {args.indeterminate_sensitivity}",
+            },
+            "ood": {
+                "method": "Mahalanobis distance of the 64-d features to the training features (Ledoit-Wolf covariance)",
+                "threshold": ood.threshold,
+                "validation_quantile": args.ood_quantile,
+                "pass_rate": ood_pass,
+                "indeterminate_above_score": unusual,
+                "indeterminate_quantile": args.unusual_quantile,
+            },
             "metrics": metrics,
             "outcomes": outcomes,
             "libraries": library_versions(),
@@ -567,7 +723,9 @@ def train(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(args.out / CHECKPOINT_DIR)  # the run is complete: nothing left to resume
-    stage(f"model {card['version']} written to {args.out}; total wall time {time.perf_counter() - started:.0f}s", started)
+    stage(
+        f"model {card['version']} written to {args.out}; total wall time {time.perf_counter() - started:.0f}s", started
+    )
     return 0
 
 

@@ -44,24 +44,38 @@ def per_source(labels: Sequence[str], p_covid: np.ndarray, outcomes: Sequence[st
     """`outcome_metrics` for every source and for all of them pooled ("all")."""
     sources = np.asarray(sources)
     labels, outcomes, p_covid = np.asarray(labels), np.asarray(outcomes), np.asarray(p_covid)
-    result = {s: outcome_metrics(labels[sources == s], p_covid[sources == s], outcomes[sources == s])
-              for s in sorted(set(sources.tolist()))}
+    result = {
+        s: outcome_metrics(labels[sources == s], p_covid[sources == s], outcomes[sources == s])
+        for s in sorted(set(sources.tolist()))
+    }
     result["all"] = outcome_metrics(labels, p_covid, outcomes)
     return result
 
 
 def format_sources(metrics: dict, title: str) -> str:
     """A plain-text table of `per_source` output."""
+
     def cell(value: float | None) -> str:
         return f"{value:>9.3f}" if value is not None else f"{'–':>9}"
 
-    header = (f"{'source':<14}{'n':>5}{'covid':>6}{'normal':>7}{'other':>6}{'sens':>9}{'spec':>9}"
-              f"{'other ok':>9}{'indet.':>9}{'AUC':>9}{'ECE':>9}")
+    header = (
+        f"{'source':<14}{'n':>5}{'covid':>6}{'normal':>7}{'other':>6}{'sens':>9}{'spec':>9}"
+        f"{'other ok':>9}{'indet.':>9}{'AUC':>9}{'ECE':>9}"
+    )
     lines = [title, header, "-" * len(header)]
     for source, m in metrics.items():
         lines.append(
             f"{source:<14}{m['n']:>5}{m['n_covid']:>6}{m['n_normal']:>7}{m['n_other_findings']:>6}"
-            + "".join(cell(m[k]) for k in ("sensitivity", "specificity", "other_findings_not_called_covid",
-                                           "indeterminate_rate", "roc_auc", "ece"))
+            + "".join(
+                cell(m[k])
+                for k in (
+                    "sensitivity",
+                    "specificity",
+                    "other_findings_not_called_covid",
+                    "indeterminate_rate",
+                    "roc_auc",
+                    "ece",
+                )
+            )
         )
     return "\n".join(lines)

@@ -24,8 +24,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     in each worker, and `flask --app app init-db` or gunicorn's start-up hook upgrade the schema
     (webapp/startup.py)."""
     instance_path = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("CXR_INSTANCE_PATH")
-    app = Flask(__name__, root_path=str(PROJECT_ROOT), instance_relative_config=True,
-                instance_path=os.path.abspath(instance_path) if instance_path else str(PROJECT_ROOT / "instance"))
+    app = Flask(
+        __name__,
+        root_path=str(PROJECT_ROOT),
+        instance_relative_config=True,
+        instance_path=os.path.abspath(instance_path) if instance_path else str(PROJECT_ROOT / "instance"),
+    )
     load_config(app, test_config)
     model_service.init_app(app)  # the model is loaded on first use or by wsgi.py's preload
     db.init_app(app)

@@ -14,23 +14,35 @@ from webapp.forms import FilterForm, known
 
 
 class SignInForm(FlaskForm):
-    username = StringField("User name", validators=[DataRequired("Enter your user name."), Length(max=64)],
-                           render_kw={"autocomplete": "username", "autofocus": True})
-    password = PasswordField("Password", validators=[DataRequired("Enter your password."), Length(max=256)],
-                             render_kw={"autocomplete": "current-password"})
+    username = StringField(
+        "User name",
+        validators=[DataRequired("Enter your user name."), Length(max=64)],
+        render_kw={"autocomplete": "username", "autofocus": True},
+    )
+    password = PasswordField(
+        "Password",
+        validators=[DataRequired("Enter your password."), Length(max=256)],
+        render_kw={"autocomplete": "current-password"},
+    )
     submit = SubmitField("Sign in")
 
 
 class PasswordChangeForm(FlaskForm):
-    current = PasswordField("Current password", validators=[DataRequired("Enter your current password.")],
-                            render_kw={"autocomplete": "current-password"})
+    current = PasswordField(
+        "Current password",
+        validators=[DataRequired("Enter your current password.")],
+        render_kw={"autocomplete": "current-password"},
+    )
     new = PasswordField(
         f"New password (at least {MIN_PASSWORD_LENGTH} characters)",
         validators=[DataRequired("Enter a new password."), Length(min=MIN_PASSWORD_LENGTH, max=256)],
         render_kw={"autocomplete": "new-password"},
     )
-    repeat = PasswordField("New password again", validators=[EqualTo("new", "The two new passwords differ.")],
-                           render_kw={"autocomplete": "new-password"})
+    repeat = PasswordField(
+        "New password again",
+        validators=[EqualTo("new", "The two new passwords differ.")],
+        render_kw={"autocomplete": "new-password"},
+    )
     submit = SubmitField("Change password")
 
     def validate_new(self, field: PasswordField) -> None:
@@ -39,8 +51,9 @@ class PasswordChangeForm(FlaskForm):
 
 
 class TokenForm(FlaskForm):
-    label = StringField("What the token is for", validators=[DataRequired("Say what the token is for."),
-                                                             Length(max=64)])
+    label = StringField(
+        "What the token is for", validators=[DataRequired("Say what the token is for."), Length(max=64)]
+    )
     submit = SubmitField("Create token")
 
 
@@ -55,6 +68,10 @@ class AuditFilter(FilterForm):
 
     user = StringField("User", validators=[Optional(), Length(max=64)])
     # No `action=` in the query (the navigation's link, the pages' links) means all actions.
-    action = SelectField("Action", choices=[SelectChoice("", "All actions")] + [SelectChoice(a) for a in ACTIONS],
-                         validators=[known(list(ACTIONS), "action")], validate_choice=False)
+    action = SelectField(
+        "Action",
+        choices=[SelectChoice("", "All actions")] + [SelectChoice(a) for a in ACTIONS],
+        validators=[known(list(ACTIONS), "action")],
+        validate_choice=False,
+    )
     address = StringField("Address", validators=[Optional(), Length(max=64)])

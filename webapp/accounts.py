@@ -77,8 +77,14 @@ def create_user(username: str, password: str, role: str, *, must_change_password
     if find_user(name) is not None:
         raise AccountError(f"The user '{name}' exists already.")
     check_new_password(password)
-    user = User(username=name, password_hash=hash_password(password), role=role, active=True,
-                must_change_password=must_change_password, session_token=secrets.token_hex(32))
+    user = User(
+        username=name,
+        password_hash=hash_password(password),
+        role=role,
+        active=True,
+        must_change_password=must_change_password,
+        session_token=secrets.token_hex(32),
+    )
     db.session.add(user)
     db.session.flush()
     return user
@@ -93,7 +99,9 @@ def set_password(user: User, password: str, *, one_time: bool = False) -> None:
     user.session_token = secrets.token_hex(32)
     if user.id is not None:
         db.session.execute(
-            update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+            update(ApiToken)
+            .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
         )
 
 
@@ -169,8 +177,12 @@ def begin_password_check(username: str, detail: str | None = None) -> Attempt:
     everywhere = db.session.execute(failures.where(AuditEvent.username == name)).one()[0]
     excess = everywhere - int(config["SIGN_IN_LIMIT_PER_ACCOUNT"])
     if excess > 0:
-        time.sleep(min(float(config["SIGN_IN_BACKOFF_MAX_SECONDS"]),
-                       float(config["SIGN_IN_BACKOFF_SECONDS"]) * 2 ** min(excess - 1, 16)))
+        time.sleep(
+            min(
+                float(config["SIGN_IN_BACKOFF_MAX_SECONDS"]),
+                float(config["SIGN_IN_BACKOFF_SECONDS"]) * 2 ** min(excess - 1, 16),
+            )
+        )
     return Attempt(event, None)
 
 
@@ -189,12 +201,16 @@ def sign_in(user: User) -> None:
     sid = secrets.token_urlsafe(32)
     now = utcnow()
     lifetime = current_app.permanent_session_lifetime
-    db.session.add(UserSession(digest=token_digest(sid), user=user, created_at=now, expires_at=now + lifetime,
-                               address=request.remote_addr))
+    db.session.add(
+        UserSession(
+            digest=token_digest(sid), user=user, created_at=now, expires_at=now + lifetime, address=request.remote_addr
+        )
+    )
     # Expired and ended sessions of this user are kept for a day (for the audit of what happened), then dropped.
     db.session.execute(
-        UserSession.__table__.delete().where(UserSession.user_id == user.id,
-                                             UserSession.expires_at < now - timedelta(days=1))
+        UserSession.__table__.delete().where(
+            UserSession.user_id == user.id, UserSession.expires_at < now - timedelta(days=1)
+        )
     )
     login_user(user, remember=False)
     session[SESSION_KEY] = sid
@@ -207,7 +223,8 @@ def end_session() -> None:
     sid = session.get(SESSION_KEY)
     if sid:
         db.session.execute(
-            update(UserSession).where(UserSession.digest == token_digest(sid), UserSession.ended_at.is_(None))
+            update(UserSession)
+            .where(UserSession.digest == token_digest(sid), UserSession.ended_at.is_(None))
             .values(ended_at=utcnow())
         )
     if current_user.is_authenticated and "api_token" not in g:
@@ -276,7 +293,9 @@ def require_user() -> Any:
         csrf.protect()  # the API is CSRF-exempt for tokens only: a browser session needs the form token
     if current_user.must_change_password and "api_token" not in g and request.endpoint not in PASSWORD_CHANGE_ENDPOINTS:
         # Where the user was going (a link to a prediction) is kept for after the change.
-        return redirect(url_for("account.password", next=request.full_path.rstrip("?") if request.method == "GET" else None))
+        return redirect(
+            url_for("account.password", next=request.full_path.rstrip("?") if request.method == "GET" else None)
+        )
     return None
 
 
@@ -307,9 +326,11 @@ def ensure_first_admin(app: Flask) -> None:
             return
     if not given:
         banner = "=" * 72
-        message = (f"\n{banner}\nNo users existed, so an administrator was created.\n"
-                   f"  user name: admin\n  one-time password: {password}\n"
-                   f"Sign in and choose a new password. (Set CXR_ADMIN_PASSWORD to choose it yourself.)\n{banner}\n")
+        message = (
+            f"\n{banner}\nNo users existed, so an administrator was created.\n"
+            f"  user name: admin\n  one-time password: {password}\n"
+            f"Sign in and choose a new password. (Set CXR_ADMIN_PASSWORD to choose it yourself.)\n{banner}\n"
+        )
         print(message, flush=True)
     app.logger.warning("Created the first administrator 'admin'%s.", "" if given else " (one-time password printed)")
 

@@ -83,8 +83,9 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
             audit.record(audit.UPLOAD_REFUSED, target=f"model:{model_service.bundle.version}", detail=f"via {_via()}")
             db.session.commit()
             raise
-        files = stored_files(analysis.image, analysis.output.heatmap, analysis.output.box,
-                             int(current_app.config["THUMBNAIL_SIZE"]))
+        files = stored_files(
+            analysis.image, analysis.output.heatmap, analysis.output.box, int(current_app.config["THUMBNAIL_SIZE"])
+        )
     record = build_record(analysis, filename, reference, note)
     if record.reference is None and analysis.image.identifiers:
         record.suggested_reference = dict(analysis.image.identifiers)

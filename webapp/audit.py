@@ -42,7 +42,11 @@ ACTIONS = (
 
 
 def record(
-    action: str, *, target: str | None = None, detail: str | None = None, user: User | None = None,
+    action: str,
+    *,
+    target: str | None = None,
+    detail: str | None = None,
+    user: User | None = None,
     username: str | None = None,
 ) -> AuditEvent:
     """Add an entry for `user` (default: the signed-in user, if any) to the session, uncommitted."""
@@ -66,8 +70,11 @@ def describe_filters(active: dict[str, str]) -> str:
 
 
 def filtered(
-    username: str | None = None, action: str | None = None, date_from: date | None = None,
-    date_to: date | None = None, address: str | None = None,
+    username: str | None = None,
+    action: str | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    address: str | None = None,
 ) -> Select:
     """Newest first, narrowed by any of the filters (dates UTC, inclusive)."""
     query = select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())

@@ -90,12 +90,21 @@ EXPORT_SOURCE = "local"
 
 @click.command("export-reviewed")
 @with_appcontext
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="folder to write the films and manifest.csv into")
-@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]),
-              help="only predictions whose latest review was saved on or after this UTC day (YYYY-MM-DD)")
-@click.option("--force", is_flag=True,
-              help="write into a folder that is not empty (files of the same name are replaced)")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="folder to write the films and manifest.csv into",
+)
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="only predictions whose latest review was saved on or after this UTC day (YYYY-MM-DD)",
+)
+@click.option(
+    "--force", is_flag=True, help="write into a folder that is not empty (files of the same name are replaced)"
+)
 def export_reviewed_command(out: Path, since: datetime | None, force: bool) -> None:
     """Write the reviewed films and OUT/manifest.csv (file,label,patient_id,source) for training and evaluation.
 
@@ -114,14 +123,18 @@ def export_reviewed_command(out: Path, since: datetime | None, force: bool) -> N
             continue
         name = f"images/{record.id}{source.suffix}"
         shutil.copyfile(source, out / name)
-        rows.append([name, record.latest_review.correct_class, record.reference or f"prediction:{record.id}",
-                     EXPORT_SOURCE])
+        rows.append(
+            [name, record.latest_review.correct_class, record.reference or f"prediction:{record.id}", EXPORT_SOURCE]
+        )
     with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(EXPORT_COLUMNS)
         writer.writerows(rows)
-    audit.record(audit.EXPORT, target="export-reviewed",
-                 detail=f"{len(rows)} reviewed films{f' since {since:%Y-%m-%d}' if since else ''}, on the command line")
+    audit.record(
+        audit.EXPORT,
+        target="export-reviewed",
+        detail=f"{len(rows)} reviewed films{f' since {since:%Y-%m-%d}' if since else ''}, on the command line",
+    )
     db.session.commit()
     click.echo(f"Wrote {len(rows)} reviewed film(s) and {out / 'manifest.csv'}.")
     if missing:
@@ -138,6 +151,11 @@ def select_reviewed(since: date | None) -> Select:
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db_command, predict_command, create_user_command, create_token_command,
-                    export_reviewed_command):
+    for command in (
+        init_db_command,
+        predict_command,
+        create_user_command,
+        create_token_command,
+        export_reviewed_command,
+    ):
         app.cli.add_command(command)

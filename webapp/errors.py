@@ -14,6 +14,7 @@ themselves once the cause is gone (nothing needs a restart):
 from __future__ import annotations
 
 import errno
+from contextlib import suppress
 
 from flask import Flask, current_app, render_template, request
 from flask_wtf.csrf import CSRFError
@@ -64,11 +65,15 @@ def _http_message(exc: HTTPException) -> str:
 
 def _storage_message(exc: OSError) -> str:
     if exc.errno in FULL:
-        return ("The server's image storage is full, so the image was not saved (nothing was stored). "
-                "Try again later; the administrator has been told in the server log.")
+        return (
+            "The server's image storage is full, so the image was not saved (nothing was stored). "
+            "Try again later; the administrator has been told in the server log."
+        )
     if exc.errno in NOT_WRITABLE:
-        return ("The server cannot write to its image storage folder, so the image was not saved (nothing was "
-                "stored). Try again later; the administrator has been told in the server log.")
+        return (
+            "The server cannot write to its image storage folder, so the image was not saved (nothing was "
+            "stored). Try again later; the administrator has been told in the server log."
+        )
     return "The server could not read or write its image storage (an I/O error); nothing was stored. Try again later."
 
 
@@ -77,8 +82,7 @@ def init_app(app: Flask) -> None:
     def untrusted_host(exc: SecurityError) -> Response:
         # A Host outside TRUSTED_HOSTS: no URL of this site can be built for it, so no page either.
         app.logger.warning("Refused a request for an untrusted host on %s %s", request.method, request.path)
-        return Response("This server does not answer for the host name in the request.\n", 400,
-                        mimetype="text/plain")
+        return Response("This server does not answer for the host name in the request.\n", 400, mimetype="text/plain")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -96,18 +100,25 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(OSError)
     def storage_error(exc: OSError):
-        app.logger.error("Storage failure on %s %s: [Errno %s] %s: %s", request.method, request.path, exc.errno,
-                         exc.strerror or exc, getattr(exc, "filename", "") or "")
+        app.logger.error(
+            "Storage failure on %s %s: [Errno %s] %s: %s",
+            request.method,
+            request.path,
+            exc.errno,
+            exc.strerror or exc,
+            getattr(exc, "filename", "") or "",
+        )
         return respond(_storage_message(exc), 503)
 
     def database_error(exc: Exception):
-        try:
+        with suppress(Exception):  # the connection may be gone; the session is discarded anyway
             db.session.rollback()
-        except Exception:  # noqa: BLE001 - the connection may be gone; the session is discarded anyway
-            pass
         app.logger.error("Database failure on %s %s: %s", request.method, request.path, describe_database_error(exc))
-        return respond("The database is not reachable right now, so nothing was saved or read. "
-                       "Try again in a minute; the administrator has been told in the server log.", 503)
+        return respond(
+            "The database is not reachable right now, so nothing was saved or read. "
+            "Try again in a minute; the administrator has been told in the server log.",
+            503,
+        )
 
     for error_class in DATABASE_ERRORS:
         app.register_error_handler(error_class, database_error)

@@ -118,8 +118,12 @@ def known(values: list[str], what: str):
 
 # The worklist's orders: `probability` is the ensemble's p(covid), so `-probability` puts the films most
 # likely to be COVID first.
-SORTS = {"-date": "Newest first", "date": "Oldest first", "-probability": "Likeliest COVID first",
-         "probability": "Least likely COVID first"}
+SORTS = {
+    "-date": "Newest first",
+    "date": "Oldest first",
+    "-probability": "Likeliest COVID first",
+    "probability": "Least likely COVID first",
+}
 REVIEWED = {"no": "Not yet reviewed", "yes": "Reviewed"}
 
 
@@ -130,12 +134,19 @@ class HistoryFilter(FilterForm):
     decision = SelectField("Decision", choices=[], validate_choice=False)
     predicted = SelectField("Class", choices=[], validate_choice=False, name="class")
     q = StringField("Reference contains", validators=[Optional(), Length(max=128)])
-    reviewed = SelectField("Review", choices=[SelectChoice("", "Reviewed or not")]
-                           + [SelectChoice(k, v) for k, v in REVIEWED.items()],
-                           validators=[known(list(REVIEWED), "review state")], validate_choice=False)
+    reviewed = SelectField(
+        "Review",
+        choices=[SelectChoice("", "Reviewed or not")] + [SelectChoice(k, v) for k, v in REVIEWED.items()],
+        validators=[known(list(REVIEWED), "review state")],
+        validate_choice=False,
+    )
     reviewer = StringField("Reviewed by", validators=[Optional(), Length(max=64)])
-    sort = SelectField("Order", choices=[SelectChoice(k, v) for k, v in SORTS.items()],
-                       validators=[known(list(SORTS), "order")], validate_choice=False)
+    sort = SelectField(
+        "Order",
+        choices=[SelectChoice(k, v) for k, v in SORTS.items()],
+        validators=[known(list(SORTS), "order")],
+        validate_choice=False,
+    )
 
     def __init__(self, formdata, classes: list[str]) -> None:
         super().__init__(formdata)

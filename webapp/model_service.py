@@ -96,8 +96,9 @@ class ModelService:
             else:
                 if state.error:
                     app.logger.warning("The model is available again (version %s)", bundle.version)
-                app.logger.info("Loaded model %s from %s in %.1f s", bundle.version, bundle.directory,
-                                time.perf_counter() - started)
+                app.logger.info(
+                    "Loaded model %s from %s in %.1f s", bundle.version, bundle.directory, time.perf_counter() - started
+                )
                 state.bundle, state.error = bundle, None
                 return bundle
             if state.error != message:

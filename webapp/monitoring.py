@@ -26,7 +26,7 @@ from webapp.db import AuditEvent, Prediction, Review, db, within_dates
 
 DEFINITIONS = {
     "clinician_label": "The correct_class of the prediction's latest review "
-                       "(the most recently saved of any clinician).",
+    "(the most recently saved of any clinician).",
     "reviewed_share": "Predictions with at least one review / predictions.",
     "agreement_rate": "Reviewed predictions whose latest review agrees with the model's class / reviewed predictions.",
     "indeterminate_rate": "Predictions whose decision is indeterminate / predictions.",
@@ -103,14 +103,18 @@ def monitoring_report(date_from: date | None = None, date_to: date | None = None
         select(Review.prediction_id, Review.agrees, Review.correct_class)
         .join(Prediction, Prediction.id == Review.prediction_id)
         .order_by(Review.updated_at, Review.id),
-        Prediction.created_at, date_from, date_to,
+        Prediction.created_at,
+        date_from,
+        date_to,
     )
     for prediction_id, agrees, correct_class in db.session.execute(reviews):
         latest[prediction_id] = (agrees, correct_class)  # ascending: the last one seen is the latest
 
     predictions = within_dates(
         select(Prediction.id, Prediction.model_version, Prediction.created_at, Prediction.decision),
-        Prediction.created_at, date_from, date_to,
+        Prediction.created_at,
+        date_from,
+        date_to,
     )
     decisions, labels = set(), set()
     for prediction_id, version, created_at, decision in db.session.execute(predictions):
@@ -127,7 +131,9 @@ def monitoring_report(date_from: date | None = None, date_to: date | None = None
 
     refusals = within_dates(
         select(AuditEvent.target, AuditEvent.created_at).where(AuditEvent.action == audit.UPLOAD_REFUSED),
-        AuditEvent.created_at, date_from, date_to,
+        AuditEvent.created_at,
+        date_from,
+        date_to,
     )
     for target, created_at in db.session.execute(refusals):
         version = (target or "").removeprefix(REFUSAL_TARGET) or "unknown"
@@ -139,8 +145,11 @@ def monitoring_report(date_from: date | None = None, date_to: date | None = None
 
 
 # The plot: three bars per period (reviewed share, agreement rate, indeterminate rate), in percent.
-SERIES = (("reviewed_share", "Reviewed", "#4c78a8"), ("agreement_rate", "Agreement", "#54a24b"),
-          ("indeterminate_rate", "Indeterminate", "#f58518"))
+SERIES = (
+    ("reviewed_share", "Reviewed", "#4c78a8"),
+    ("agreement_rate", "Agreement", "#54a24b"),
+    ("indeterminate_rate", "Indeterminate", "#f58518"),
+)
 BAR, GAP, PLOT_HEIGHT, LEFT, TOP, BOTTOM = 14, 18, 180, 44, 28, 52
 
 
@@ -149,9 +158,11 @@ def monitoring_svg(report: Report) -> str:
     group = BAR * len(SERIES) + GAP
     width = max(LEFT + len(report.periods) * group + 16, LEFT + 110 * len(SERIES))  # room for the legend
     height = TOP + PLOT_HEIGHT + BOTTOM
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="Reviewed share, agreement and '
-             f'indeterminate rate per model version and month" font-family="sans-serif" font-size="11">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="Reviewed share, agreement and '
+        f'indeterminate rate per model version and month" font-family="sans-serif" font-size="11">'
+    ]
     for tick in (0, 25, 50, 75, 100):
         y = TOP + PLOT_HEIGHT * (1 - tick / 100)
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{width - 8}" y2="{y:.1f}" stroke="#ccc"/>')
@@ -169,11 +180,15 @@ def monitoring_svg(report: Report) -> str:
             if value is None:  # no denominator: nothing drawn rather than a misleading zero
                 continue
             bar = PLOT_HEIGHT * value
-            parts.append(f'<rect x="{x0 + offset * BAR:.1f}" y="{TOP + PLOT_HEIGHT - bar:.1f}" width="{BAR - 2}" '
-                         f'height="{bar:.1f}" fill="{colour}"><title>{name} {value * 100:.1f} %</title></rect>')
+            parts.append(
+                f'<rect x="{x0 + offset * BAR:.1f}" y="{TOP + PLOT_HEIGHT - bar:.1f}" width="{BAR - 2}" '
+                f'height="{bar:.1f}" fill="{colour}"><title>{name} {value * 100:.1f} %</title></rect>'
+            )
         middle = x0 + BAR * len(SERIES) / 2
         parts.append(f'<text x="{middle:.1f}" y="{TOP + PLOT_HEIGHT + 16}" text-anchor="middle">{row.month}</text>')
-        parts.append(f'<text x="{middle:.1f}" y="{TOP + PLOT_HEIGHT + 30}" text-anchor="middle" '
-                     f'fill="#555">{escape(row.model_version[:10])}</text>')
+        parts.append(
+            f'<text x="{middle:.1f}" y="{TOP + PLOT_HEIGHT + 30}" text-anchor="middle" '
+            f'fill="#555">{escape(row.model_version[:10])}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)

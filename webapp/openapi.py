@@ -111,10 +111,12 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
             "/predictions/{id}/reviews": {
                 "post": {
                     "summary": "Save the caller's review: one per user and prediction; a second call edits it, "
-                               "keeping the earlier version in `edits`",
+                    "keeping the earlier version in `edits`",
                     "parameters": [prediction_id],
-                    "requestBody": {"required": True, "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/ReviewInput"}}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReviewInput"}}},
+                    },
                     "responses": {
                         "201": _json("The new review", "Review"),
                         "200": _json("The caller's review, updated", "Review"),
@@ -128,11 +130,20 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
             "/predictions/{id}/reference": {
                 "post": {
                     "summary": "Set the reference of a prediction stored without one (e.g. one of the upload's "
-                               "`suggested_reference` values)",
+                    "`suggested_reference` values)",
                     "parameters": [prediction_id],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["reference"],
-                        "properties": {"reference": {"type": "string", "minLength": 1, "maxLength": 128}}}}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["reference"],
+                                    "properties": {"reference": {"type": "string", "minLength": 1, "maxLength": 128}},
+                                }
+                            }
+                        },
+                    },
                     "responses": {
                         "200": _json("The prediction", "Prediction"),
                         "400": _error("Not a JSON object, or no usable reference"),
@@ -144,10 +155,12 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
             "/monitoring": {
                 "get": {
                     "summary": "The model in use, per model version and month: predictions, reviews, agreement, "
-                               "decision against clinician label, indeterminate rate and OOD refusals",
+                    "decision against clinician label, indeterminate rate and OOD refusals",
                     "parameters": dates,
-                    "responses": {"200": _json("The figures and their definitions", "Monitoring"),
-                                  "400": _error("Invalid dates")},
+                    "responses": {
+                        "200": _json("The figures and their definitions", "Monitoring"),
+                        "400": _error("Invalid dates"),
+                    },
                 }
             },
             "/openapi.json": {
@@ -159,10 +172,17 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
         "security": [{"bearerToken": []}, {"session": []}],
         "components": {
             "securitySchemes": {
-                "bearerToken": {"type": "http", "scheme": "bearer",
-                                "description": "An API token: account page, or `flask --app app create-token NAME`"},
-                "session": {"type": "apiKey", "in": "cookie", "name": "session",
-                            "description": "The signed-in browser session; POST also needs the X-CSRFToken header"},
+                "bearerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token: account page, or `flask --app app create-token NAME`",
+                },
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "session",
+                    "description": "The signed-in browser session; POST also needs the X-CSRFToken header",
+                },
             },
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
@@ -175,10 +195,19 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                         "correct_class": {"type": "string", "enum": classes},
                         "comment": nullable_text,
                         "user": {**nullable_text, "description": "The reviewer"},
-                        "edits": {"type": "array", "description": "Earlier versions, newest first", "items": {
-                            "type": "object", "properties": {
-                                "saved": {"type": "string", "format": "date-time"}, "agrees": {"type": "boolean"},
-                                "correct_class": {"type": "string", "enum": classes}, "comment": nullable_text}}},
+                        "edits": {
+                            "type": "array",
+                            "description": "Earlier versions, newest first",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "saved": {"type": "string", "format": "date-time"},
+                                    "agrees": {"type": "boolean"},
+                                    "correct_class": {"type": "string", "enum": classes},
+                                    "comment": nullable_text,
+                                },
+                            },
+                        },
                     },
                 },
                 "ReviewInput": {
@@ -187,9 +216,12 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                     "additionalProperties": False,
                     "properties": {
                         "agree": {"type": "boolean", "description": "Whether the model's class is right"},
-                        "correct_class": {"type": ["string", "null"], "enum": [*classes, None],
-                                          "description": "Required to disagree (another class); when agreeing, "
-                                                         "absent or the predicted class"},
+                        "correct_class": {
+                            "type": ["string", "null"],
+                            "enum": [*classes, None],
+                            "description": "Required to disagree (another class); when agreeing, "
+                            "absent or the predicted class",
+                        },
                         "comment": {"type": ["string", "null"], "maxLength": 2000},
                     },
                 },
@@ -197,17 +229,32 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "definitions": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "periods": {"type": "array", "items": {"type": "object", "properties": {
-                            "model_version": {"type": "string"},
-                            "month": {"type": "string", "description": "YYYY-MM (UTC) of the upload"},
-                            "predictions": {"type": "integer"}, "reviewed": {"type": "integer"},
-                            "reviewed_share": {"type": ["number", "null"]}, "agreed": {"type": "integer"},
-                            "agreement_rate": {"type": ["number", "null"]}, "indeterminate": {"type": "integer"},
-                            "indeterminate_rate": {"type": ["number", "null"]}, "ood_refusals": {"type": "integer"},
-                            "confusion": {"type": "object", "description": "decision → clinician label → count",
-                                          "additionalProperties": {"type": "object",
-                                                                   "additionalProperties": {"type": "integer"}}},
-                        }}},
+                        "periods": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "model_version": {"type": "string"},
+                                    "month": {"type": "string", "description": "YYYY-MM (UTC) of the upload"},
+                                    "predictions": {"type": "integer"},
+                                    "reviewed": {"type": "integer"},
+                                    "reviewed_share": {"type": ["number", "null"]},
+                                    "agreed": {"type": "integer"},
+                                    "agreement_rate": {"type": ["number", "null"]},
+                                    "indeterminate": {"type": "integer"},
+                                    "indeterminate_rate": {"type": ["number", "null"]},
+                                    "ood_refusals": {"type": "integer"},
+                                    "confusion": {
+                                        "type": "object",
+                                        "description": "decision → clinician label → count",
+                                        "additionalProperties": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "integer"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
                     },
                 },
                 "Prediction": {
@@ -260,7 +307,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                             "type": "string",
                             "format": "uri",
                             "description": "Grad-CAM of the CNN over the image (JPEG; PNG for predictions stored "
-                                           "before 2026-11-23)",
+                            "before 2026-11-23)",
                         },
                         "thumbnail_url": {
                             "type": "string",
@@ -268,15 +315,19 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                             "description": "JPEG (PNG for predictions stored before 2026-11-23)",
                         },
                         "user": {**nullable_text, "description": "Who uploaded it"},
-                        "reviews": {"type": "array", "items": {"$ref": "#/components/schemas/Review"},
-                                    "description": "Every user's review, latest first (single prediction only)"},
-                        "latest_review": {"oneOf": [{"$ref": "#/components/schemas/Review"}, {"type": "null"}],
-                                          "description": "The most recently saved review: its class is the "
-                                                         "clinician label"},
+                        "reviews": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Review"},
+                            "description": "Every user's review, latest first (single prediction only)",
+                        },
+                        "latest_review": {
+                            "oneOf": [{"$ref": "#/components/schemas/Review"}, {"type": "null"}],
+                            "description": "The most recently saved review: its class is the clinician label",
+                        },
                         "suggested_reference": {
                             "type": "object",
                             "description": "Only in the answer to an upload without a reference: the DICOM header's "
-                                           "identifiers, not stored; confirm one with POST /predictions/{id}/reference",
+                            "identifiers, not stored; confirm one with POST /predictions/{id}/reference",
                             "properties": {"patient_id": {"type": "string"}, "accession_number": {"type": "string"}},
                         },
                     },
@@ -293,7 +344,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                         "prev": {"type": ["string", "null"], "format": "uri"},
                     },
                 },
-            }
+            },
         },
     }
     unauthorised = _error("No valid token or session: the token is missing, unknown or revoked, or its user disabled")

@@ -62,13 +62,20 @@ def prediction_pdf(record: Prediction, film: Path, overlay: Path, positive_class
     figure = Figure(figsize=A4_INCHES)
     page = _Page(figure)
     page.line(f"Chest X-ray triage: prediction #{record.id}", size=15, weight="bold")
-    page.line(NOTICE, size=10, weight="bold", color="#6b4e00",
-              bbox={"facecolor": "#fff4d6", "edgecolor": "#f0d98a", "boxstyle": "round,pad=0.4"})
+    page.line(
+        NOTICE,
+        size=10,
+        weight="bold",
+        color="#6b4e00",
+        bbox={"facecolor": "#fff4d6", "edgecolor": "#f0d98a", "boxstyle": "round,pad=0.4"},
+    )
     page.space(0.08)
     page.line(f"Decision: {record.decision}", size=13, weight="bold")
     if record.decision == "indeterminate":
-        page.line(f"The model does not call this film {positive_class} but cannot call it {record.label} either: "
-                  "read the film yourself.")
+        page.line(
+            f"The model does not call this film {positive_class} but cannot call it {record.label} either: "
+            "read the film yourself."
+        )
     page.line(f"Most likely class: {record.label}, ensemble probability {record.probability * 100:.1f} %.")
     if record.threshold is not None:
         page.line(f"Operating threshold: {record.threshold:.3f} on p({positive_class}).")
@@ -114,14 +121,16 @@ def prediction_pdf(record: Prediction, film: Path, overlay: Path, positive_class
         reviewer = username(review)
         page.line(f"{verdict} · {_utc(review.created_at)}" + (f" · {reviewer}" if reviewer else ""), weight="bold")
         if review.comment:
-            for text in textwrap.wrap(" ".join(review.comment.split()), WRAP, max_lines=COMMENT_LINES,
-                                      placeholder=" …"):
+            for text in textwrap.wrap(
+                " ".join(review.comment.split()), WRAP, max_lines=COMMENT_LINES, placeholder=" …"
+            ):
                 page.line(text, color="#333333")
     if len(record.reviews) > REVIEWS_SHOWN:
         page.line(f"… and {len(record.reviews) - REVIEWS_SHOWN} older review(s), on the result page.")
 
-    figure.text(0.07, 0.03, f"{NOTICE} Model version {record.model_version}.", fontsize=7, color="#5b6775",
-                parse_math=False)
+    figure.text(
+        0.07, 0.03, f"{NOTICE} Model version {record.model_version}.", fontsize=7, color="#5b6775", parse_math=False
+    )
     buffer = io.BytesIO()
     metadata = {"Title": f"Prediction #{record.id}", "Creator": "Chest X-ray triage"}
     figure.savefig(buffer, format="pdf", metadata=metadata)

@@ -46,17 +46,39 @@ def save_review(record: Prediction, user: User, agrees: bool, correct_class: str
     review = own_review(record, user)
     now = utcnow()
     if review is None:
-        record.reviews.insert(0, Review(agrees=agrees, correct_class=correct_class, comment=comment, user_id=user.id,
-                                        user=user, created_at=now, updated_at=now, edits=[]))
+        record.reviews.insert(
+            0,
+            Review(
+                agrees=agrees,
+                correct_class=correct_class,
+                comment=comment,
+                user_id=user.id,
+                user=user,
+                created_at=now,
+                updated_at=now,
+                edits=[],
+            ),
+        )
     else:
-        review.edits.insert(0, ReviewEdit(saved_at=review.updated_at, agrees=review.agrees,
-                                          correct_class=review.correct_class, comment=review.comment))
+        review.edits.insert(
+            0,
+            ReviewEdit(
+                saved_at=review.updated_at,
+                agrees=review.agrees,
+                correct_class=review.correct_class,
+                comment=review.comment,
+            ),
+        )
         review.agrees, review.correct_class, review.comment, review.updated_at = agrees, correct_class, comment, now
         # The relationship is ordered newest first; keep the in-memory list so for the answer.
         record.reviews.sort(key=lambda r: (r.updated_at, r.id), reverse=True)
     verdict = "agrees" if agrees else "disagrees"
-    audit.record(audit.REVIEW, target=f"prediction:{record.id}", user=user,
-                 detail=verdict if review is None else f"edited: {verdict}")
+    audit.record(
+        audit.REVIEW,
+        target=f"prediction:{record.id}",
+        user=user,
+        detail=verdict if review is None else f"edited: {verdict}",
+    )
     try:
         db.session.commit()
     except IntegrityError:

@@ -50,8 +50,12 @@ def review_json(review: Review) -> dict[str, Any]:
 
 
 def edit_json(edit: ReviewEdit) -> dict[str, Any]:
-    return {"saved": timestamp(edit.saved_at), "agrees": edit.agrees, "correct_class": edit.correct_class,
-            "comment": edit.comment}
+    return {
+        "saved": timestamp(edit.saved_at),
+        "agrees": edit.agrees,
+        "correct_class": edit.correct_class,
+        "comment": edit.comment,
+    }
 
 
 def stored_json(row: Prediction, reviews: bool = False) -> dict[str, Any]:

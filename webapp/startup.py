@@ -25,8 +25,10 @@ def prepare_database(app: Flask) -> None:
     except DATABASE_ERRORS as exc:
         if app.config["STRICT_STARTUP"]:
             raise
-        app.logger.error("The database is not reachable at start-up; requests that need it answer 503 until it "
-                         "is (%s)", describe_database_error(exc))
+        app.logger.error(
+            "The database is not reachable at start-up; requests that need it answer 503 until it is (%s)",
+            describe_database_error(exc),
+        )
 
 
 def check_model_directory(app: Flask) -> str:

@@ -11,6 +11,7 @@ cannot be repaired by this command: it is reported (restore the files from a bac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -58,12 +59,15 @@ class StorageReport:
             out += [f"  {path}" for path in self.orphans[:50]]
             out += [f"  ... and {len(self.orphans) - 50} more"] if len(self.orphans) > 50 else []
         if self.young_orphans:
-            out.append(f"{len(self.young_orphans)} file(s) without a row are younger than --min-age and were left "
-                       "alone (an upload may still be in flight); check again later:")
+            out.append(
+                f"{len(self.young_orphans)} file(s) without a row are younger than --min-age and were left "
+                "alone (an upload may still be in flight); check again later:"
+            )
             out += [f"  {path}" for path in self.young_orphans[:50]]
         out += [f"could not remove {error}" for error in self.removal_errors]
-        out.append("Consistent: every row has its files and every file has its row." if self.consistent
-                   else "NOT consistent.")
+        out.append(
+            "Consistent: every row has its files and every file has its row." if self.consistent else "NOT consistent."
+        )
         return out
 
 
@@ -117,8 +121,13 @@ def check_storage(clean: bool = False, min_age: float = 300.0, app: Flask | None
 @click.command("check-storage")
 @with_appcontext
 @click.option("--clean", is_flag=True, help="Delete orphan files (files no prediction row points to).")
-@click.option("--min-age", type=float, default=300.0, show_default=True,
-              help="Only treat files older than this many seconds as orphans (younger ones may be in flight).")
+@click.option(
+    "--min-age",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Only treat files older than this many seconds as orphans (younger ones may be in flight).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def check_storage_command(clean: bool, min_age: float, as_json: bool) -> None:
     """Check that every prediction row has its image files and every file has its row; exit 1 if not."""
@@ -149,14 +158,10 @@ def storage_status(app: Flask | None = None) -> dict[str, Any]:
     except OSError as exc:
         status["error"] = f"[Errno {exc.errno}] {exc.strerror}"
     finally:
-        try:
+        with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
-        except OSError:
-            pass
-    try:
+    with contextlib.suppress(OSError):
         status["free_bytes"] = shutil.disk_usage(folder).free
-    except OSError:
-        pass
     low = status["free_bytes"] is not None and status["free_bytes"] < int(app.config["STORAGE_MIN_FREE_BYTES"])
     if low and status["error"] is None:
         status["error"] = "less free space than STORAGE_MIN_FREE_BYTES"

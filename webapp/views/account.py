@@ -53,7 +53,9 @@ def password() -> Response | tuple[str, int]:
             audit.record(audit.PASSWORD_CHANGED, target=f"user:{user.username}")
             db.session.commit()
             flash("Your password was changed.")
-            return redirect(safe_next(request.args.get("next")) if request.args.get("next") else url_for("account.index"))
+            return redirect(
+                safe_next(request.args.get("next")) if request.args.get("next") else url_for("account.index")
+            )
         else:
             form.current.errors.append("The current password is wrong.")
     status = status if status != 200 else (400 if form.errors else 200)

@@ -29,8 +29,9 @@ ISSUED_KEY = "issued_password"
 
 def _users_page(form: NewUserForm | None = None, status: int = 200):
     users = db.session.scalars(select(User).order_by(User.username)).all()
-    return render_template("admin_users.html", users=users, form=form or NewUserForm(formdata=None),
-                           issued=session.pop(ISSUED_KEY, None)), status
+    return render_template(
+        "admin_users.html", users=users, form=form or NewUserForm(formdata=None), issued=session.pop(ISSUED_KEY, None)
+    ), status
 
 
 def _issued(username: str, password: str) -> Response:
@@ -80,8 +81,11 @@ def set_state(user_id: int, change: str) -> Response:
     set_active(user, active)
     audit.record(audit.USER_ENABLED if active else audit.USER_DISABLED, target=f"user:{user.username}")
     db.session.commit()
-    flash(f"{user.username} may sign in again." if active else
-          f"{user.username} is disabled: signed out everywhere, and their API tokens stop working.")
+    flash(
+        f"{user.username} may sign in again."
+        if active
+        else f"{user.username} is disabled: signed out everywhere, and their API tokens stop working."
+    )
     return redirect(url_for("admin.users"))
 
 

@@ -103,12 +103,17 @@ def index() -> dict:
     # A misspelt filter must not silently return everything: name what is not understood.
     unknown = sorted(set(request.args) - {field.name for field in filters} - PAGE_PARAMETERS)
     if unknown:
-        abort(400, f"Unknown query parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. "
-                   f"Known: {', '.join(sorted({field.name for field in filters} | PAGE_PARAMETERS))}.")
+        abort(
+            400,
+            f"Unknown query parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. "
+            f"Known: {', '.join(sorted({field.name for field in filters} | PAGE_PARAMETERS))}.",
+        )
     if not filters.validate():
         abort(400, filters.error_text())
     page = paginate(history_select(filters))
-    audit.record(audit.LIST, target="api/predictions", detail=f"{audit.describe_filters(filters.active())} page={page.page}")
+    audit.record(
+        audit.LIST, target="api/predictions", detail=f"{audit.describe_filters(filters.active())} page={page.page}"
+    )
     db.session.commit()
 
     def link(number: int | None) -> str | None:

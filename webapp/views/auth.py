@@ -24,8 +24,14 @@ def safe_next(target: str | None) -> str:
         return url_for("upload.index")
     parts = urlsplit(target or "")
     # Browsers read "/\host" as "//host": a backslash anywhere is refused.
-    if target and not parts.scheme and not parts.netloc and target.startswith("/") and "\\" not in target \
-            and not target.startswith("//"):
+    if (
+        target
+        and not parts.scheme
+        and not parts.netloc
+        and target.startswith("/")
+        and "\\" not in target
+        and not target.startswith("//")
+    ):
         return target
     return url_for("upload.index")
 
@@ -44,15 +50,17 @@ def login() -> Response | str | tuple[str, int]:
         return render_template("login.html", form=form), 400 if form.errors else 200
     attempt = begin_password_check(form.username.data)
     if attempt.wait is not None:
-        return render_template("login.html", form=form, error=throttled_message(attempt.wait)), 429, \
-            {"Retry-After": str(int(attempt.wait.total_seconds()) + 1)}
+        return (
+            render_template("login.html", form=form, error=throttled_message(attempt.wait)),
+            429,
+            {"Retry-After": str(int(attempt.wait.total_seconds()) + 1)},
+        )
     user = verify_password(form.username.data, form.password.data)
     if user is None or not user.active:
         if user is not None:
             attempt.event.detail = "account disabled"
             db.session.commit()
-        error = ("This account is disabled. Ask an administrator." if user
-                 else "The user name or password is wrong.")
+        error = "This account is disabled. Ask an administrator." if user else "The user name or password is wrong."
         return render_template("login.html", form=form, error=error), 401
     sign_in(user)
     succeeded(attempt, user)

@@ -28,8 +28,12 @@ def schema_text(schema: dict[str, Any]) -> str:
     words = [head]
     if "enum" in schema:
         words.append("one of " + ", ".join(str(value) for value in schema["enum"]))
-    for key, label, unit in (("minimum", "at least", ""), ("maximum", "at most", ""),
-                             ("maxLength", "at most", " characters"), ("default", "default", "")):
+    for key, label, unit in (
+        ("minimum", "at least", ""),
+        ("maximum", "at most", ""),
+        ("maxLength", "at most", " characters"),
+        ("default", "default", ""),
+    ):
         if key in schema:
             words.append(f"{label} {schema[key]}{unit}")
     return ", ".join(words)
@@ -38,8 +42,12 @@ def schema_text(schema: dict[str, Any]) -> str:
 def _fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
     required = set(schema.get("required", ()))
     return [
-        {"name": name, "required": name in required, "schema": schema_text(field),
-         "description": field.get("description", "")}
+        {
+            "name": name,
+            "required": name in required,
+            "schema": schema_text(field),
+            "description": field.get("description", ""),
+        }
         for name, field in schema.get("properties", {}).items()
     ]
 
@@ -59,19 +67,28 @@ def operations(document: dict[str, Any]) -> list[dict[str, Any]]:
     for path, item in document["paths"].items():
         for method, operation in ((m, o) for m, o in item.items() if m in METHODS):  # not path-wide keys
             body = operation.get("requestBody", {}).get("content", {})
-            found.append({
-                "method": method,
-                "path": base + path,
-                "summary": operation.get("summary", ""),
-                "parameters": [
-                    {"name": p["name"], "in": p["in"], "required": p.get("required", False),
-                     "schema": schema_text(p.get("schema", {})), "description": p.get("description", "")}
-                    for p in operation.get("parameters", [])
-                ],
-                "body": [{"type": media_type, "fields": _fields(media.get("schema", {}))}
-                         for media_type, media in body.items()],
-                "responses": _responses(operation),
-            })
+            found.append(
+                {
+                    "method": method,
+                    "path": base + path,
+                    "summary": operation.get("summary", ""),
+                    "parameters": [
+                        {
+                            "name": p["name"],
+                            "in": p["in"],
+                            "required": p.get("required", False),
+                            "schema": schema_text(p.get("schema", {})),
+                            "description": p.get("description", ""),
+                        }
+                        for p in operation.get("parameters", [])
+                    ],
+                    "body": [
+                        {"type": media_type, "fields": _fields(media.get("schema", {}))}
+                        for media_type, media in body.items()
+                    ],
+                    "responses": _responses(operation),
+                }
+            )
     return found
 
 

@@ -27,8 +27,11 @@ def healthz() -> tuple[dict, int]:
     healthy = bundle is not None and database and storage["ok"]
     body = {
         "status": "ok" if healthy else "unavailable",
-        "model": {"loaded": bundle is not None, "version": getattr(bundle, "version", None),
-                  "error": model_service.error},
+        "model": {
+            "loaded": bundle is not None,
+            "version": getattr(bundle, "version", None),
+            "error": model_service.error,
+        },
         "database": {"reachable": database},
         "storage": storage,
     }

@@ -20,8 +20,12 @@ MODEL_NAMES = {
     "ensemble": "Ensemble at the operating threshold (deployed)",
 }
 
-FIGURE_TITLES = {"roc": "ROC curves", "confusion_matrix": "Confusion matrices", "training_curves": "Training curves",
-                 "gradcam_grid": "Grad-CAM of 16 test films (8 per class), as the app draws it"}
+FIGURE_TITLES = {
+    "roc": "ROC curves",
+    "confusion_matrix": "Confusion matrices",
+    "training_curves": "Training curves",
+    "gradcam_grid": "Grad-CAM of 16 test films (8 per class), as the app draws it",
+}
 
 
 def report_dir() -> Path:

@@ -57,8 +57,15 @@ def offered_reference(record: Prediction) -> dict[str, str] | None:
 
 def _render(record: Prediction, form: ReviewForm) -> str:
     priors, prior_count = _priors(record)
-    return render_template("result.html", p=record, form=form, positive_class=POSITIVE_CLASS,
-                           own=own_review(record, current_user), priors=priors, prior_count=prior_count)
+    return render_template(
+        "result.html",
+        p=record,
+        form=form,
+        positive_class=POSITIVE_CLASS,
+        own=own_review(record, current_user),
+        priors=priors,
+        prior_count=prior_count,
+    )
 
 
 def _same_reference(record: Prediction):
@@ -70,8 +77,10 @@ def _priors(record: Prediction) -> tuple[list[Prediction], int]:
     if not record.reference:
         return [], 0
     rows = db.session.scalars(
-        select(Prediction).where(*_same_reference(record))
-        .order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(PRIORS_SHOWN)
+        select(Prediction)
+        .where(*_same_reference(record))
+        .order_by(Prediction.created_at.desc(), Prediction.id.desc())
+        .limit(PRIORS_SHOWN)
     ).all()
     count = len(rows)
     if count == PRIORS_SHOWN:
@@ -84,8 +93,11 @@ def _review_form(record: Prediction) -> ReviewForm:
     mine = own_review(record, current_user)
     data = None
     if mine is not None:
-        data = {"verdict": "agree" if mine.agrees else "disagree",
-                "correct_class": "" if mine.agrees else mine.correct_class, "comment": mine.comment or ""}
+        data = {
+            "verdict": "agree" if mine.agrees else "disagree",
+            "correct_class": "" if mine.agrees else mine.correct_class,
+            "comment": mine.comment or "",
+        }
     return ReviewForm(classes=model_service.bundle.classes, predicted=record.label, data=data)
 
 
@@ -120,8 +132,9 @@ def report(prediction_id: int) -> Response:
     """The one-page A4 report, as a download; recorded in the audit trail like any export."""
     record = db.get_or_404(Prediction, prediction_id)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
-    pdf = prediction_pdf(record, folder / record.image_path, folder / record.overlay_path, POSITIVE_CLASS,
-                         model_service.bundle.version)
+    pdf = prediction_pdf(
+        record, folder / record.image_path, folder / record.overlay_path, POSITIVE_CLASS, model_service.bundle.version
+    )
     audit.record(audit.EXPORT, target=f"prediction:{record.id}", detail="report.pdf")
     db.session.commit()
     name = f"cxr-prediction-{record.id}.pdf"  # built from the id only: nothing a user typed
@@ -134,8 +147,13 @@ def review(prediction_id: int) -> Response | tuple[str, int]:
     form = _review_form(record)
     if not form.validate_on_submit():
         return _render(record, form), 400
-    created = save_review(record, current_user._get_current_object(), form.verdict.data == "agree",
-                          form.correct_class.data, form.comment.data)
+    created = save_review(
+        record,
+        current_user._get_current_object(),
+        form.verdict.data == "agree",
+        form.correct_class.data,
+        form.comment.data,
+    )
     flash("Review saved." if created else "Review updated; the earlier version is kept below it.")
     return redirect(url_for("results.detail", prediction_id=record.id, _anchor="reviews"))
 
