@@ -554,3 +554,8 @@ def test_bulk_reads_are_in_the_audit_trail(app, client, upload):
     ]
     images = events(app, "image")
     assert [(e.target, e.detail) for e in images] == [(f"prediction:{record['id']}", "image")]
+
+
+def test_sign_in_to_continue_is_guidance_not_a_confirmation(anon):
+    page = anon.get("/history", follow_redirects=True).get_data(as_text=True)
+    assert '<p class="flash flash-info" role="status">Sign in to continue.</p>' in page
