@@ -217,6 +217,14 @@ def test_upload_result_and_history(live_server, page, page_errors, tmp_path, che
     expect(row).to_contain_text("browser-chest.png")
     assert row.locator("img.thumb").evaluate("img => img.complete && img.naturalWidth > 0")
 
+    # The worklist: not yet reviewed, then reviewed by this clinician.
+    page.select_option("select[name=reviewed]", "no")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("p.count")).to_have_text("1 prediction matches the filters.")
+    page.select_option("select[name=reviewed]", "yes")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("p.count")).to_have_text("0 predictions match the filters.")
+
 
 def test_priors_compare_print_theme_and_token_copy(live_server, page, tmp_path, chest_png):
     from playwright.sync_api import expect

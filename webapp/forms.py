@@ -92,12 +92,13 @@ class FilterForm(Form):
         return " ".join(f"{self[name].label.text}: {' '.join(errors)}" for name, errors in self.errors.items())
 
     def active(self) -> dict[str, str]:
-        """The filters in effect, as query parameters (for pagination and export links)."""
+        """The filters in effect, as query parameters (for pagination and export links); a field at its
+        default (the usual order) is left out, as it narrows nothing."""
         values = {}
         for field in self:
             value = field.data
             value = value.isoformat() if isinstance(value, date) else (value or "").strip()
-            if value:
+            if value and value != field.default:
                 values[field.name] = value
         return values
 
@@ -143,6 +144,7 @@ class HistoryFilter(FilterForm):
     reviewer = StringField("Reviewed by", validators=[Optional(), Length(max=64)])
     sort = SelectField(
         "Order",
+        default="-date",
         choices=[SelectChoice(k, v) for k, v in SORTS.items()],
         validators=[known(list(SORTS), "order")],
         validate_choice=False,
