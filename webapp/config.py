@@ -45,7 +45,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         # URLs (redirects) are built from the Host header. None accepts any (development, `make run`).
         TRUSTED_HOSTS=None,
         # Faults (webapp/model_service.py, webapp/startup.py, webapp/storage_check.py)
-        STRICT_STARTUP=True,  # a model or database that cannot be used raises at start-up instead of 503s
+        STRICT_STARTUP=True,  # a model or database that cannot be used stops start-up (else: answers unavailable)
         MODEL_RETRY_SECONDS=5.0,  # at most one model load attempt per worker in this many seconds
         ANALYSIS_SLOTS=1,  # uploads decoded and predicted at once per process (webapp/model_service.py)
         STORAGE_MIN_FREE_BYTES=16 * 1024 * 1024,  # /healthz reports unavailable below this

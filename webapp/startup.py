@@ -4,7 +4,6 @@ directory check and the database schema. `flask --app app init-db` (in `make run
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from flask import Flask
@@ -39,10 +38,9 @@ def check_model_directory(app: Flask) -> str:
 
 def gunicorn_master_start() -> None:
     """Refuse to start on a model directory that cannot work, then bring the schema up to date, before any
-    worker loads TensorFlow (gunicorn.conf.py, `on_starting`)."""
+    worker loads TensorFlow (gunicorn.conf.py, `on_starting`, which has set CXR_STRICT_STARTUP=false)."""
     from webapp import create_app
 
-    os.environ.setdefault("CXR_STRICT_STARTUP", "false")
     app = create_app()
     check_model_directory(app)
     prepare_database(app)

@@ -38,14 +38,14 @@ def index() -> tuple[str, int]:
 def password() -> Response | tuple[str, int]:
     """Change one's password; the only page open to a user who signed in with a one-time password."""
     form = PasswordChangeForm()
-    status = 200
+    throttled = False
     if form.validate_on_submit():
         user = current_user._get_current_object()
         # The current password is guessed like a sign-in (a borrowed, unlocked browser): counted and limited alike.
         attempt = begin_password_check(user.username, detail="current password on the password page")
         if attempt.wait is not None:
             form.current.errors.append(throttled_message(attempt.wait))
-            status = 429
+            throttled = True
         elif check_password_hash(user.password_hash, form.current.data):
             db.session.delete(attempt.event)  # not a sign-in: the change itself is recorded
             set_password(user, form.new.data)
@@ -58,7 +58,7 @@ def password() -> Response | tuple[str, int]:
             )
         else:
             form.current.errors.append("The current password is wrong.")
-    status = status if status != 200 else (400 if form.errors else 200)
+    status = 429 if throttled else 400 if form.errors else 200
     if current_user.must_change_password:
         return render_template("password.html", form=form), status
     return _render(status, password_form=form)
