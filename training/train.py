@@ -49,6 +49,7 @@ from training.data import (
 from training.images import load_inputs
 from training.metrics import choose_threshold
 from training.precision import CHOICES, training_policy
+from training.provenance import command_line, git_state
 from training.sampling import balanced_weights, epoch_order
 from training.scoring import classifier_probabilities, format_table, score_all
 from training.unseen import NORMAL, format_sources, per_source
@@ -57,7 +58,7 @@ NON_COVID_FINDINGS = "viral_pneumonia,bacterial_pneumonia,other"
 RESUMABLE = 75  # exit status of a run that stopped before its end and can be resumed (EX_TEMPFAIL)
 # Arguments that may differ when a run is resumed: they do not change what it computes.
 FREE_ON_RESUME = {"resume", "stop_after_epochs", "cache", "no_cache"}
-PATH_ARGUMENTS = {"data", "out", "init_from", "lung_localiser", "cache"}
+PATH_ARGUMENTS = {"data", "out", "init_from", "lung_localiser", "cache", "operating_point"}
 # Batch-norm recalibration averages over this many training images (times every position of each
 # feature map, so thousands of values per channel even in the last block): more only lengthens each
 # epoch, as it runs once per epoch on the same cores as training.
@@ -147,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation quantile of the OOD distance above which a film not called covid is indeterminate",
     )
     parser.add_argument("--ood-quantile", type=float, default=0.995, help="validation quantile of the OOD gate")
+    parser.add_argument(
+        "--operating-point",
+        type=Path,
+        metavar="JSON",
+        help="the operating point `training.crossval` fitted on out-of-source predictions "
+        "(OUT/operating_point.json): temperature, threshold, indeterminate band and unusual score "
+        "come from it instead of the internal validation split, and its estimate goes into the card",
+    )
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable rows instead of stopping")
     parser.add_argument(
         "--init-from",
@@ -207,9 +216,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if value is unset or key in FREE_ON_RESUME:
             continue
         wanted = str(value) if isinstance(value, Path) else value
-        if wanted != saved[key] and not (key == "out" and Path(wanted) == args.resume):
+        if wanted != saved.get(key) and not (key == "out" and Path(wanted) == args.resume):
             parser.error(
-                f"--{key.replace('_', '-')} {wanted} differs from the stopped run's {saved[key]}; "
+                f"--{key.replace('_', '-')} {wanted} differs from the stopped run's {saved.get(key)}; "
                 "leave it out to resume that run"
             )
     resumed = {
@@ -508,6 +517,33 @@ def initial_model(directory: Path | None) -> dict | None:
     }
 
 
+def operating_rule(
+    args: argparse.Namespace, threshold: float | None, lower: float | None, crossval: dict | None
+) -> dict:
+    """The card's description of the threshold and the indeterminate band."""
+    if crossval is not None:
+        return {
+            "value": threshold,
+            "class": POSITIVE_CLASS,
+            "rule": crossval["rule"],
+            "fitted_on": "pooled out-of-source predictions of leave-source-out cross-validation",
+            "indeterminate_below": lower,
+            "indeterminate_rule": crossval["rule"],
+        }
+    return {
+        "value": threshold,
+        "class": POSITIVE_CLASS if threshold is not None else None,
+        "rule": f"highest validation specificity with sensitivity ≥ {args.min_sensitivity}; "
+        "ties to the value nearest 0.5"
+        if threshold is not None
+        else "argmax",
+        "fitted_on": "the internal validation split",
+        "indeterminate_below": lower,
+        "indeterminate_rule": "below the threshold, p(covid) from which 'covid or indeterminate' "
+        f"reaches validation sensitivity ≥ {args.indeterminate_sensitivity}",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512; training is faster with
     # them on CPUs without it too (bench/README.md, "Training speed"). Read when TensorFlow is first
@@ -522,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a scheduler, a machine shutting down) stops the run as Ctrl-C does, at a checkpoint.
     terminate = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return train(args)
+        return train(args, command_line("training.train", argv))
     except (KeyboardInterrupt, StoppedEarly) as stop:
         print(
             f"\n{stop or 'interrupted'}; continue with: python -m training.train --resume {args.out}", file=sys.stderr
@@ -532,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, terminate)
 
 
-def train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace, command: str) -> int:
     started = time.perf_counter()
     classes = list(dict.fromkeys(canonical_label(c) for c in args.classes.split(",") if c.strip()))
     negatives = [
@@ -600,6 +636,12 @@ def train(args: argparse.Namespace) -> int:
         )
     ood = FeatureDistance.fit(feats["train"], feats["val"], args.ood_quantile)
     unusual = float(np.quantile(ood.distance(feats["val"]), args.unusual_quantile) / ood.threshold)
+    crossval = None
+    if args.operating_point is not None:
+        crossval = json.loads(args.operating_point.read_text())
+        temperature, threshold = crossval["temperature"], crossval["threshold"]
+        lower, unusual = crossval["indeterminate_below"], crossval["unusual_score"]
+        val_probs = apply_temperature(raw_val_probs, temperature)
     rule = Rule(tuple(classes), threshold, lower, unusual)
     stage(
         f"temperature {temperature:.3f}; operating threshold {threshold}, indeterminate from {lower}; "
@@ -675,38 +717,35 @@ def train(args: argparse.Namespace) -> int:
                         "lung_localiser",
                         "resume",
                         "stop_after_epochs",
+                        "operating_point",
                     )
                 },
                 "policy": training_policy(args.precision),
                 "data": str(args.data),
+                "operating_point": str(args.operating_point) if args.operating_point else None,
                 "init_from": initial_model(args.init_from),
+                "command": command,
+                "git": git_state(),
                 **fit_stats,
                 "wall_seconds": round(time.perf_counter() - started, 1),
             },
             "data": {name: counts(samples, indices) for name, indices in split.items()}
             | {"left_out_by_class": dict(excluded), "trained_as_normal": negatives, "holdout_sources": holdout},
             "calibration": {
-                "method": "temperature scaling of the ensemble's probabilities, fitted on validation",
+                "method": "temperature scaling of the ensemble's probabilities, fitted on "
+                + ("out-of-source cross-validation predictions" if crossval else "validation"),
                 "temperature": temperature,
             },
-            "threshold": {
-                "value": threshold,
-                "class": POSITIVE_CLASS if threshold is not None else None,
-                "rule": f"highest validation specificity with sensitivity ≥ {args.min_sensitivity}; "
-                "ties to the value nearest 0.5"
-                if threshold is not None
-                else "argmax",
-                "indeterminate_below": lower,
-                "indeterminate_rule": "below the threshold, p(covid) from which 'covid or indeterminate' "
-                f"reaches validation sensitivity ≥ {args.indeterminate_sensitivity}",
-            },
+            "threshold": operating_rule(args, threshold, lower, crossval),
+            "crossval": crossval,
             "ood": {
                 "method": "Mahalanobis distance of the 64-d features to the training features (Ledoit-Wolf covariance)",
                 "threshold": ood.threshold,
                 "validation_quantile": args.ood_quantile,
                 "pass_rate": ood_pass,
                 "indeterminate_above_score": unusual,
-                "indeterminate_quantile": args.unusual_quantile,
+                "indeterminate_quantile": crossval["unusual_quantile"] if crossval else args.unusual_quantile,
+                "indeterminate_quantile_of": "out-of-source films" if crossval else "validation films",
             },
             "metrics": metrics,
             "outcomes": outcomes,

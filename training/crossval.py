@@ -1,0 +1,206 @@
+"""Leave-source-out cross-validation: what a hospital the model never saw would get.
+
+    python -m training.crossval --data ../shared/data/cxr/manifest.csv --out crossval/ --models runs/cv \\
+        --seeds 42,7 -- --epochs 12 --patience 4
+    python -m training.crossval --out crossval/ --report-only      # tables from the recorded predictions
+
+Folds are groups of sources (`--folds`, groups separated by ';'). Every source but the dominant
+`radiography` is held out in exactly one fold; `radiography` trains in every fold (its files do not
+say which sub-collection a film came from). For each seed and fold, `training.train` is run with the
+fold's sources as `--holdout-sources` (arguments after `--` go to it as they are), and every film of
+the held-out sources gets an out-of-source prediction, written to OUT/predictions/seed<S>_fold<K>.csv.
+Those small files are the record of the sweep (commit them; the fold models under --models are not):
+a stopped sweep continues from them and from the fold's checkpoint (`training.train --resume`).
+
+From the pooled out-of-source predictions the command fits the operating point
+(`training.operating_point`) and writes OUT/operating_point.json, OUT/results.json and OUT/README.md:
+sensitivity, specificity (not called COVID), the share of normals called normal outright, the
+indeterminate rate, ROC AUC and ECE per source and pooled, each with a 95 % bootstrap interval.
+The figures that estimate an unseen hospital are *cross-fitted*: each fold's films are judged by the
+operating point fitted on the other folds' predictions, so the rule never sees the films it is scored on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.checkpoint import CHECKPOINT_DIR
+from training.data import SPLIT_FILE, UNSEEN, DataError, load_dataset, read_split
+from training.operating_point import (
+    PREDICTION_FIELDS,
+    OperatingPoint,
+    cross_fitted,
+    fit_operating_point,
+    markdown_table,
+    read_predictions,
+    summarise,
+)
+
+DEFAULT_FOLDS = "cxnet,tbx11k;ieee8023,figure1;covid19imgds,chexpert;montgomery"
+DOMINANT_SOURCE = "radiography"  # trains in every fold
+PREDICTIONS_DIR = "predictions"
+
+
+def parse_folds(text: str) -> list[list[str]]:
+    folds = [[s.strip() for s in group.split(",") if s.strip()] for group in text.split(";")]
+    folds = [fold for fold in folds if fold]
+    seen: dict[str, int] = {}
+    for number, fold in enumerate(folds, 1):
+        for source in fold:
+            if source in seen:
+                raise ValueError(f"source {source} is in folds {seen[source]} and {number}; each source once")
+            seen[source] = number
+    return folds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="manifest CSV with a source per film (required to train)")
+    parser.add_argument("--out", type=Path, required=True, help="predictions, operating point and tables (commit)")
+    parser.add_argument("--models", type=Path, default=Path("runs/cv"), help="fold models (not committed)")
+    parser.add_argument("--folds", default=DEFAULT_FOLDS, help=f"';'-separated source groups (default {DEFAULT_FOLDS})")
+    parser.add_argument("--seeds", default="42,7", help="comma-separated seeds, each a full sweep (default 42,7)")
+    parser.add_argument("--report-only", action="store_true", help="no training: tables from OUT/predictions")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
+    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: arguments for training.train")
+    return parser
+
+
+def fold_name(seed: int, number: int) -> str:
+    return f"seed{seed}_fold{number}"
+
+
+def train_fold(data: Path, directory: Path, sources: Sequence[str], seed: int, train_args: Sequence[str]) -> None:
+    """Run (or resume, or leave alone when finished) `training.train` for one fold."""
+    if (directory / "model_card.json").is_file() and not (directory / CHECKPOINT_DIR).exists():
+        return
+    if (directory / CHECKPOINT_DIR).exists():
+        command = ["-m", "training.train", "--resume", str(directory)]
+    else:
+        command = [
+            "-m",
+            "training.train",
+            "--data",
+            str(data),
+            "--out",
+            str(directory),
+            "--holdout-sources",
+            ",".join(sources),
+            "--seed",
+            str(seed),
+            *train_args,
+        ]
+    print(f"$ python {' '.join(command)}", flush=True)
+    subprocess.run([sys.executable, *command], check=True)
+
+
+def predict_fold(data: Path, directory: Path, number: int, seed: int, target: Path) -> None:
+    """Out-of-source predictions of one fold model for every film of its held-out sources."""
+    from cxr.bundle import ModelBundle
+    from cxr.decision import POSITIVE_CLASS
+    from training.images import load_inputs
+
+    bundle = ModelBundle(directory)
+    if POSITIVE_CLASS not in bundle.classes or len(bundle.classes) != 2:
+        raise DataError(f"cross-validation scores covid against the rest; {directory} has classes {bundle.classes}")
+    negatives = bundle.card["data"]["trained_as_normal"]
+    saved = read_split(directory / SPLIT_FILE)
+    samples, _ = load_dataset(data, bundle.classes + negatives)
+    samples = [s for s in samples if saved.get(s.file) == UNSEEN]
+    images, kept = load_inputs(samples, bundle.input_size, bundle.localiser)
+    samples = [samples[i] for i in kept]
+    features, _ = bundle.embed(images)
+    positive = bundle.classes.index(POSITIVE_CLASS)
+    raw = bundle.ensemble.predict_proba(features)[:, positive]
+    ood = bundle.ood.distance(features) / bundle.ood.threshold
+    own = bundle.ensemble_probabilities(features)
+    own_outcomes = bundle.rule.outcomes(own, ood)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    with partial.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTION_FIELDS)
+        for sample, p, score, p_own, outcome in zip(samples, raw, ood, own[:, positive], own_outcomes):
+            writer.writerow(
+                [sample.file, sample.label, sample.source, number, seed, bundle.version]
+                + [f"{p:.6f}", f"{score:.4f}", f"{p_own:.6f}", outcome]
+            )
+    partial.replace(target)  # a fold's record is complete or absent
+    print(f"{target}: {len(samples)} out-of-source predictions", flush=True)
+
+
+def report(out: Path, folds: list[list[str]], resamples: int, command: str | None) -> OperatingPoint:
+    rows = read_predictions(sorted((out / PREDICTIONS_DIR).glob("*.csv")))
+    if not rows:
+        raise DataError(f"no predictions in {out / PREDICTIONS_DIR}")
+    point = fit_operating_point(rows)
+    estimate = summarise(cross_fitted(rows), resamples)
+    fitted = summarise(point.apply(rows), resamples)
+    internal = summarise([r | {"outcome": r["own_outcome"], "p": r["p_own"]} for r in rows], resamples)
+    seeds = sorted({r["seed"] for r in rows})
+    per_seed = {
+        str(seed): summarise(cross_fitted([r for r in rows if r["seed"] == seed]), resamples, sources=False)
+        for seed in seeds
+    }
+    results = {
+        "folds": {str(k): fold for k, fold in enumerate(folds, 1)},
+        "seeds": seeds,
+        "films": len({r["file"] for r in rows}),
+        "predictions": len(rows),
+        "models": sorted({r["model_version"] for r in rows}),
+        "command": command,
+        "operating_point": point.as_dict(),
+        "cross_fitted": estimate,
+        "fitted_on_all": fitted,
+        "fold_models_own_rule": internal,
+        "per_seed_cross_fitted": per_seed,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "operating_point.json").write_text(json.dumps(point.as_dict() | {"estimate": estimate}, indent=1) + "\n")
+    (out / "README.md").write_text(markdown_table(results))
+    print((out / "README.md").read_text())
+    return point
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    train_args = [a for a in args.train_args if a != "--"] if args.train_args else []
+    try:
+        folds = parse_folds(args.folds)
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if DOMINANT_SOURCE in {s for fold in folds for s in fold}:
+        print(f"error: {DOMINANT_SOURCE} trains in every fold; leave it out of --folds", file=sys.stderr)
+        return 2
+    command = " ".join(["python -m training.crossval", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        if not args.report_only:
+            if args.data is None:
+                print("error: --data is required unless --report-only", file=sys.stderr)
+                return 2
+            for seed in seeds:
+                for number, sources in enumerate(folds, 1):
+                    target = args.out / PREDICTIONS_DIR / f"{fold_name(seed, number)}.csv"
+                    if target.is_file():
+                        continue
+                    directory = args.models / fold_name(seed, number)
+                    train_fold(args.data, directory, sources, seed, train_args)
+                    predict_fold(args.data, directory, number, seed, target)
+                    report(args.out, folds, args.bootstrap, command)
+        report(args.out, folds, args.bootstrap, command)
+    except (DataError, subprocess.CalledProcessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
