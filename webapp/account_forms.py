@@ -1,16 +1,17 @@
 """Flask-WTF forms of the accounts feature: sign-in, password change, API tokens, user management and
-the audit-log filters. Every form that changes something carries a CSRF token."""
+the audit-log filters, and the site check. Every form that changes something carries a CSRF token."""
 
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, SelectChoice, SelectField, StringField, SubmitField
+from flask_wtf.file import FileRequired
+from wtforms import MultipleFileField, PasswordField, SelectChoice, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
 
 from webapp.accounts import MIN_PASSWORD_LENGTH
 from webapp.audit import ACTIONS
 from webapp.db import ROLES
-from webapp.forms import FilterForm, known
+from webapp.forms import ACCEPT, FilterForm, known
 
 
 class SignInForm(FlaskForm):
@@ -75,3 +76,16 @@ class AuditFilter(FilterForm):
         validate_choice=False,
     )
     address = StringField("Address", validators=[Optional(), Length(max=64)])
+
+
+class SiteCheckForm(FlaskForm):
+    files = MultipleFileField(
+        "Known-negative chest X-rays from this hospital (PNG, JPEG, TIFF or DICOM)",
+        validators=[FileRequired("Choose at least one film.")],
+        render_kw={"accept": ACCEPT},
+    )
+    label = StringField(
+        "What these films are",
+        validators=[DataRequired("Say what these films are, e.g. 'Room 2 DR, 2019 normals'."), Length(max=128)],
+    )
+    submit = SubmitField("Run the site check")

@@ -1,5 +1,5 @@
-"""Command-line tools: `flask --app app init-db`, `predict FILE...`, `create-user NAME`, `create-token NAME` and
-`export-reviewed --out DIR`."""
+"""Command-line tools: `flask --app app init-db`, `predict FILE...`, `create-user NAME`, `create-token NAME`,
+`export-reviewed --out DIR` and `site-check DIR`."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from flask.cli import with_appcontext
 from sqlalchemy import Select, func, select
 
 from cxr.errors import InputError
-from webapp import audit
+from webapp import audit, site_check
 from webapp.accounts import AccountError, create_user, find_user, issue_token
 from webapp.analysis import analyse, build_record
 from webapp.db import ROLES, Prediction, Review, db, within_dates
+from webapp.model_service import model_service
 from webapp.serialize import prediction_json
 from webapp.startup import prepare_database
 
@@ -150,6 +151,21 @@ def select_reviewed(since: date | None) -> Select:
     return query
 
 
+@click.command("site-check")
+@with_appcontext
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--label", default="", help="what the films are, e.g. 'CT room 2, 2019 normals' (default: FOLDER)")
+def site_check_command(folder: Path, label: str) -> None:
+    """Run FOLDER's known-negative films through the model and compare their rates with the cross-validation
+    estimate; the result is stored and audited (the films are not), and shown on the monitoring page."""
+    paths = list(site_check.files_in(folder))
+    if not paths:
+        raise click.ClickException(f"{folder} holds no files.")
+    row = site_check.run_site_check(((p.name, site_check.read_limited(p)) for p in paths), label or str(folder))
+    for line in site_check.report_lines(row, model_service.bundle.card):
+        click.echo(line)
+
+
 def init_app(app: Flask) -> None:
     for command in (
         init_db_command,
@@ -157,5 +173,6 @@ def init_app(app: Flask) -> None:
         create_user_command,
         create_token_command,
         export_reviewed_command,
+        site_check_command,
     ):
         app.cli.add_command(command)

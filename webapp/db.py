@@ -228,6 +228,31 @@ class AuditEvent(db.Model):
     address: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
+class SiteCheck(db.Model):
+    """A hospital's own known-negative films run through the model before go-live (`webapp.site_check`):
+    only the counts and the p(covid) distribution are kept, never the films."""
+
+    __tablename__ = "site_checks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    username: Mapped[str | None] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    films: Mapped[int]  # files given, whatever became of them
+    refused: Mapped[int]  # refused by the out-of-distribution gate
+    unreadable: Mapped[int]  # not decodable as an image
+    covid: Mapped[int]
+    indeterminate: Mapped[int]
+    normal: Mapped[int]
+    p_covid: Mapped[dict] = mapped_column(JSON)  # {"quantiles": {...}, "histogram": [...]} of the analysed films
+
+    @property
+    def analysed(self) -> int:
+        return self.covid + self.indeterminate + self.normal
+
+
 def init_app(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)

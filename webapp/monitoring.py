@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 from markupsafe import escape
 from sqlalchemy import select
 
 from cxr.decision import INDETERMINATE
 from webapp import audit
-from webapp.db import AuditEvent, Prediction, Review, db, within_dates
+from webapp.db import AuditEvent, Prediction, Review, SiteCheck, db, within_dates
 
 DEFINITIONS = {
     "clinician_label": "The correct_class of the prediction's latest review "
@@ -33,7 +34,11 @@ DEFINITIONS = {
     "confusion": "Reviewed predictions counted by model decision (rows) and clinician label (columns).",
     "ood_refusals": "Uploads refused by the out-of-distribution gate (not stored as predictions).",
     "month": "Calendar month (UTC) of the upload.",
+    "p_covid_quantiles": "Quantiles (5, 25, 50, 75 and 95 %) of the calibrated p(covid) of the month's predictions: "
+    "a shift between months of one model version is drift in what is uploaded.",
+    "site_checks": "Known-negative films of this hospital run through a model before go-live (administration).",
 }
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 REFUSAL_TARGET = "model:"
 
 
@@ -53,6 +58,13 @@ class Period:
     indeterminate: int = 0
     ood_refusals: int = 0
     confusion: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    p_covid: list[float] = field(default_factory=list)
+
+    @property
+    def p_covid_quantiles(self) -> dict[str, float] | None:
+        if not self.p_covid:
+            return None
+        return {f"{q:g}": float(v) for q, v in zip(QUANTILES, np.quantile(self.p_covid, QUANTILES))}
 
     @property
     def reviewed_share(self) -> float | None:
@@ -73,6 +85,7 @@ class Period:
             "agreement_rate": self.agreement_rate, "indeterminate": self.indeterminate,
             "indeterminate_rate": self.indeterminate_rate, "ood_refusals": self.ood_refusals,
             "confusion": {decision: dict(labels) for decision, labels in sorted(self.confusion.items())},
+            "p_covid_quantiles": self.p_covid_quantiles,
         }  # fmt: skip
 
 
@@ -81,9 +94,31 @@ class Report:
     periods: list[Period]
     decisions: list[str]  # the confusion's rows
     labels: list[str]  # and its columns
+    site_checks: list[SiteCheck] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {"definitions": DEFINITIONS, "periods": [p.as_json() for p in self.periods]}
+        return {
+            "definitions": DEFINITIONS,
+            "periods": [p.as_json() for p in self.periods],
+            "site_checks": [site_check_json(row) for row in self.site_checks],
+        }
+
+
+def site_check_json(row: SiteCheck) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "created_at": row.created_at.isoformat() + "Z",
+        "label": row.label,
+        "model_version": row.model_version,
+        "films": row.films,
+        "analysed": row.analysed,
+        "refused": row.refused,
+        "unreadable": row.unreadable,
+        "covid": row.covid,
+        "indeterminate": row.indeterminate,
+        "normal": row.normal,
+        "p_covid_quantiles": row.p_covid.get("quantiles") or None,
+    }
 
 
 def _month(moment: datetime) -> str:
@@ -111,15 +146,23 @@ def monitoring_report(date_from: date | None = None, date_to: date | None = None
         latest[prediction_id] = (agrees, correct_class)  # ascending: the last one seen is the latest
 
     predictions = within_dates(
-        select(Prediction.id, Prediction.model_version, Prediction.created_at, Prediction.decision),
+        select(
+            Prediction.id,
+            Prediction.model_version,
+            Prediction.created_at,
+            Prediction.decision,
+            Prediction.positive_probability,
+        ),
         Prediction.created_at,
         date_from,
         date_to,
     )
     decisions, labels = set(), set()
-    for prediction_id, version, created_at, decision in db.session.execute(predictions):
+    for prediction_id, version, created_at, decision, p_covid in db.session.execute(predictions):
         row = period(version, created_at)
         row.predictions += 1
+        if p_covid is not None:
+            row.p_covid.append(p_covid)
         row.indeterminate += decision == INDETERMINATE
         if prediction_id in latest:
             agrees, label = latest[prediction_id]
@@ -141,7 +184,13 @@ def monitoring_report(date_from: date | None = None, date_to: date | None = None
 
     ordered = sorted(periods.values(), key=lambda p: (p.month, p.model_version))
     decision_order = sorted(decisions - {INDETERMINATE}) + ([INDETERMINATE] if INDETERMINATE in decisions else [])
-    return Report(ordered, decision_order, sorted(labels))
+    checks = within_dates(
+        select(SiteCheck).order_by(SiteCheck.created_at.desc(), SiteCheck.id.desc()),
+        SiteCheck.created_at,
+        date_from,
+        date_to,
+    )
+    return Report(ordered, decision_order, sorted(labels), list(db.session.scalars(checks)))
 
 
 # The plot: three bars per period (reviewed share, agreement rate, indeterminate rate), in percent.

@@ -1,4 +1,4 @@
-"""Administration: user accounts (add, disable, enable, reset password) and the audit log."""
+"""Administration: user accounts (add, disable, enable, reset password), the audit log and the site check."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from webapp import audit
-from webapp.account_forms import AuditFilter, NewUserForm
+from webapp import audit, site_check
+from webapp.account_forms import AuditFilter, NewUserForm, SiteCheckForm
 from webapp.accounts import AccountError, admin_required, create_user, one_time_password, set_active, set_password
-from webapp.db import User, db
+from webapp.db import SiteCheck, User, db
+from webapp.model_service import model_service
 from webapp.queries import paginate
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -107,3 +108,39 @@ def audit_log() -> tuple[str, int]:
     data = filters.data
     page = paginate(audit.filtered(data["user"], data["action"], data["date_from"], data["date_to"], data["address"]))
     return render_template("admin_audit.html", filters=filters, page=page), 200
+
+
+def _site_checks_page(form: SiteCheckForm | None = None, status: int = 200) -> tuple[str, int]:
+    checks = db.session.scalars(select(SiteCheck).order_by(SiteCheck.created_at.desc(), SiteCheck.id.desc())).all()
+    return render_template(
+        "admin_site_check.html", form=form or SiteCheckForm(formdata=None), checks=checks, check=None
+    ), status
+
+
+@bp.get("/site-check")
+def site_checks() -> tuple[str, int]:
+    return _site_checks_page()
+
+
+@bp.post("/site-check")
+def run_site_check() -> Response | tuple[str, int]:
+    form = SiteCheckForm()
+    if not form.validate_on_submit():
+        return _site_checks_page(form, 400)
+    # One film is read at a time; the request body's size is bounded by MAX_CONTENT_LENGTH.
+    films = ((upload.filename, upload.read()) for upload in form.files.data)
+    row = site_check.run_site_check(films, form.label.data, current_user._get_current_object())
+    return redirect(url_for("admin.site_check_detail", check_id=row.id), 303)
+
+
+@bp.get("/site-check/<int:check_id>")
+def site_check_detail(check_id: int) -> str:
+    row = db.get_or_404(SiteCheck, check_id)
+    card = model_service.bundle.card
+    return render_template(
+        "admin_site_check.html",
+        check=row,
+        comparison=site_check.compare(row, card),
+        bins=site_check.HISTOGRAM_BINS,
+        card_version=card.get("version"),
+    )
