@@ -94,3 +94,11 @@ def test_bfloat16_inference_changes_at_most_one_percent_of_test_decisions(card):
         decisions.append(np.asarray(bundle.rule.outcomes(bundle.ensemble_probabilities(features), distance)))
     assert len(decisions[0]) == len(in_test)
     assert np.mean(decisions[0] != decisions[1]) <= 0.01
+
+
+def test_readme_describes_the_shipped_model_as_its_card_does(card):
+    from training import model_table
+
+    block = model_table.current_block((ROOT / "README.md").read_text())
+    assert block is not None, "README.md lacks the generated model block"
+    assert block == model_table.render(card), "run `python -m training.model_table --write` after retraining"

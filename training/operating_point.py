@@ -50,6 +50,7 @@ METRICS = (
     "normal_called_normal",
     "other_findings_not_called_covid",
     "indeterminate_rate",
+    "indeterminate_normals",
     "roc_auc",
     "ece",
 )
@@ -227,8 +228,8 @@ def _cell(metrics: dict, name: str) -> str:
 def table_rows(summary: dict) -> list[str]:
     lines = [
         "| source | films (covid / normal / other) | sensitivity | specificity | normal called normal "
-        "| other not called COVID | indeterminate | ROC AUC | ECE |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| other not called COVID | indeterminate | normals indeterminate | ROC AUC | ECE |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for source, m in summary.items():
         lines.append(
