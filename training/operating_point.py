@@ -261,9 +261,10 @@ def markdown_table(results: dict) -> str:
         "",
         *table_rows(results["cross_fitted"]),
         "",
-        "Pooled, per seed:",
+        "Pooled, per seed, and for the mean of the seeds' predictions (the seeds' spread is the noise a recipe"
+        " difference must exceed):",
         "",
-        *table_rows({f"seed {s}": m["all"] for s, m in results["per_seed_cross_fitted"].items() if m}),
+        *table_rows({name: m["all"] for name, m in results["recipes_cross_fitted"].items()}),
         "",
         "## The operating point fitted on all out-of-source predictions (shipped)",
         "",
