@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import io
+import struct
+import subprocess
+import sys
 import tracemalloc
 import zlib
 
@@ -13,6 +16,7 @@ import pytest
 from cxr.errors import InputError
 from cxr.imaging import MAX_INFLATED_BYTES, decode_image
 from tests.helpers import dicom_bytes, synthetic_chest
+from tools.common import ROOT
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 
@@ -129,3 +133,135 @@ def test_impossible_sample_layouts_are_refused_before_decoding(samples, bits):
     with pytest.raises(InputError, match="samples per pixel") as refused:
         decode_image(_compressed_header(512, 512, samples=samples, bits=bits))
     assert refused.value.status == 400
+
+
+# -- Bombs behind a plausible header: what the decoder itself would allocate ----------------------------------
+# Each is decoded in a fresh interpreter, whose peak resident memory (ru_maxrss, which counts the C decoders'
+# own allocations that tracemalloc cannot see) is compared with its size before the decode.
+PEAK_SCRIPT = """
+import resource, sys
+from cxr.errors import InputError
+from cxr.imaging import decode_image
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    decode_image(data)
+    status, message = 200, "decoded"
+except InputError as exc:
+    status, message = exc.status, exc.message
+print(status, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, message)
+"""
+BOMB_PEAK_MB = 64
+
+
+def peak_of_decoding(data: bytes, tmp_path) -> tuple[int, int, str]:
+    """(HTTP status, or 200 when decoded; megabytes added to the peak resident size; message)."""
+    path = tmp_path / "upload.dcm"
+    path.write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    status, peak, message = done.stdout.strip().splitlines()[-1].split(" ", 2)
+    return int(status), int(peak), message
+
+
+def _element(group: int, element: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:
+    """An explicit VR little endian element; `length` overrides the value's own (e.g. 0xFFFFFFFF)."""
+    size = len(value) if length is None else length
+    if vr in (b"OB", b"SQ", b"UN"):
+        return struct.pack("<HH2s2xI", group, element, vr, size) + value
+    return struct.pack("<HH2sH", group, element, vr, size) + value
+
+
+def deflated_behind_undefined_meta(inflated_mb: int) -> bytes:
+    """A deflated data set of `inflated_mb` MB of zeros behind a file meta whose (0002,0102) OB has an
+    undefined length, closed by a sequence delimiter: walking the meta by lengths cannot find its end."""
+    meta = b"".join(
+        (
+            _element(2, 0x0001, b"OB", b"\0\1"),
+            _element(2, 0x0002, b"UI", b"1.2.840.10008.5.1.4.1.1.1.1\0"),
+            _element(2, 0x0003, b"UI", b"1.2.3.4\0"),
+            _element(2, 0x0010, b"UI", DEFLATED.encode() + b"\0"),
+            _element(2, 0x0102, b"OB", b"\0" * 8 + b"\xfe\xff\xdd\xe0\0\0\0\0", length=0xFFFFFFFF),
+        )
+    )
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    header = b"\x09\x00\x01\x10OB\x00\x00" + (inflated_mb << 20).to_bytes(4, "little")  # (0009,1001) OB
+    body = [compressor.compress(header)] + [compressor.compress(b"\0" * (1 << 20)) for _ in range(inflated_mb)]
+    return b"\0" * 128 + b"DICM" + meta + b"".join(body) + compressor.flush()
+
+
+def _encapsulated(rows: int, columns: int, syntax: str, pixel_data: bytes, frames: int = 1) -> bytes:
+    data = _compressed_header(rows, columns, bits=8, syntax=syntax)
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.BitsStored, ds.HighBit, ds.NumberOfFrames = 8, 7, frames
+    ds.PixelData = pixel_data
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _items(values: list[bytes]) -> bytes:
+    """Encapsulated pixel data: each value an item (the first is the basic offset table), then the end."""
+    return b"".join(b"\xfe\xff\x00\xe0" + struct.pack("<I", len(v)) + v for v in values) + b"\xfe\xff\xdd\xe0\0\0\0\0"
+
+
+def jpeg_larger_than_its_header(side: int = 20000) -> bytes:
+    """A 512 × 512 DICOM whose JPEG frame header (SOF) declares side × side pixels."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (512, 512), 100).save(buffer, "JPEG")
+    stream = bytearray(buffer.getvalue())
+    sof = stream.find(b"\xff\xc0")
+    stream[sof + 5 : sof + 9] = struct.pack(">HH", side, side)
+    return _encapsulated(512, 512, "1.2.840.10008.1.2.4.50", _items([b"", bytes(stream)]))
+
+
+def j2k_larger_than_its_header(side: int = 30000) -> bytes:
+    """A 512 × 512 DICOM whose JPEG 2000 code stream (SIZ) declares side × side pixels."""
+    from openjpeg import encode
+
+    stream = bytearray(encode(np.full((512, 512), 100, np.uint8)))
+    assert stream[:4] == b"\xff\x4f\xff\x51"
+    stream[8:16] = struct.pack(">II", side, side)  # Xsiz, Ysiz
+    return _encapsulated(512, 512, "1.2.840.10008.1.2.4.90", _items([b"", bytes(stream)]))
+
+
+def _rle_frame(runs: int) -> bytes:
+    """One RLE segment of `runs` replicate runs (two bytes each, 128 decoded bytes each)."""
+    return struct.pack("<II", 1, 64) + b"\0" * 56 + b"\x81\x00" * runs
+
+
+def rle_longer_than_its_frame() -> bytes:
+    """A 512 × 512 8-bit frame whose one RLE segment decodes to 128 MB (a 2 MB file)."""
+    return _encapsulated(512, 512, "1.2.840.10008.1.2.5", _items([b"", _rle_frame(1 << 20)]))
+
+
+def more_frames_in_the_offset_table(count: int = 200) -> bytes:
+    """NumberOfFrames 1, but a basic offset table listing `count` RLE frames of 1024 × 1024."""
+    frame = _rle_frame(1024 * 1024 // 128)
+    offsets = b"".join(struct.pack("<I", n * (len(frame) + 8)) for n in range(count))
+    return _encapsulated(1024, 1024, "1.2.840.10008.1.2.5", _items([offsets] + [frame] * count))
+
+
+@pytest.mark.parametrize(
+    ("bomb", "status", "message"),
+    [
+        (lambda: deflated_behind_undefined_meta(300), 400, "file meta information"),
+        (jpeg_larger_than_its_header, 400, "compressed image is 20000×20000 pixels"),
+        (j2k_larger_than_its_header, 400, "compressed image is 30000×30000 pixels"),
+        (rle_longer_than_its_frame, 400, "more data than its header's frame"),
+        (more_frames_in_the_offset_table, 200, "decoded"),  # its first frame only
+    ],
+    ids=["deflate-behind-undefined-meta", "jpeg-sof", "j2k-siz", "rle-segment", "offset-table-frames"],
+)
+def test_a_bomb_behind_a_plausible_header_is_decoded_or_refused_in_bounded_memory(bomb, status, message, tmp_path):
+    data = bomb()
+    assert len(data) < 4_000_000
+    refused, peak, said = peak_of_decoding(data, tmp_path)
+    assert peak < BOMB_PEAK_MB, f"{peak} MB added while refusing ({refused}: {said})"
+    assert refused == status and message in said, said
