@@ -7,6 +7,7 @@ teardown stops it and fails the last of them if the stop is not clean."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -127,6 +128,50 @@ def test_slow_clients_cannot_take_every_request_slot(server):
         stop.set()
         for client in clients:
             client.join(5)
+
+
+def test_slow_authenticated_uploads_do_not_starve_the_server(server):
+    """Thirty signed-in (token) uploads that trickle a 1 MB body a byte at a time hold neither every thread
+    nor the database pool: /healthz and a sign-in still answer at once, and the trickles are cut off (408)."""
+    stop = threading.Event()
+    start = (
+        f"POST /api/v1/predictions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.token}\r\n"
+        "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 1048576\r\n\r\n"
+        '--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+    ).encode()
+    answers: list[bytes] = []
+
+    def trickle() -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(start)
+            try:
+                while not stop.wait(0.5):
+                    sock.sendall(b"u")
+            except OSError:  # cut off by the server
+                pass
+            with contextlib.suppress(OSError):
+                answers.append(sock.recv(200))
+
+    clients = [threading.Thread(target=trickle, daemon=True) for _ in range(30)]
+    try:
+        for client in clients:
+            client.start()
+        time.sleep(1.5)  # every trickle has been accepted and holds its request by now
+        started = time.perf_counter()
+        status, body = server.get_json("/healthz", timeout=10)
+        assert status == 200 and body["status"] == "ok"
+        sign_in(server.url, server.account.username, server.account.password)
+        assert time.perf_counter() - started < 5.0
+        deadline = time.monotonic() + 30
+        while server.log_text().count('"POST /api/v1/predictions HTTP/1.1" 408') < len(clients):
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(10)
+    assert "QueuePool" not in server.log_text()
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers[:3]
 
 
 def test_gunicorn_refuses_to_start_without_a_model(tmp_path):
