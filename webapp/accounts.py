@@ -238,7 +238,7 @@ def end_session() -> None:
         db.session.execute(
             update(UserSession)
             .where(UserSession.digest == token_digest(sid), UserSession.ended_at.is_(None))
-            .values(ended_at=utcnow())
+            .values(ended_at=utcnow(), reference_offers=None)
         )
     if current_user.is_authenticated and "api_token" not in g:
         logout_user()
@@ -257,7 +257,16 @@ def load_user(session_token: str) -> User | None:
     if row is None or row.ended_at is not None or row.expires_at <= utcnow():
         return None
     user = row.user
-    return user if user.active and user.session_token == session_token else None
+    if not user.active or user.session_token != session_token:
+        return None
+    g.user_session = row
+    return user
+
+
+def current_session() -> UserSession | None:
+    """The server-side session of this request's signed-in browser; None for API tokens and anonymous
+    requests. Valid once `current_user` has been loaded (`require_user` does it for every route)."""
+    return None if "api_token" in g else g.get("user_session")
 
 
 @login_manager.request_loader
