@@ -565,3 +565,19 @@ def test_bulk_reads_are_in_the_audit_trail(app, client, upload):
 def test_sign_in_to_continue_is_guidance_not_a_confirmation(anon):
     page = anon.get("/history", follow_redirects=True).get_data(as_text=True)
     assert '<p class="flash flash-info" role="status">Sign in to continue.</p>' in page
+
+
+def test_session_reads_of_films_and_stored_listings_are_audited(app, client, upload):
+    """A copied session cookie that fetches films or the upload page's `?stored=` list leaves a trace."""
+    record = upload()
+    for kind in ("image.png", "thumbnail.jpg"):
+        assert client.get(f"/predictions/{record['id']}/{kind}").status_code == 200
+    assert client.get(f"/?stored={record['id']},x,²").status_code == 200
+    assert client.get("/?stored=²").status_code == 200  # a digit to str.isdigit, not a row id
+    images = events(app, "image")
+    assert [(e.username, e.target, e.detail) for e in images] == [
+        ("clinician", f"prediction:{record['id']}", "image"),
+        ("clinician", f"prediction:{record['id']}", "thumbnail"),
+    ]
+    listed = events(app, "list")
+    assert [(e.username, e.target, e.detail) for e in listed] == [("clinician", "upload", f"stored={record['id']}")]

@@ -10,7 +10,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     redirect,
     render_template,
     send_from_directory,
@@ -182,9 +181,10 @@ def image_file(prediction_id: int, kind: str, extension: str) -> Response:
     stored = getattr(record, IMAGE_COLUMNS[kind])
     if not stored.endswith(f".{extension}"):
         abort(404)
-    if "api_token" in g:  # a script fetching films in bulk; a browser's fetches belong to a recorded page
-        audit.record(audit.IMAGE, target=f"prediction:{record.id}", detail=kind)
-        db.session.commit()
+    # Every read of a film is recorded, whoever reads it: a copy of a session cookie fetches films without
+    # opening any recorded page.
+    audit.record(audit.IMAGE, target=f"prediction:{record.id}", detail=kind)
+    db.session.commit()
     response = send_from_directory(
         current_app.config["UPLOAD_FOLDER"], stored, mimetype=MIME_TYPES[extension], max_age=3600
     )
