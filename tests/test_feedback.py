@@ -289,3 +289,24 @@ def test_offered_identifiers_stay_on_the_server_and_end_with_the_session(app, cl
     assert client.post("/logout").status_code == 302
     with app.app_context():
         assert db.session.scalars(db.select(UserSession.reference_offers)).all() == [None]
+
+
+def test_export_reviewed_force_replaces_planted_links_instead_of_following_them(app, client, upload, runner, tmp_path):
+    first = upload()
+    review(client, first, first["class"])
+    out, victim = tmp_path / "export", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_text("not to be overwritten")
+    (out / "manifest.csv").symlink_to(victim)
+    (out / "images").mkdir()
+    (out / "images" / f"{first['id']}.png").symlink_to(victim)
+    result = runner.invoke(args=["export-reviewed", "--out", str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "not to be overwritten"
+    assert not (out / "manifest.csv").is_symlink() and (out / "manifest.csv").read_text().startswith("file,label")
+    assert not (out / "images" / f"{first['id']}.png").is_symlink()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "images").symlink_to(tmp_path)
+    refused = runner.invoke(args=["export-reviewed", "--out", str(linked), "--force"])
+    assert refused.exit_code == 1 and "symbolic link" in refused.output

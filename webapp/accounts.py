@@ -96,6 +96,11 @@ def set_password(user: User, password: str, *, one_time: bool = False) -> None:
     user.password_hash = hash_password(password)
     user.must_change_password = one_time
     user.session_token = secrets.token_hex(32)
+    revoke_tokens(user)
+
+
+def revoke_tokens(user: User) -> None:
+    """Revoke every API token of `user` (not committed): for good, whatever happens to the account later."""
     if user.id is not None:
         db.session.execute(
             update(ApiToken)
@@ -105,8 +110,12 @@ def set_password(user: User, password: str, *, one_time: bool = False) -> None:
 
 
 def set_active(user: User, active: bool) -> None:
+    """Enable or disable `user`. Disabling ends their open sessions and revokes their API tokens, so that
+    enabling the account again brings none of them back."""
     user.active = active
     user.session_token = secrets.token_hex(32)  # a disabled user's open sessions end now
+    if not active:
+        revoke_tokens(user)
 
 
 def issue_token(user: User, label: str) -> tuple[str, ApiToken]:

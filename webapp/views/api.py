@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, abort, request, url_for
@@ -47,9 +48,18 @@ REVIEW_FIELDS = {"agree", "correct_class", "comment"}
 
 
 def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    """The request's JSON object, or 400 with the reason: not JSON, not an object, nested too deeply for the
+    parser (a RecursionError), or text that cannot be stored (a lone UTF-16 surrogate such as "\\ud800")."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        abort(400, "The JSON body is nested too deeply.")
     if not isinstance(body, dict):
         abort(400, "Send a JSON object with the header Content-Type: application/json.")
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        abort(400, "The JSON body holds text that is not valid Unicode (a lone surrogate escape).")
     return body
 
 
