@@ -69,12 +69,21 @@ def build_record(
     )
 
 
-def create_prediction(data: bytes, filename: str, reference: str | None = None, note: str | None = None) -> Prediction:
+def create_prediction(
+    data: bytes,
+    filename: str,
+    reference: str | None = None,
+    note: str | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> Prediction:
     """Analyse an upload and store it: its three files under generated names, then the row.
 
     On any failure the files written so far are removed and the session rolled back. A refusal by the
     out-of-distribution gate is counted in the audit trail (per model version) for monitoring.
     The row's `suggested_reference` carries a DICOM header's identifiers when no reference was given.
+    `idempotency_key` (the API client's) is stored with the row, unique per user: a second row with the same
+    key raises IntegrityError, with nothing of it left behind.
     """
     with model_service.analysis_slot():  # the decoded film and its encodings exist only inside a slot
         try:
@@ -87,6 +96,7 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
             analysis.image, analysis.output.heatmap, analysis.output.box, int(current_app.config["THUMBNAIL_SIZE"])
         )
     record = build_record(analysis, filename, reference, note)
+    record.idempotency_key = idempotency_key
     if record.reference is None and analysis.image.identifiers:
         record.suggested_reference = dict(analysis.image.identifiers)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
