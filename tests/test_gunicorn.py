@@ -16,6 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.dicom_bombs import (
+    deflated_behind_undefined_meta,
+    j2k_larger_than_its_header,
+    jpeg_larger_than_its_header,
+    more_frames_in_the_offset_table,
+    rle_longer_than_its_frame,
+)
 from tools.load import exchange, request, sign_in, upload
 from tools.server import Gunicorn
 
@@ -172,6 +179,35 @@ def test_slow_authenticated_uploads_do_not_starve_the_server(server):
             client.join(10)
     assert "QueuePool" not in server.log_text()
     assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers[:3]
+
+
+def test_decoder_bombs_do_not_grow_the_workers(server):
+    """Small DICOM files whose code streams hold far more than their headers say (each grew a worker by
+    0.3 to 4 GB before): each upload is answered, stores nothing, and no worker's resident memory grows
+    by more than a film's worth, at its peak or after."""
+    bombs = {
+        "deflate-behind-undefined-meta": (deflated_behind_undefined_meta(300), {400}),
+        "jpeg-sof": (jpeg_larger_than_its_header(), {400}),
+        "j2k-siz": (j2k_larger_than_its_header(), {400}),
+        "rle-segment": (rle_longer_than_its_frame(), {400}),
+        "offset-table-frames": (more_frames_in_the_offset_table(), {422}),  # its one blank frame is refused
+    }
+    before = server.get_json("/api/v1/predictions")[1]["total"]
+    server.wait_idle(timeout=60)
+    resident = server.rss_per_worker()
+    server.peak_rss.clear()
+    server.start_sampling(every=0.1)
+    try:
+        for name, (data, statuses) in bombs.items():
+            status, body, _ = server.upload(f"{name}.dcm", data)
+            assert status in statuses, (name, status, body[:300])
+    finally:
+        server.stop_sampling()
+    grown = {pid: server.peak_rss.get(pid, rss) - rss for pid, rss in resident.items()}
+    assert max(grown.values()) < 400, f"peak growth per worker (MiB): {grown}"
+    after = {pid: rss - resident[pid] for pid, rss in server.rss_per_worker().items() if pid in resident}
+    assert max(after.values()) < 300, f"growth kept per worker (MiB): {after}"
+    assert server.get_json("/api/v1/predictions")[1]["total"] == before
 
 
 def test_gunicorn_refuses_to_start_without_a_model(tmp_path):
