@@ -23,7 +23,7 @@ from tests.dicom_bombs import (
     more_frames_in_the_offset_table,
     rle_longer_than_its_frame,
 )
-from tools.load import exchange, request, sign_in, upload
+from tools.load import exchange, request, sign_in, sign_in_attempt, upload
 from tools.server import Gunicorn
 
 pytestmark = pytest.mark.slow
@@ -208,6 +208,59 @@ def test_decoder_bombs_do_not_grow_the_workers(server):
     after = {pid: rss - resident[pid] for pid, rss in server.rss_per_worker().items() if pid in resident}
     assert max(after.values()) < 300, f"growth kept per worker (MiB): {after}"
     assert server.get_json("/api/v1/predictions")[1]["total"] == before
+
+
+def test_sign_in_back_off_answers_at_once_instead_of_holding_threads(tmp_path, model_dir):
+    """Guessing one account's password from 64 addresses (behind a trusted proxy) while the owner signs in:
+    the back-off answers 429 with Retry-After at once, so no request thread sleeps and /healthz and the
+    owner's sign-in answer within seconds (each guess slept up to the back-off before, holding a thread)."""
+    server = Gunicorn(
+        tmp_path,
+        workers=1,
+        init_db=False,
+        env={
+            "CXR_MODEL_DIR": str(model_dir),
+            "CXR_TRUSTED_PROXIES": "1",
+            "CXR_SIGN_IN_BACKOFF_SECONDS": "4",
+            "CXR_SIGN_IN_BACKOFF_MAX_SECONDS": "8",
+        },
+    )
+    stop = threading.Event()
+
+    def guess(n: int) -> int:
+        if stop.is_set():
+            return -1
+        address = {"X-Forwarded-For": f"198.51.100.{n // 3}"}
+        return sign_in_attempt(server.url, server.account.username, "a wrong guess", 60, address)[0]
+
+    try:
+        server.start()
+        deadline = time.monotonic() + 240
+        while "Loaded model" not in server.log_text():
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.5)
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            guesses = pool.map(guess, range(64 * 3))
+            time.sleep(3)  # the guesses are in flight
+            started = time.perf_counter()
+            status, body = server.get_json("/healthz", timeout=15)
+            assert status == 200 and body["status"] == "ok"
+            owner = {"X-Forwarded-For": "10.0.0.8"}
+            status, page, error, answer, _ = sign_in_attempt(
+                server.url, server.account.username, server.account.password, 15, owner
+            )
+            waited = time.perf_counter() - started
+            stop.set()
+            statuses = [s for s in guesses if s != -1]
+        assert status in (302, 429), (status, error, page[:300])
+        if status == 429:
+            assert 1 <= int(answer["Retry-After"]) <= 9
+        assert waited < 5.0, f"/healthz and the owner's sign-in took {waited:.1f} s"
+        assert set(statuses) <= {401, 429} and statuses.count(429) > 0, statuses
+    finally:
+        stop.set()
+        status = server.stop()
+    assert status == 0 and "Traceback" not in server.log_text(), server.log_tail()
 
 
 def test_gunicorn_refuses_to_start_without_a_model(tmp_path):
