@@ -23,7 +23,7 @@ from tests.dicom_bombs import (
     more_frames_in_the_offset_table,
     rle_longer_than_its_frame,
 )
-from tools.load import exchange, request, sign_in, sign_in_attempt, upload
+from tools.load import exchange, multipart, request, sign_in, sign_in_attempt, upload
 from tools.server import Gunicorn
 
 pytestmark = pytest.mark.slow
@@ -77,6 +77,24 @@ def test_gunicorn_serves_uploads_from_two_workers(server, chest_png):
         status, page, _ = request(server.url, "GET", "/history", headers=session)
         assert status == 200 and b"GUNI-3" in page
     assert '"POST /api/v1/predictions HTTP/1.1" 201' in server.log_text()
+
+
+def test_concurrent_retries_with_one_idempotency_key_store_one_film(server, chest_png):
+    """A client that lost its answer sends the upload again, here twice at once (both workers analyse
+    it): one row is stored and every answer names it."""
+    before = server.get_json("/api/v1/predictions")[1]["total"]
+    body, content_type = multipart("retry.png", chest_png)
+    headers = {"Content-Type": content_type, "Idempotency-Key": "gunicorn-retry-7f3a"}
+
+    def post(_: int) -> tuple[int, dict]:
+        status, answer, error = request(server.url, "POST", "/api/v1/predictions", body, headers, 120, server.token)
+        return status, json.loads(answer) if answer else {"error": error}
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(post, range(3)))
+    assert sorted(status for status, _ in results) == [200, 200, 201], results
+    assert len({answer["id"] for _, answer in results}) == 1, results
+    assert server.get_json("/api/v1/predictions")[1]["total"] == before + 1
 
 
 def test_gunicorn_refuses_anonymous_and_bad_tokens(server, chest_png):
