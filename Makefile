@@ -6,6 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The host names the served app answers for (other Host headers get 400, so that no redirect or API
+# Location is built from one): the bind address, and localhost when bound to loopback.
+TRUSTED_HOSTS ?= ["$(HOST)"$(if $(filter 127.0.0.1,$(HOST)),$(comma) "localhost")]
+comma := ,
 
 .PHONY: run dev test install install-dev browser
 
@@ -26,7 +30,7 @@ install-dev: $(VENV)/.dev
 
 run: install
 	$(BIN)/flask --app app init-db
-	CXR_BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	CXR_BIND=$(HOST):$(PORT) CXR_TRUSTED_HOSTS='$(TRUSTED_HOSTS)' $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 dev: install
 	$(BIN)/flask --app app run --debug --host $(HOST) --port $(PORT)

@@ -10,8 +10,10 @@ bind = os.environ.get("CXR_BIND", "127.0.0.1:8000")  # put a TLS reverse proxy i
 # One process per core: each holds its own copy of the model (a few hundred MB) and predictions
 # are CPU-bound. Many threads per worker, so that clients that send slowly (a bad network, or on purpose)
 # cannot hold every request slot; the CPU- and memory-heavy part of an upload runs in CXR_ANALYSIS_SLOTS
-# of them at a time (webapp/model_service.py). In front of it, a buffering reverse proxy (README,
-# "Deployment") reads whole requests before they reach gunicorn.
+# of them at a time (webapp/model_service.py). A request body is read whole before the app runs, and cut
+# off (408) when it arrives too slowly (webapp/request_body.py), so a trickling client holds its thread for
+# seconds and no database connection. In front of it, a buffering reverse proxy (README, "Deployment")
+# reads whole requests before they reach gunicorn.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("CXR_THREADS", "16"))

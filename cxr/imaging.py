@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import io
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from cxr import dicom_guard
 from cxr.errors import CorruptImage, InputError, NotAChestXray, UnsupportedFormat
 
 MIN_SIDE = 128  # px on the short side; below this a chest X-ray is not readable
@@ -42,20 +42,15 @@ CHEST_BODY_PARTS = ("CHEST", "THORAX", "TORAX", "LUNG", "TORSO")
 UNINFORMATIVE_BODY_PARTS = {"", "UNKNOWN", "OTHER", "NONE"}
 NON_FRONTAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLO", "RLO"}  # DICOM ViewPosition: laterals, obliques
 
-# A deflated DICOM data set (transfer syntax 1.2.840.10008.1.2.1.99) is inflated whole by pydicom before
-# any header can be checked, and deflate shrinks uniform bytes by orders of magnitude. So the inflated size
-# is measured first, in chunks that are thrown away, against what the largest accepted film needs
-# (16-bit samples) plus room for its header.
-DEFLATED_SYNTAXES = {"1.2.840.10008.1.2.1.99"}
+# A deflated DICOM data set is inflated (by cxr.dicom_guard, in chunks, before pydicom sees it) to at most
+# what the largest accepted film needs (16-bit samples) plus room for its header.
 MAX_INFLATED_BYTES = MAX_PIXELS * 2 + 16 * 1024 * 1024
-INFLATE_CHUNK = 1024 * 1024
 # Every DICOM pixel decoder (native, RLE, the JPEG family, JPEG 2000, deflate) allocates the whole frame:
 # rows × columns × samples × bytes per sample, known from the header before anything is decoded. A
 # grayscale film takes at most two bytes a pixel; colour (three samples) is accepted as far as that budget.
 MAX_DECODED_BYTES = MAX_PIXELS * 2
 SAMPLES_PER_PIXEL = {1, 3}
 BITS_ALLOCATED = {1, 8, 16, 32}
-LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 # Pillow's own bomb error (at twice its limit) then becomes our 413; between one and two times the
 # limit it only warns, and `_check_geometry` refuses those itself with a clearer message.
@@ -211,45 +206,9 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     return ((values - low) / (high - low)).astype(np.float32)
 
 
-def _meta_end(data: bytes) -> int:
-    """Where the file meta group (0002,xxxx; always explicit VR little endian) ends: its elements walked
-    one by one, so that a missing or false group length cannot hide the rest of the file."""
-    position = 132
-    while len(data) >= position + 8 and int.from_bytes(data[position : position + 2], "little") == 0x0002:
-        vr = data[position + 4 : position + 6]
-        if vr in LONG_VRS:
-            position += 12 + int.from_bytes(data[position + 8 : position + 12], "little")
-        else:
-            position += 8 + int.from_bytes(data[position + 6 : position + 8], "little")
-    return min(position, len(data))
-
-
-def _check_inflated_size(data: bytes) -> None:
-    """Refuse (413) a deflated DICOM whose data set would inflate beyond `MAX_INFLATED_BYTES`, inflating
-    it chunk by chunk without keeping the output; anything else passes unchanged."""
-    import pydicom
-
-    end = _meta_end(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        syntax = str(pydicom.dcmread(io.BytesIO(data[:end]), force=True).file_meta.get("TransferSyntaxUID", ""))
-    if syntax not in DEFLATED_SYNTAXES:
-        return
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    size, pending = 0, data[end:]
-    while pending and not inflater.eof:
-        size += len(inflater.decompress(pending, INFLATE_CHUNK))
-        pending = inflater.unconsumed_tail
-        if size > MAX_INFLATED_BYTES:
-            raise InputError(
-                f"This compressed DICOM file would grow to more than {MAX_INFLATED_BYTES // 1_000_000} MB when "
-                "decompressed, more than any chest radiograph needs; it was not decoded.",
-                status=413,
-            )
-
-
-def _check_decoded_size(ds, rows: int, columns: int) -> None:
-    """Refuse, from the header alone, pixel data whose decoded frame would exceed MAX_DECODED_BYTES."""
+def _check_decoded_size(ds, rows: int, columns: int) -> tuple[int, int]:
+    """Refuse, from the header alone, pixel data whose decoded frame would exceed MAX_DECODED_BYTES;
+    return the header's samples per pixel and bits allocated."""
     try:
         samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 0) or 0)
     except (TypeError, ValueError):
@@ -266,17 +225,19 @@ def _check_decoded_size(ds, rows: int, columns: int) -> None:
             f"{MAX_DECODED_BYTES // 1_000_000} MB accepted. Export it as a single grayscale frame.",
             status=413,
         )
+    return samples, bits
 
 
 def _decode_dicom(data: bytes) -> DecodedImage:
     import pydicom
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
-    _check_inflated_size(data)
+    readable = dicom_guard.readable_file(data, MAX_INFLATED_BYTES)
     with warnings.catch_warnings():
         # pydicom warns about invalid values by quoting them, which could put a patient name in a log.
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(io.BytesIO(data))
+        ds = pydicom.dcmread(io.BytesIO(readable))
+        del readable  # an inflated copy: the data set holds what it needs
         modality = str(ds.get("Modality", "") or "").strip().upper()
         body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
         view = str(ds.get("ViewPosition", "") or "").strip().upper()
@@ -300,7 +261,7 @@ def _decode_dicom(data: bytes) -> DecodedImage:
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise NotAChestXray("This DICOM file holds several frames; upload a single radiograph.")
         _check_geometry(columns, rows)
-        _check_decoded_size(ds, rows, columns)
+        samples, bits = _check_decoded_size(ds, rows, columns)
         syntax = ds.file_meta.get("TransferSyntaxUID")
         if syntax is None:
             raise CorruptImage("This DICOM file does not say how its pixels are encoded (no transfer syntax).")
@@ -313,7 +274,9 @@ def _decode_dicom(data: bytes) -> DecodedImage:
                 f"This DICOM file uses the transfer syntax '{syntax.name}', which this installation cannot decode. "
                 "Export it uncompressed (or as PNG) and upload again."
             )
-        raw = ds.pixel_array
+        dicom_guard.check_code_stream(ds, str(syntax), rows, columns, samples, bits)
+        # The first frame only, whatever the offset table lists: NumberOfFrames above is 1.
+        raw = get_decoder(syntax).as_array(ds, index=0)[0]
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
         metadata = {"modality": modality, "body_part": body_part, "view": view}
         identifiers = {

@@ -164,3 +164,31 @@ def test_unknown_query_parameters_are_named(client, upload):
     assert response.status_code == 400
     assert response.get_json()["error"].startswith("Unknown query parameter: clas. Known: class, ")
     assert client.get("/api/v1/predictions?class=covid&per_page=5&page=1").status_code == 200
+
+
+def test_a_retry_with_the_same_idempotency_key_stores_once(app, client, chest_png):
+    def post(key: str, name: str = "chest.png"):
+        return client.post(
+            "/api/v1/predictions",
+            data={"file": (io.BytesIO(chest_png), name)},
+            headers={"Idempotency-Key": key},
+        )
+
+    first = post("4f1c-retry-1")
+    assert first.status_code == 201
+    again = post("4f1c-retry-1", "renamed.png")
+    assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
+    assert again.headers["Location"] == first.headers["Location"]
+    assert post("4f1c-retry-2").status_code == 201  # another key: another upload
+    other = clinician_client(app, "colleague")  # keys are per user
+    assert (
+        other.post(
+            "/api/v1/predictions",
+            data={"file": (io.BytesIO(chest_png), "c.png")},
+            headers={"Idempotency-Key": "4f1c-retry-1"},
+        ).status_code
+        == 201
+    )
+    assert client.get("/api/v1/predictions").get_json()["total"] == 3
+    bad = post("has space")
+    assert bad.status_code == 400 and "Idempotency-Key" in bad.get_json()["error"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.accounts import token_for
+from tests.accounts import add_user, token_for
 
 
 @pytest.mark.parametrize("header", ["Bearer garbage", "Bearer cxr_" + "0" * 40, "Bearer ", "Basic abc"])
@@ -37,3 +37,19 @@ def test_revoked_and_disabled_tokens_on_an_image_get_401(app, client, upload):
         set_active(find_user("clinician"), False)
         db.session.commit()
     assert app.test_client().get(image, headers={"Authorization": f"Bearer {second}"}).status_code == 401
+
+
+def test_disabling_a_user_revokes_their_tokens_for_good(app):
+    from webapp.accounts import find_user, set_active
+    from webapp.db import db
+
+    add_user(app, "dana")
+    token = token_for(app, "dana")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert app.test_client().get("/api/v1/predictions", headers=headers).status_code == 200
+    with app.app_context():
+        set_active(find_user("dana"), False)
+        db.session.commit()
+        set_active(find_user("dana"), True)  # enabled again: the old tokens stay revoked
+        db.session.commit()
+    assert app.test_client().get("/api/v1/predictions", headers=headers).status_code == 401

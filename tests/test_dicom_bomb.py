@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import tracemalloc
 import zlib
 
@@ -12,9 +14,17 @@ import pytest
 
 from cxr.errors import InputError
 from cxr.imaging import MAX_INFLATED_BYTES, decode_image
+from tests.dicom_bombs import (
+    DEFLATED,
+    compressed_header,
+    deflated_behind_undefined_meta,
+    j2k_larger_than_its_header,
+    jpeg_larger_than_its_header,
+    more_frames_in_the_offset_table,
+    rle_longer_than_its_frame,
+)
 from tests.helpers import dicom_bytes, synthetic_chest
-
-DEFLATED = "1.2.840.10008.1.2.1.99"
+from tools.common import ROOT
 
 
 def _meta(file_meta) -> bytes:
@@ -81,38 +91,10 @@ def test_the_upload_of_a_bomb_gets_413_and_stores_nothing(client):
     assert client.get("/api/v1/predictions").get_json()["items"] == []
 
 
-def _compressed_header(
-    rows: int, columns: int, samples: int = 1, bits: int = 16, syntax: str = "1.2.840.10008.1.2.5"
-) -> bytes:
-    """A small encapsulated DICOM (RLE by default) whose header declares a frame of the given size; its one
-    fragment is junk, so any decoder that started would have to allocate the whole frame first."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import UID, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = UID(syntax)
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.Modality, ds.BodyPartExamined = "DX", "CHEST"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, samples
-    ds.PhotometricInterpretation = "MONOCHROME2" if samples == 1 else "RGB"
-    if samples == 3:
-        ds.PlanarConfiguration = 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, min(bits, 12), min(bits, 12) - 1, 0
-    ds.PixelData = encapsulate([b"\0" * 64])
-    ds["PixelData"].VR = "OB"
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.90"])
 def test_a_compressed_frame_too_large_to_decode_is_refused_from_its_header(syntax):
     """6000 × 6000 RGB at 16 bits (216 MB decoded) passes the pixel-count limit, not the decoded-size one."""
-    data = _compressed_header(6000, 6000, samples=3, syntax=syntax)
+    data = compressed_header(6000, 6000, samples=3, syntax=syntax)
     assert len(data) < 4096
     tracemalloc.start()
     try:
@@ -127,5 +109,55 @@ def test_a_compressed_frame_too_large_to_decode_is_refused_from_its_header(synta
 @pytest.mark.parametrize(("samples", "bits"), [(2, 16), (4, 8), (1, 64), (1, 12)])
 def test_impossible_sample_layouts_are_refused_before_decoding(samples, bits):
     with pytest.raises(InputError, match="samples per pixel") as refused:
-        decode_image(_compressed_header(512, 512, samples=samples, bits=bits))
+        decode_image(compressed_header(512, 512, samples=samples, bits=bits))
     assert refused.value.status == 400
+
+
+# -- Bombs behind a plausible header: what the decoder itself would allocate ----------------------------------
+# Each is decoded in a fresh interpreter, whose peak resident memory (ru_maxrss, which counts the C decoders'
+# own allocations that tracemalloc cannot see) is compared with its size before the decode.
+PEAK_SCRIPT = """
+import resource, sys
+from cxr.errors import InputError
+from cxr.imaging import decode_image
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    decode_image(data)
+    status, message = 200, "decoded"
+except InputError as exc:
+    status, message = exc.status, exc.message
+print(status, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, message)
+"""
+BOMB_PEAK_MB = 64
+
+
+def peak_of_decoding(data: bytes, tmp_path) -> tuple[int, int, str]:
+    """(HTTP status, or 200 when decoded; megabytes added to the peak resident size; message)."""
+    path = tmp_path / "upload.dcm"
+    path.write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    status, peak, message = done.stdout.strip().splitlines()[-1].split(" ", 2)
+    return int(status), int(peak), message
+
+
+@pytest.mark.parametrize(
+    ("bomb", "status", "message"),
+    [
+        (lambda: deflated_behind_undefined_meta(300), 400, "file meta information"),
+        (jpeg_larger_than_its_header, 400, "compressed image is 20000×20000 pixels"),
+        (j2k_larger_than_its_header, 400, "compressed image is 30000×30000 pixels"),
+        (rle_longer_than_its_frame, 400, "more data than its header's frame"),
+        (more_frames_in_the_offset_table, 200, "decoded"),  # its first frame only
+    ],
+    ids=["deflate-behind-undefined-meta", "jpeg-sof", "j2k-siz", "rle-segment", "offset-table-frames"],
+)
+def test_a_bomb_behind_a_plausible_header_is_decoded_or_refused_in_bounded_memory(bomb, status, message, tmp_path):
+    data = bomb()
+    assert len(data) < 4_000_000
+    refused, peak, said = peak_of_decoding(data, tmp_path)
+    assert peak < BOMB_PEAK_MB, f"{peak} MB added while refusing ({refused}: {said})"
+    assert refused == status and message in said, said

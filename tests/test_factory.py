@@ -6,6 +6,7 @@ import ast
 import json
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from cxr.errors import ModelBundleError
+from tools.common import ROOT
 from webapp import create_app
 from webapp.db import MIGRATIONS, db
 from webapp.model_service import model_service
@@ -177,3 +179,13 @@ def test_upgrading_an_old_database_keeps_its_reviews(make_app, tmp_path):
         assert db.session.execute(text("SELECT comment FROM reviews")).scalars().all() == ["kept"]
         assert db.session.execute(text("SELECT decision FROM predictions")).scalar() == "covid"
         assert db.session.execute(text("PRAGMA foreign_keys")).scalar() == 1  # enforced again afterwards
+
+
+def test_make_run_answers_only_for_its_bind_address():
+    """`make run` passes CXR_TRUSTED_HOSTS: no redirect or API Location is ever built from a client's Host."""
+    plan = subprocess.run(
+        ["make", "-n", "run", "HOST=10.1.2.3"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "CXR_BIND=10.1.2.3:8000 CXR_TRUSTED_HOSTS='[\"10.1.2.3\"]'" in plan, plan
+    loopback = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert 'CXR_TRUSTED_HOSTS=\'["127.0.0.1", "localhost"]\'' in loopback, loopback

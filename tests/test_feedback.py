@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.accounts import clinician_client
+from tests.accounts import add_user, clinician_client, signed_in
 from tests.helpers import SHARED_IMAGES, dicom_bytes, gray_pixels, png_bytes
-from webapp.db import AuditEvent, Prediction, db
+from webapp.db import AuditEvent, Prediction, UserSession, db
 
 FLAT = png_bytes(np.full((256, 256), 200, np.uint8))  # decodes, but the gate refuses it
 
@@ -249,3 +249,64 @@ def test_round_trip_upload_review_export_train_evaluate(app, client, runner, tmp
         scored = json.loads(metrics.read_text())
         assert scored["n"] == 2 * ROUND_TRIP_PER_CLASS and scored["left_out_by_class"] == {}
     capsys.readouterr()
+
+
+def test_only_the_uploader_or_an_administrator_sets_a_reference_once(app, client, tagged_dicom):
+    created = client.post("/api/v1/predictions", data={"file": (io.BytesIO(tagged_dicom), "study.dcm")}).get_json()
+    url = f"/api/v1/predictions/{created['id']}/reference"
+    stranger = clinician_client(app, "colleague")
+    refused = stranger.post(url, json={"reference": "PID-99"})
+    assert refused.status_code == 403 and "uploaded this study" in refused.get_json()["error"]
+    page = stranger.post(f"/predictions/{created['id']}/reference", data={"reference": "PID-99"})
+    assert page.status_code == 403
+    for bad in ("PID\x0077", "PID\n77", "PID\u202e77", "x" * 129):
+        answer = client.post(url, json={"reference": bad})
+        assert answer.status_code == 400, bad
+    assert client.post(url, json={"reference": "PID-77"}).status_code == 200  # the uploader
+    with app.app_context():
+        assert db.session.get(Prediction, created["id"]).reference == "PID-77"
+    add_user(app, "chief", "admin")
+    admin = signed_in(app, "chief")
+    again = admin.post(url, json={"reference": "PID-1"})
+    assert again.status_code == 409  # once, even for an administrator
+    other = client.post("/api/v1/predictions", data={"file": (io.BytesIO(tagged_dicom), "b.dcm")}).get_json()
+    by_admin = admin.post(f"/api/v1/predictions/{other['id']}/reference", json={"reference": "ACC-5"})
+    assert by_admin.status_code == 200 and by_admin.get_json()["reference"] == "ACC-5"
+    upload = client.post("/api/v1/predictions", data={"file": (io.BytesIO(tagged_dicom), "c.dcm"), "reference": "a\0b"})
+    assert upload.status_code == 400 and "printable" in upload.get_json()["error"]
+
+
+def test_offered_identifiers_stay_on_the_server_and_end_with_the_session(app, client, tagged_dicom):
+    response = client.post("/", data={"files": [(io.BytesIO(tagged_dicom), "study.dcm")]})
+    assert response.status_code == 303
+    cookie = client.get_cookie(app.config["SESSION_COOKIE_NAME"]).value
+    content = app.session_interface.get_signing_serializer(app).loads(cookie)
+    assert "PID-77" not in repr(content) and "ACC-5" not in repr(content), content
+    assert "Use PatientID PID-77" in client.get(response.location).get_data(as_text=True)
+    with app.app_context():
+        (offers,) = db.session.scalars(db.select(UserSession.reference_offers).where(UserSession.ended_at.is_(None)))
+        assert "PID-77" in repr(offers)
+    assert client.post("/logout").status_code == 302
+    with app.app_context():
+        assert db.session.scalars(db.select(UserSession.reference_offers)).all() == [None]
+
+
+def test_export_reviewed_force_replaces_planted_links_instead_of_following_them(app, client, upload, runner, tmp_path):
+    first = upload()
+    review(client, first, first["class"])
+    out, victim = tmp_path / "export", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_text("not to be overwritten")
+    (out / "manifest.csv").symlink_to(victim)
+    (out / "images").mkdir()
+    (out / "images" / f"{first['id']}.png").symlink_to(victim)
+    result = runner.invoke(args=["export-reviewed", "--out", str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "not to be overwritten"
+    assert not (out / "manifest.csv").is_symlink() and (out / "manifest.csv").read_text().startswith("file,label")
+    assert not (out / "images" / f"{first['id']}.png").is_symlink()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "images").symlink_to(tmp_path)
+    refused = runner.invoke(args=["export-reviewed", "--out", str(linked), "--force"])
+    assert refused.exit_code == 1 and "symbolic link" in refused.output

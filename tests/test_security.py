@@ -194,3 +194,30 @@ def test_untrusted_host_headers_are_refused(make_app):
     assert "Location" not in refused.headers and refused.headers["X-Frame-Options"] == "DENY"
     accepted = client.get("/history", headers={"Host": "cxr.hospital.example"})
     assert accepted.status_code == 302 and accepted.location.startswith("/login")
+
+
+def test_exports_are_never_stored_by_caches(client, upload):
+    record = upload()
+    for url in ("/history.csv", f"/predictions/{record['id']}/report.pdf"):
+        response = client.get(url)
+        assert response.status_code == 200 and response.mimetype in ("text/csv", "application/pdf")
+        assert "no-store" in response.headers["Cache-Control"], url
+
+
+@pytest.mark.parametrize("route", ["reviews", "reference"])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [("[" * 100_000 + "]" * 100_000, "nested too deeply"), ('{"comment": "\\ud800", "reference": "\\udfff"}', "lone")],
+    ids=["deep-nesting", "lone-surrogate"],
+)
+def test_hostile_json_gets_400_not_500(client, upload, route, body, message):
+    response = client.post(f"/api/v1/predictions/{upload()['id']}/{route}", data=body, content_type="application/json")
+    assert response.status_code == 400 and message in response.get_json()["error"], response.get_data()[:300]
+
+
+def test_too_large_names_the_configured_limit(make_app, chest_png):
+    client = clinician_client(make_app(MAX_CONTENT_LENGTH=3 * 1024 * 1024 // 2, MAX_FORM_MEMORY_SIZE=64 * 1024))
+    whole = client.post("/api/v1/predictions", data={"file": (io.BytesIO(b"\0" * (2 << 20)), "big.png")})
+    assert whole.status_code == 413 and "larger than the 1.5 MB limit" in whole.get_json()["error"]
+    field = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png"), "note": "x" * 70_000})
+    assert field.status_code == 413 and "form field is larger than the 64 KB limit" in field.get_json()["error"]

@@ -186,13 +186,25 @@ def upload(
 def sign_in(base: str, username: str, password: str, timeout: float = 30.0) -> dict[str, str]:
     """Sign in through the `/login` form, as a browser does (its CSRF token, the session cookie), and
     return the `Cookie` header of the signed-in session, for the HTML pages (the API takes the token)."""
+    status, page, error, answer, jar = sign_in_attempt(base, username, password, timeout)
+    if status != 302 or "/login" in (answer.get("Location") or ""):
+        raise RuntimeError(f"signing in as {username!r} answered {status}: {error or page[:300]!r}")
+    return jar
+
+
+def sign_in_attempt(
+    base: str, username: str, password: str, timeout: float = 30.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, str, http.client.HTTPMessage | None, dict[str, str]]:
+    """One sign-in through the `/login` form (GET for its CSRF token and cookie, then POST), sending
+    `headers` with both: (status, body, error, response headers of the POST, the `Cookie` header after it)."""
     cookies: SimpleCookie = SimpleCookie()
 
     def jar() -> dict[str, str]:
         return {"Cookie": "; ".join(f"{name}={m.value}" for name, m in cookies.items())} if cookies else {}
 
-    def send(method: str, body: bytes | None = None, headers: dict[str, str] | None = None):
-        status, page, error, answer = exchange(base, method, "/login", body, {**(headers or {}), **jar()}, timeout)
+    def send(method: str, body: bytes | None = None, extra: dict[str, str] | None = None):
+        sent = {**(headers or {}), **(extra or {}), **jar()}
+        status, page, error, answer = exchange(base, method, "/login", body, sent, timeout)
         for value in (answer.get_all("Set-Cookie") or []) if answer is not None else []:
             cookies.load(value)
         return status, page, error, answer
@@ -205,9 +217,7 @@ def sign_in(base: str, username: str, password: str, timeout: float = 30.0) -> d
     status, page, error, answer = send(
         "POST", urlencode(form).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
     )
-    if status != 302 or "/login" in (answer.get("Location") or ""):
-        raise RuntimeError(f"signing in as {username!r} answered {status}: {error or page[:300]!r}")
-    return jar()
+    return status, page, error, answer, jar()
 
 
 class Client:

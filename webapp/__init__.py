@@ -9,7 +9,18 @@ from typing import Any
 
 from flask import Flask
 
-from webapp import accounts, cli, db, errors, model_service, security, storage_check, templating, views
+from webapp import (
+    accounts,
+    cli,
+    db,
+    errors,
+    model_service,
+    request_body,
+    security,
+    storage_check,
+    templating,
+    views,
+)
 from webapp.config import load_config
 
 # templates/, static/ and models/ sit at the top of the project, beside this package.
@@ -33,6 +44,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     load_config(app, test_config)
     model_service.init_app(app)  # the model is loaded on first use or by wsgi.py's preload
     db.init_app(app)
+    request_body.init_app(app)  # bodies read whole before any database work; too slow ones cut off (408)
     security.init_app(app)  # CSRF, security headers, session cookies, proxy headers
     accounts.init_app(app)  # every route but sign-in and /healthz needs a user
     views.register(app)

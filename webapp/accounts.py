@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -97,6 +96,11 @@ def set_password(user: User, password: str, *, one_time: bool = False) -> None:
     user.password_hash = hash_password(password)
     user.must_change_password = one_time
     user.session_token = secrets.token_hex(32)
+    revoke_tokens(user)
+
+
+def revoke_tokens(user: User) -> None:
+    """Revoke every API token of `user` (not committed): for good, whatever happens to the account later."""
     if user.id is not None:
         db.session.execute(
             update(ApiToken)
@@ -106,8 +110,12 @@ def set_password(user: User, password: str, *, one_time: bool = False) -> None:
 
 
 def set_active(user: User, active: bool) -> None:
+    """Enable or disable `user`. Disabling ends their open sessions and revokes their API tokens, so that
+    enabling the account again brings none of them back."""
     user.active = active
     user.session_token = secrets.token_hex(32)  # a disabled user's open sessions end now
+    if not active:
+        revoke_tokens(user)
 
 
 def issue_token(user: User, label: str) -> tuple[str, ApiToken]:
@@ -152,9 +160,12 @@ def begin_password_check(username: str, detail: str | None = None) -> Attempt:
     * SIGN_IN_LIMIT_PER_ACCOUNT failures for one account from one address: that address is refused for
       that account. A stranger elsewhere cannot lock the account for its owner;
     * SIGN_IN_LIMIT_PER_ADDRESS failures from one address, whatever the account: the address is refused;
-    * past SIGN_IN_LIMIT_PER_ACCOUNT failures for an account from all addresses together, every attempt on
-      it waits (SIGN_IN_BACKOFF_SECONDS, doubling per further failure, at most SIGN_IN_BACKOFF_MAX_SECONDS):
-      guessing from many addresses is slowed, and the owner is only slowed, never refused."""
+    * past SIGN_IN_LIMIT_PER_ACCOUNT failures for an account from all addresses together, the account takes
+      one attempt per back-off (SIGN_IN_BACKOFF_SECONDS, doubling per further failure, at most
+      SIGN_IN_BACKOFF_MAX_SECONDS) after its latest failure; an attempt sooner is refused at once (429 with
+      Retry-After), never held in a sleeping request thread: guessing from many addresses is slowed, and the
+      owner is only asked to wait seconds, never locked out.
+    A refused attempt is recorded as throttled, not as a failure, so it lengthens no limit."""
     config = current_app.config
     name, address = normalise(username), request.remote_addr
     event = audit.record(audit.SIGN_IN_FAILED, username=name, detail=detail)
@@ -171,19 +182,30 @@ def begin_password_check(username: str, detail: str | None = None) -> Attempt:
     for condition, limit in limits:
         count, oldest = db.session.execute(failures.where(condition)).one()
         if count > limit:  # this attempt is one of them
-            event.action = audit.SIGN_IN_THROTTLED
-            db.session.commit()
-            return Attempt(event, max(timedelta(seconds=1), oldest + window - utcnow()))
+            return _throttled(event, max(timedelta(seconds=1), oldest + window - utcnow()))
     everywhere = db.session.execute(failures.where(AuditEvent.username == name)).one()[0]
     excess = everywhere - int(config["SIGN_IN_LIMIT_PER_ACCOUNT"])
     if excess > 0:
-        time.sleep(
-            min(
+        backoff = timedelta(
+            seconds=min(
                 float(config["SIGN_IN_BACKOFF_MAX_SECONDS"]),
                 float(config["SIGN_IN_BACKOFF_SECONDS"]) * 2 ** min(excess - 1, 16),
             )
         )
+        latest = db.session.scalar(
+            select(func.max(AuditEvent.created_at)).where(
+                AuditEvent.action == audit.SIGN_IN_FAILED, AuditEvent.username == name, AuditEvent.id < event.id
+            )
+        )
+        if latest is not None and utcnow() - latest < backoff:
+            return _throttled(event, backoff - (utcnow() - latest))
     return Attempt(event, None)
+
+
+def _throttled(event: AuditEvent, wait: timedelta) -> Attempt:
+    event.action = audit.SIGN_IN_THROTTLED
+    db.session.commit()
+    return Attempt(event, wait)
 
 
 def succeeded(attempt: Attempt, user: User) -> None:
@@ -225,7 +247,7 @@ def end_session() -> None:
         db.session.execute(
             update(UserSession)
             .where(UserSession.digest == token_digest(sid), UserSession.ended_at.is_(None))
-            .values(ended_at=utcnow())
+            .values(ended_at=utcnow(), reference_offers=None)
         )
     if current_user.is_authenticated and "api_token" not in g:
         logout_user()
@@ -244,7 +266,16 @@ def load_user(session_token: str) -> User | None:
     if row is None or row.ended_at is not None or row.expires_at <= utcnow():
         return None
     user = row.user
-    return user if user.active and user.session_token == session_token else None
+    if not user.active or user.session_token != session_token:
+        return None
+    g.user_session = row
+    return user
+
+
+def current_session() -> UserSession | None:
+    """The server-side session of this request's signed-in browser; None for API tokens and anonymous
+    requests. Valid once `current_user` has been loaded (`require_user` does it for every route)."""
+    return None if "api_token" in g else g.get("user_session")
 
 
 @login_manager.request_loader

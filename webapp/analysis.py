@@ -69,12 +69,21 @@ def build_record(
     )
 
 
-def create_prediction(data: bytes, filename: str, reference: str | None = None, note: str | None = None) -> Prediction:
+def create_prediction(
+    data: bytes,
+    filename: str,
+    reference: str | None = None,
+    note: str | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> Prediction:
     """Analyse an upload and store it: its three files under generated names, then the row.
 
     On any failure the files written so far are removed and the session rolled back. A refusal by the
     out-of-distribution gate is counted in the audit trail (per model version) for monitoring.
     The row's `suggested_reference` carries a DICOM header's identifiers when no reference was given.
+    `idempotency_key` (the API client's) is stored with the row, unique per user: a second row with the same
+    key raises IntegrityError, with nothing of it left behind.
     """
     with model_service.analysis_slot():  # the decoded film and its encodings exist only inside a slot
         try:
@@ -87,6 +96,7 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
             analysis.image, analysis.output.heatmap, analysis.output.box, int(current_app.config["THUMBNAIL_SIZE"])
         )
     record = build_record(analysis, filename, reference, note)
+    record.idempotency_key = idempotency_key
     if record.reference is None and analysis.image.identifiers:
         record.suggested_reference = dict(analysis.image.identifiers)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
@@ -118,15 +128,30 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
 MAX_REFERENCE = 128
 
 
+def reference_problem(reference: str) -> str | None:
+    """Why `reference` (already stripped) cannot be a study's reference, or None: 1 to MAX_REFERENCE
+    printable characters (no NUL, line breaks or other control characters, no lone surrogates), as it is
+    shown, searched and exported."""
+    if not reference or len(reference) > MAX_REFERENCE:
+        return f"The reference must be 1 to {MAX_REFERENCE} characters."
+    if not reference.isprintable():
+        return "The reference may hold only printable characters (no control characters or line breaks)."
+    return None
+
+
 def confirm_reference(record: Prediction, reference: str | None) -> None:
     """Set the reference of a prediction stored without one (a DICOM header's identifier the clinician
-    confirmed) and commit it with its audit entry; 409 when it has one already, 400 when it is not usable.
+    confirmed) and commit it with its audit entry. Only its uploader or an administrator may, and only
+    once: 403 for anyone else, 409 when it has one already, 400 when the value is not usable.
     The audit entry does not repeat the identifier."""
-    reference = (reference or "").strip()
-    if not reference or len(reference) > MAX_REFERENCE:
-        abort(400, f"The reference must be 1 to {MAX_REFERENCE} characters.")
+    if not (current_user.is_admin or (record.user_id is not None and record.user_id == current_user.id)):
+        abort(403, "Only the clinician who uploaded this study, or an administrator, may set its reference.")
     if record.reference is not None:
         abort(409, "This prediction has a reference already; it is not replaced.")
+    reference = (reference or "").strip()
+    problem = reference_problem(reference)
+    if problem:
+        abort(400, problem)
     record.reference = reference
     audit.record(audit.REFERENCE_SET, target=f"prediction:{record.id}", detail="confirmed after upload")
     db.session.commit()

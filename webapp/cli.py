@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
+import tempfile
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 from flask import Flask, current_app
@@ -115,6 +119,8 @@ def export_reviewed_command(out: Path, since: datetime | None, force: bool) -> N
         raise click.ClickException(f"{out} is not empty; choose an empty folder or pass --force to write into it.")
     reviewed = select_reviewed(since.date() if since else None)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
+    if (out / "images").is_symlink():
+        raise click.ClickException(f"{out / 'images'} is a symbolic link; export into a folder without one.")
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows, missing = [], 0
     for record in db.session.scalars(reviewed):
@@ -123,14 +129,16 @@ def export_reviewed_command(out: Path, since: datetime | None, force: bool) -> N
             missing += 1
             continue
         name = f"images/{record.id}{source.suffix}"
-        shutil.copyfile(source, out / name)
+        with source.open("rb") as film:
+            write_replacing(out / name, lambda handle, film=film: shutil.copyfileobj(film, handle))
         rows.append(
             [name, record.latest_review.correct_class, record.reference or f"prediction:{record.id}", EXPORT_SOURCE]
         )
-    with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(EXPORT_COLUMNS)
-        writer.writerows(rows)
+    manifest = io.StringIO(newline="")
+    writer = csv.writer(manifest)
+    writer.writerow(EXPORT_COLUMNS)
+    writer.writerows(rows)
+    write_replacing(out / "manifest.csv", lambda handle: handle.write(manifest.getvalue().encode("utf-8")))
     audit.record(
         audit.EXPORT,
         target="export-reviewed",
@@ -140,6 +148,19 @@ def export_reviewed_command(out: Path, since: datetime | None, force: bool) -> N
     click.echo(f"Wrote {len(rows)} reviewed film(s) and {out / 'manifest.csv'}.")
     if missing:
         click.echo(f"Left out {missing} reviewed prediction(s) whose stored film is missing.", err=True)
+
+
+def write_replacing(path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through a new temporary file beside it, renamed over it: whatever was at `path` (a
+    symbolic link planted in a shared folder, say) is replaced, never followed and written through."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as opened:
+            fill(opened)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def select_reviewed(since: date | None) -> Select:

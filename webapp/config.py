@@ -27,6 +27,10 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         UPLOAD_FOLDER=instance / "uploads",
         MAX_CONTENT_LENGTH=32 * 1024 * 1024,  # whole request; larger uploads get 413
         MAX_FILES_PER_UPLOAD=20,
+        # A request body is read whole before the app runs; after the grace period it must arrive at this
+        # average rate (bytes a second), else it is cut off with 408 (webapp/request_body.py).
+        BODY_GRACE_SECONDS=5.0,
+        BODY_MIN_RATE=32 * 1024,
         PER_PAGE=20,
         SQLITE_BUSY_TIMEOUT_MS=15_000,
         THUMBNAIL_SIZE=256,

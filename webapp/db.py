@@ -56,6 +56,8 @@ def within_dates(query: Select, column, date_from: date | None, date_to: date | 
 
 class Prediction(db.Model):
     __tablename__ = "predictions"
+    # One stored upload per user and Idempotency-Key: a client's retry returns the first (webapp/views/api.py).
+    __table_args__ = (Index("ix_predictions_user_id_idempotency_key", "user_id", "idempotency_key", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
@@ -81,6 +83,7 @@ class Prediction(db.Model):
     note: Mapped[str | None] = mapped_column(Text)
     # Who uploaded it; NULL for rows from before accounts existed. Users are disabled, never deleted.
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))  # the API client's, when it sent one
     user: Mapped[User | None] = relationship(lazy="joined")
     reviews: Mapped[list[Review]] = relationship(
         back_populates="prediction",
@@ -192,6 +195,10 @@ class UserSession(db.Model):
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime)
     address: Mapped[str | None] = mapped_column(String(64))
+    # A DICOM header's identifiers offered as the reference of this browser's uploads ({prediction id: {name:
+    # value}}), until one is chosen: patient identifiers stay on the server, never in the (signed, readable)
+    # cookie, and are dropped when the session ends.
+    reference_offers: Mapped[dict[str, dict[str, str]] | None] = mapped_column(JSON)
     user: Mapped[User] = relationship(lazy="joined")
 
 

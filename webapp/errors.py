@@ -52,8 +52,7 @@ def respond(message: str, status: int, headers: dict[str, str] | None = None):
 
 def _http_message(exc: HTTPException) -> str:
     if exc.code == 413:
-        limit = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
-        return f"The upload is larger than the {limit:g} MB limit. Send fewer or smaller files."
+        return _too_large_message()
     if isinstance(exc, CSRFError):
         return "The form had expired or did not come from this site. Reload the page and try again."
     if exc.code == 404:
@@ -61,6 +60,29 @@ def _http_message(exc: HTTPException) -> str:
     if exc.code == 405:
         return f"The method {request.method} is not allowed here."
     return exc.description or exc.name
+
+
+def _too_large_message() -> str:
+    """Which configured limit a 413 from Werkzeug met: the whole request's (MAX_CONTENT_LENGTH), or the
+    form's (a text field over MAX_FORM_MEMORY_SIZE, or more than MAX_FORM_PARTS parts)."""
+    config = current_app.config
+    limit = config["MAX_CONTENT_LENGTH"]
+    if limit is None or (request.content_length or 0) > limit:
+        return f"The upload is larger than the {byte_size(limit)} limit. Send fewer or smaller files."
+    return (
+        f"A form field is larger than the {byte_size(config['MAX_FORM_MEMORY_SIZE'])} limit for text, or the form "
+        f"has more than {config['MAX_FORM_PARTS']} parts. Shorten it and send it again."
+    )
+
+
+def byte_size(count: int | None) -> str:
+    """A configured size for people: 32 MB, 500 KB, 900 bytes (MB and KB of 1024)."""
+    if count is None:
+        return "configured"
+    for unit, size in (("MB", 1024 * 1024), ("KB", 1024)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count} bytes"
 
 
 def _storage_message(exc: OSError) -> str:

@@ -15,13 +15,21 @@ from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from cxr.decision import INDETERMINATE
 from webapp.accounts import find_user
+from webapp.analysis import reference_problem
 from webapp.reviews import MAX_COMMENT, review_problem
 
 ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.dcm,.dicom,image/png,image/jpeg,image/tiff,application/dicom"
 
 
+def usable_reference(form: Form, field: StringField) -> None:
+    """A reference field's value, when given, is one `reference_problem` accepts."""
+    problem = reference_problem((field.data or "").strip()) if (field.data or "").strip() else None
+    if problem:
+        raise ValidationError(problem)
+
+
 class DetailsMixin:
-    reference = StringField("Patient or study reference", validators=[Optional(), Length(max=128)])
+    reference = StringField("Patient or study reference", validators=[Optional(), usable_reference])
     note = TextAreaField("Note", validators=[Optional(), Length(max=2000)])
 
 
@@ -49,7 +57,7 @@ class ApiUploadForm(DetailsMixin, FlaskForm):
 class ReferenceForm(FlaskForm):
     """Confirms an identifier from an uploaded DICOM's header as the prediction's reference."""
 
-    reference = StringField("Reference", validators=[DataRequired("Choose the reference."), Length(max=128)])
+    reference = StringField("Reference", validators=[DataRequired("Choose the reference."), usable_reference])
 
 
 class ReviewForm(FlaskForm):

@@ -63,6 +63,17 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
             "/predictions": {
                 "post": {
                     "summary": "Analyse and store one chest X-ray",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "description": "A key the client makes up for this upload (e.g. a UUID). A retry by "
+                            "the same user with the same key returns the prediction stored first (200) instead "
+                            "of storing the film again; send it whenever a lost answer may be retried.",
+                            "schema": {"type": "string", "pattern": "^[!-~]{1,128}$"},
+                        }
+                    ],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -85,7 +96,10 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                     },
                     "responses": {
                         "201": _json("Stored prediction", "Prediction"),
-                        "400": _error("Missing field or corrupt image"),
+                        "200": _json(
+                            "Stored before with this Idempotency-Key: the first answer's prediction", "Prediction"
+                        ),
+                        "400": _error("Missing field, corrupt image, or a malformed Idempotency-Key"),
                         "413": _error("Upload or image too large"),
                         "415": _error("Not a supported image format"),
                         "422": _error("Not a chest X-ray the model may judge (out-of-distribution gate)"),

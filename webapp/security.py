@@ -35,6 +35,11 @@ SECURITY_HEADERS = {
 }
 
 
+# Pages, the API's answers, the history's CSV export and the PDF report. Films and thumbnails are cached by
+# the browser only (private, see webapp/views/results.py), so that the history's list does not fetch them again.
+NO_STORE_TYPES = {"text/html", "application/json", "text/csv", "application/pdf"}
+
+
 class HttpsAwareSessionInterface(SecureCookieSessionInterface):
     """The session cookie gets the Secure flag on HTTPS requests even when SESSION_COOKIE_SECURE is off,
     so that one configuration serves both `make run` on plain loopback HTTP and a TLS proxy."""
@@ -48,7 +53,7 @@ def add_security_headers(response: Response) -> Response:
         response.headers.setdefault(name, value)
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if response.mimetype == "text/html" or response.mimetype == "application/json":
+    if response.mimetype in NO_STORE_TYPES:
         # Patient data: never kept by shared caches or left in a browser's disk cache.
         response.cache_control.no_store = True
     return response

@@ -4,10 +4,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from flask import Blueprint, abort, request, url_for
 from flask_login import current_user
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from webapp import audit
 from webapp.analysis import confirm_reference, create_prediction, display_name
@@ -24,18 +28,47 @@ from webapp.views.results import viewed
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII without spaces, as the column holds
+
+
 @bp.post("/predictions")
 def create() -> tuple[dict, int, dict[str, str]]:
+    """Analyse and store an upload (201). With an `Idempotency-Key` header, a retry by the same user with
+    the same key returns the prediction stored first (200) instead of storing the film again: a client
+    that lost the answer (a dropped connection, a restarted worker) may simply send the request again."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        abort(400, "The Idempotency-Key header must be 1 to 128 printable ASCII characters without spaces.")
+    if key is not None and (first := _stored_with_key(key)) is not None:
+        return _created(first, 200)
     form = ApiUploadForm()
     if not form.validate():
         abort(400, " ".join(" ".join(errors) for errors in form.errors.values()))
     storage = form.file.data
-    record = create_prediction(storage.read(), display_name(storage.filename), form.reference.data, form.note.data)
+    try:
+        record = create_prediction(
+            storage.read(), display_name(storage.filename), form.reference.data, form.note.data, idempotency_key=key
+        )
+    except IntegrityError:  # the same key's concurrent request stored first (its files were removed)
+        first = _stored_with_key(key) if key is not None else None
+        if first is None:
+            raise
+        return _created(first, 200)
+    return _created(record, 201)
+
+
+def _stored_with_key(key: str) -> Prediction | None:
+    return db.session.scalar(
+        select(Prediction).where(Prediction.user_id == current_user.id, Prediction.idempotency_key == key)
+    )
+
+
+def _created(record: Prediction, status: int) -> tuple[dict, int, dict[str, str]]:
     location = url_for("api.read", prediction_id=record.id, _external=True)
     answer = stored_json(record, reviews=True)
     if record.suggested_reference:  # a DICOM header's identifiers, offered and not stored (POST .../reference)
         answer["suggested_reference"] = record.suggested_reference
-    return answer, 201, {"Location": location}
+    return answer, status, {"Location": location}
 
 
 @bp.get("/predictions/<int:prediction_id>")
@@ -47,9 +80,18 @@ REVIEW_FIELDS = {"agree", "correct_class", "comment"}
 
 
 def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    """The request's JSON object, or 400 with the reason: not JSON, not an object, nested too deeply for the
+    parser (a RecursionError), or text that cannot be stored (a lone UTF-16 surrogate such as "\\ud800")."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        abort(400, "The JSON body is nested too deeply.")
     if not isinstance(body, dict):
         abort(400, "Send a JSON object with the header Content-Type: application/json.")
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        abort(400, "The JSON body holds text that is not valid Unicode (a lone surrogate escape).")
     return body
 
 

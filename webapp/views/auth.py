@@ -37,8 +37,16 @@ def safe_next(target: str | None) -> str:
 
 
 def throttled_message(wait: timedelta) -> str:
-    minutes = max(1, round(wait.total_seconds() / 60))
+    seconds = retry_after(wait)
+    if seconds < 60:
+        return f"Too many failed attempts. Try again in {seconds} second{'s' if seconds > 1 else ''}."
+    minutes = round(seconds / 60)
     return f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
+
+
+def retry_after(wait: timedelta) -> int:
+    """Whole seconds for Retry-After: never 0, and never earlier than the wait ends."""
+    return int(wait.total_seconds()) + 1
 
 
 @bp.route("/login", methods=("GET", "POST"))
@@ -53,7 +61,7 @@ def login() -> Response | str | tuple[str, int]:
         return (
             render_template("login.html", form=form, error=throttled_message(attempt.wait)),
             429,
-            {"Retry-After": str(int(attempt.wait.total_seconds()) + 1)},
+            {"Retry-After": str(retry_after(attempt.wait))},
         )
     user = verify_password(form.username.data, form.password.data)
     if user is None or not user.active:

@@ -10,11 +10,9 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     redirect,
     render_template,
     send_from_directory,
-    session,
     url_for,
 )
 from flask_login import current_user
@@ -24,6 +22,7 @@ from werkzeug.wrappers import Response
 from cxr.decision import POSITIVE_CLASS
 from cxr.overlay import MIME_TYPES
 from webapp import audit
+from webapp.accounts import current_session
 from webapp.analysis import confirm_reference
 from webapp.db import Prediction, db
 from webapp.forms import ReferenceForm, ReviewForm
@@ -35,24 +34,27 @@ bp = Blueprint("results", __name__, url_prefix="/predictions")
 IMAGE_COLUMNS = {"image": "image_path", "overlay": "overlay_path", "thumbnail": "thumbnail_path"}
 PRIORS_SHOWN = 20  # the newest; the history's reference search finds the rest
 # A DICOM header's identifiers, offered as the reference until the clinician picks one. They are not
-# stored: they live in the uploading browser's session (which sent them in the file) for its last uploads.
-OFFERS_KEY = "reference_offers"
+# stored with the study: they live in the uploading browser's server-side session (UserSession), for its
+# last uploads, and end with it.
 MAX_OFFERS = 20
 
 
 def offer_references(records: list[Prediction]) -> None:
-    offers = dict(session.get(OFFERS_KEY, {}))
-    for record in records:
-        if record.suggested_reference:
-            offers[str(record.id)] = record.suggested_reference
-    if offers:
-        session[OFFERS_KEY] = dict(list(offers.items())[-MAX_OFFERS:])
+    """Keep the DICOM identifiers of these new uploads as offers of this browser's session (committed)."""
+    row = current_session()
+    new = {str(record.id): record.suggested_reference for record in records if record.suggested_reference}
+    if row is None or not new:
+        return
+    offers = {**(row.reference_offers or {}), **new}
+    row.reference_offers = dict(list(offers.items())[-MAX_OFFERS:])  # a new value: JSON is not tracked in place
+    db.session.commit()
 
 
 @bp.app_template_global()
 def offered_reference(record: Prediction) -> dict[str, str] | None:
     """The identifiers offered for `record` in this session, while it has no reference."""
-    return None if record.reference else session.get(OFFERS_KEY, {}).get(str(record.id))
+    row = current_session()
+    return None if record.reference or row is None else (row.reference_offers or {}).get(str(record.id))
 
 
 def _render(record: Prediction, form: ReviewForm) -> str:
@@ -165,8 +167,10 @@ def reference(prediction_id: int) -> Response:
     form = ReferenceForm()
     if not form.validate_on_submit():
         abort(400, " ".join(" ".join(errors) for errors in form.errors.values()))
+    row = current_session()
+    if row is not None and row.reference_offers:  # committed with the reference, or not at all
+        row.reference_offers = {k: v for k, v in row.reference_offers.items() if k != str(record.id)}
     confirm_reference(record, form.reference.data)
-    session[OFFERS_KEY] = {k: v for k, v in session.get(OFFERS_KEY, {}).items() if k != str(record.id)}
     flash("Reference saved.")
     return redirect(url_for("results.detail", prediction_id=record.id))
 
@@ -177,9 +181,10 @@ def image_file(prediction_id: int, kind: str, extension: str) -> Response:
     stored = getattr(record, IMAGE_COLUMNS[kind])
     if not stored.endswith(f".{extension}"):
         abort(404)
-    if "api_token" in g:  # a script fetching films in bulk; a browser's fetches belong to a recorded page
-        audit.record(audit.IMAGE, target=f"prediction:{record.id}", detail=kind)
-        db.session.commit()
+    # Every read of a film is recorded, whoever reads it: a copy of a session cookie fetches films without
+    # opening any recorded page.
+    audit.record(audit.IMAGE, target=f"prediction:{record.id}", detail=kind)
+    db.session.commit()
     response = send_from_directory(
         current_app.config["UPLOAD_FOLDER"], stored, mimetype=MIME_TYPES[extension], max_age=3600
     )

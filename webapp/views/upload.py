@@ -9,6 +9,7 @@ for correction.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from cxr.errors import InputError
+from webapp import audit
 from webapp.analysis import create_prediction, display_name
 from webapp.db import Prediction, db
 from webapp.forms import UploadForm
@@ -25,6 +27,7 @@ bp = Blueprint("upload", __name__)
 # Refused files are reported grouped by reason, with at most this many names each: the flashed
 # messages travel in the session cookie, which browsers cap at about 4 KB.
 NAMES_PER_REASON = 5
+ROW_ID = re.compile(r"[0-9]{1,18}")
 
 
 @bp.get("/")
@@ -64,9 +67,12 @@ def _stored_listed() -> list[Prediction]:
     """The predictions named by `?stored=` (the redirect after a multi-file upload), in upload order."""
     ids = []
     for part in request.args.get("stored", "").split(",")[: int(current_app.config["MAX_FILES_PER_UPLOAD"])]:
-        if part.isdigit() and len(part) < 19:  # a row id; anything else is ignored
+        if ROW_ID.fullmatch(part):  # a row id; anything else (e.g. "²", a digit to str.isdigit) is ignored
             ids.append(int(part))
     if not ids:
         return []
     rows = db.session.scalars(select(Prediction).where(Prediction.id.in_(ids)).order_by(Prediction.id)).all()
+    if rows:  # a listing of studies, recorded like the history's
+        audit.record(audit.LIST, target="upload", detail="stored=" + ",".join(str(row.id) for row in rows))
+        db.session.commit()
     return list(rows)
