@@ -1,7 +1,7 @@
 """DICOM identifier offers in the server-side session; Idempotency-Key of API uploads
 
 Revision ID: i21a_offers_and_idempotency
-Revises: e3f1a7c9d402
+Revises: i20a_site_checks
 Create Date: 2026-12-06 19:50:00.000000
 
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "i21a_offers_and_idempotency"
-down_revision = "e3f1a7c9d402"
+down_revision = "i20a_site_checks"
 branch_labels = None
 depends_on = None
 
