@@ -16,6 +16,9 @@ from sqlalchemy import text
 from tests.accounts import add_user, signed_in
 from webapp.db import MIGRATIONS, Prediction, Review, ReviewEdit, db
 
+# The same tests on PostgreSQL (the several-hosts deployment) as on SQLite: see `databases` in tests/conftest.py.
+pytestmark = pytest.mark.databases("sqlite", "postgres")
+
 
 def other_class(bundle, prediction: dict) -> str:
     return next(c for c in bundle.classes if c != prediction["class"])
@@ -225,6 +228,7 @@ def test_openapi_describes_the_worklist_and_reviews(client):
 # -- the migration -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.databases("sqlite")  # its old rows are written in SQLite's SQL; tests/test_migrations.py runs all
 def test_migration_merges_duplicate_reviews_and_backfills_p_covid(make_app, tmp_path):
     app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.sqlite'}")
     with app.app_context():
