@@ -45,8 +45,9 @@ def install() -> None:
     if os.geteuid() != 0:
         raise PostgresUnavailable("PostgreSQL is not installed; run `sudo apt-get install -y postgresql`.")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True, env=env)
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]  # as the Makefile's `postgres` target
+    subprocess.run([*apt, "update", "-qq"], check=True, env=env)
+    subprocess.run([*apt, "install", "-y", "-qq", "postgresql"], check=True, env=env)
 
 
 def require(auto_install: bool = False) -> Path:
