@@ -2,8 +2,8 @@
 temporary instance folder with its own database and upload folder.
 
 The database is SQLite, unless a test is marked `databases(...)`: it then runs once per backend named,
-and on "postgres" against its own database on one throwaway PostgreSQL server per session (those runs
-carry the `postgres` marker: `pytest -m postgres`)."""
+and on "postgres" against a database on one throwaway PostgreSQL server per session, emptied before each
+test (those runs carry the `postgres` marker: `pytest -m postgres`)."""
 
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ def chest_png(bundle) -> bytes:
     )
 
 
-def migrate_template(url: str, folder: Path, bundle) -> None:
-    """Create the schema and the first administrator in the database at `url`, and close its connections."""
+def migrated_app(url: str, folder: Path, bundle):
+    """An app on the database at `url` with its schema created and its first administrator."""
     app = create_app(
         {
             **TEST_CONFIG,
@@ -73,10 +73,7 @@ def migrate_template(url: str, folder: Path, bundle) -> None:
         }
     )
     prepare_database(app)
-    with app.app_context():
-        from webapp.db import db
-
-        db.engine.dispose()
+    return app
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +81,10 @@ def template_database(tmp_path_factory, bundle) -> Path:
     """A SQLite database migrated once (schema and first administrator), copied by every test that uses it."""
     folder = tmp_path_factory.mktemp("template")
     path = folder / "template.sqlite"
-    migrate_template(f"sqlite:///{path}", folder, bundle)
+    with migrated_app(f"sqlite:///{path}", folder, bundle).app_context():
+        from webapp.db import db
+
+        db.engine.dispose()
     return path
 
 
@@ -125,16 +125,7 @@ def postgres_server():
 def postgres_test_app(postgres_server, tmp_path_factory, bundle):
     """An app on a PostgreSQL database migrated once, which every test on "postgres" starts from emptied:
     emptying takes milliseconds where copying a database took seconds (CREATE and DROP DATABASE checkpoint)."""
-    app = create_app(
-        {
-            **TEST_CONFIG,
-            "INSTANCE_PATH": str(tmp_path_factory.mktemp("pg-test") / "instance"),
-            "MODEL_BUNDLE": bundle,
-            "SQLALCHEMY_DATABASE_URI": postgres_server.create_database("test"),
-        }
-    )
-    prepare_database(app)
-    return app
+    return migrated_app(postgres_server.create_database("test"), tmp_path_factory.mktemp("pg-test"), bundle)
 
 
 def reset_postgres(app) -> str:
