@@ -1,6 +1,6 @@
 # Two commands on a fresh machine (Python 3.11 with venv; Debian/Ubuntu for the browser test):
 #   make run    install the runtime and serve the app with the shipped model and SQLite
-#   make test   install runtime + test tools (and Chromium when root) and run every test
+#   make test   install runtime + test tools (and Chromium and PostgreSQL when root) and run every test
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +11,7 @@ PORT ?= 8000
 TRUSTED_HOSTS ?= ["$(HOST)"$(if $(filter 127.0.0.1,$(HOST)),$(comma) "localhost")]
 comma := ,
 
-.PHONY: run dev test install install-dev browser
+.PHONY: run dev test install install-dev browser postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,16 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
-test: install-dev browser
+# Debian's PostgreSQL server for the `postgres` tests, which start a throwaway one on loopback
+# (tests/conftest.py; the driver is in requirements-dev.txt); without root they are skipped (with a
+# reason), and with CI=true they fail.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql >/dev/null; \
+	fi
+
+test: install-dev browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

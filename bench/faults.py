@@ -28,7 +28,7 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
-from bench.checks import storage_report
+from tools.checks import storage_report
 from tools.common import MODEL_DIR, read_images, save_json, table, verdict
 from tools.postgres import Postgres, PostgresUnavailable
 from tools.server import Gunicorn

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.checks import storage_report, total_rows
+from tools.checks import storage_report, total_rows
 from tools.common import ForeignCpu, read_images, save_json, table, verdict
 from tools.load import UPLOAD, report, run_load
 from tools.server import Gunicorn

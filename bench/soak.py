@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.checks import log_findings, storage_report, total_rows
+from tools.checks import log_findings, storage_report, total_rows
 from tools.common import ForeignCpu, machine, read_images, save_json, table, verdict
 from tools.load import DETAIL, IMAGE, LIST, UPLOAD, report, run_load
 from tools.server import Gunicorn

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import io
 import re
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from tests.accounts import PASSWORD, add_user, clinician_client, signed_in, token_for
 from webapp.db import AuditEvent, Prediction, User, db
 from webapp.startup import prepare_database
+
+# The same tests on PostgreSQL (the several-hosts deployment) as on SQLite: see `databases` in tests/conftest.py.
+pytestmark = pytest.mark.databases("sqlite", "postgres")
 
 
 def events(app, action: str | None = None) -> list[AuditEvent]:
@@ -207,15 +213,29 @@ def test_a_stranger_cannot_lock_an_account_only_slow_it(make_app, monkeypatch):
 
 
 def test_concurrent_failures_are_all_counted(make_app):
-    """Attempts are counted before the slow password check: a burst in parallel gets no more through."""
+    """Attempts are counted before the slow password check: a burst in parallel gets no more through, even
+    where the first attempt to be given an id is the last to commit (a PostgreSQL sequence allows that)."""
     app = make_app(SIGN_IN_LIMIT_PER_ACCOUNT=5, SIGN_IN_LIMIT_PER_ADDRESS=100)
     add_user(app, "alice")
+    held = []
+    lock = threading.Lock()
+
+    def hold_the_first(_session, _context) -> None:  # between the attempt's INSERT and its COMMIT
+        with lock:
+            first = not held
+            held.append(True)
+        if first:
+            time.sleep(0.5)
 
     def attempt(_):
         return app.test_client().post("/login", data={"username": "alice", "password": "guess guess"}).status_code
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = list(pool.map(attempt, range(24)))
+    event.listen(Session, "after_flush", hold_the_first)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(attempt, range(24)))
+    finally:
+        event.remove(Session, "after_flush", hold_the_first)
     assert statuses.count(401) == 5 and statuses.count(429) == 19
     assert len(events(app, "sign_in_failed")) == 5
 
@@ -455,15 +475,15 @@ def test_admin_browses_and_filters_the_audit_log(app, client, admin_client, uplo
 # -- first administrator and CLI ----------------------------------------------------------------------
 
 
-def fresh_install(make_app, tmp_path):
+def fresh_install(make_app, url: str):
     """An app on an empty database, whose first start (`init-db`, gunicorn's start-up) sets it up."""
-    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'fresh.sqlite'}")
+    app = make_app(SQLALCHEMY_DATABASE_URI=url)
     prepare_database(app)
     return app
 
 
-def test_first_start_creates_an_admin_with_a_printed_one_time_password(make_app, tmp_path, capsys):
-    app = fresh_install(make_app, tmp_path)
+def test_first_start_creates_an_admin_with_a_printed_one_time_password(make_app, empty_database_url, capsys):
+    app = fresh_install(make_app, empty_database_url)
     printed = capsys.readouterr().out
     password = re.search(r"one-time password: (\S+)", printed).group(1)
     admin = user_row(app, "admin")
@@ -475,9 +495,9 @@ def test_first_start_creates_an_admin_with_a_printed_one_time_password(make_app,
     assert "one-time password" not in capsys.readouterr().out
 
 
-def test_admin_password_from_the_environment(make_app, tmp_path, monkeypatch, capsys):
+def test_admin_password_from_the_environment(make_app, empty_database_url, monkeypatch, capsys):
     monkeypatch.setenv("CXR_ADMIN_PASSWORD", "0123456789")  # digits: must stay a string
-    app = fresh_install(make_app, tmp_path)
+    app = fresh_install(make_app, empty_database_url)
     assert "one-time password" not in capsys.readouterr().out
     assert not user_row(app, "admin").must_change_password
     assert signed_in(app, "admin", "0123456789").get("/admin/users").status_code == 200

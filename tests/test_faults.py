@@ -14,15 +14,18 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-from tests.accounts import clinician_client
+from tests.accounts import clinician_client, signed_in
 from webapp.db import Prediction, db
 from webapp.model_service import model_service
-from webapp.startup import prepare_database
+from webapp.storage_check import check_storage
 
 MODEL_FILES = ("cnn.keras", "ensemble.joblib", "ood.npz", "model_card.json")
 
@@ -136,30 +139,81 @@ def test_database_locked_elsewhere_answers_503_and_recovers(make_app, chest_png,
     assert post(client, chest_png).status_code == 201
 
 
-def test_postgres_down_answers_503_and_recovers(make_app, chest_png, tmp_path, caplog):
-    from tools.postgres import Postgres, PostgresUnavailable
+class Answer(NamedTuple):
+    # Of the database throughout the request: "up", "down", "back" (started again); else "changing".
+    phase: str
+    request: str  # "upload" or "read"
+    status: int
+    retry_after: str | None
+    body: str
 
-    try:
-        pg = Postgres(tmp_path)
-    except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
-    with pg:
-        app = make_app(SQLALCHEMY_DATABASE_URI=pg.url)
-        prepare_database(app)
-        client = clinician_client(app)
-        assert post(client, chest_png).status_code == 201
-        pg.stop("fast")
-        with caplog.at_level(logging.ERROR):
-            assert_503(post(client, chest_png), "database")
-            assert_503(client.get("/api/v1/predictions"), "database")
-            health = client.get("/healthz")
-        assert health.status_code == 503 and health.get_json()["database"]["reachable"] is False
-        assert "Database failure" in caplog.text
-        pg.start()
-        assert post(client, chest_png).status_code == 201  # pool_pre_ping replaces the dead connections
-        assert client.get("/api/v1/predictions").get_json()["total"] == 2
-        assert client.get("/healthz").status_code == 200
-        assert len([p for p in Path(app.config["UPLOAD_FOLDER"]).rglob("*") if p.is_file()]) == 6
+
+@pytest.mark.databases("postgres")
+def test_postgres_stopped_and_restarted_under_load(app, chest_png, postgres_server, caplog):
+    """Clients upload and read on while the PostgreSQL server stops as if it crashed (no shutdown) and
+    starts again: meanwhile every answer is a 503 with Retry-After, afterwards they succeed again without a
+    restart of the app (pool_pre_ping replaces the dead connections), and every upload answered 201 is
+    stored with its files."""
+    clients = [clinician_client(app)] + [signed_in(app, "clinician") for _ in range(2)]
+    answers: list[Answer] = []
+    phase, done = ["up"], threading.Event()
+
+    def uploads(in_phase: str, status: int) -> int:
+        return sum(1 for a in list(answers) if (a.phase, a.request, a.status) == (in_phase, "upload", status))
+
+    def keep_going(client) -> None:
+        send = {"upload": lambda: post(client, chest_png), "read": lambda: client.get("/api/v1/predictions")}
+        while not done.is_set():
+            for request, call in send.items():
+                began = phase[0]
+                response = call()
+                during = began if phase[0] == began else "changing"  # in flight at the stop or the start
+                answers.append(
+                    Answer(during, request, response.status_code, response.headers.get("Retry-After"), response.text)
+                )
+
+    def wait_for(condition, seconds: float = 90) -> None:
+        deadline = time.perf_counter() + seconds
+        while not condition():
+            assert time.perf_counter() < deadline, answers[-5:]
+            time.sleep(0.05)
+
+    running = True
+    with ThreadPoolExecutor(max_workers=len(clients)) as pool, caplog.at_level(logging.ERROR):
+        loads = [pool.submit(keep_going, client) for client in clients]
+        try:
+            wait_for(lambda: uploads("up", 201) >= 3)
+            phase[0] = "stopping"
+            postgres_server.stop("immediate")
+            running, phase[0] = False, "down"
+            wait_for(lambda: uploads("down", 503) >= 3)
+            health = clients[0].get("/healthz")
+            assert health.status_code == 503 and health.get_json()["database"]["reachable"] is False
+            phase[0] = "starting"
+            postgres_server.start()
+            running, phase[0] = True, "back"
+            wait_for(lambda: uploads("back", 201) >= 3)
+        finally:
+            done.set()
+            if not running:
+                postgres_server.start()
+        for load in loads:
+            load.result()
+    assert "Database failure" in caplog.text
+    for served in ("up", "back"):  # the database was up throughout these requests
+        assert {a.status for a in answers if a.phase == served} <= {200, 201}, served
+    assert {a.status for a in answers} <= {200, 201, 503}, {a.status for a in answers}  # never a 500
+    refused = [a for a in answers if a.status == 503]
+    assert {a.status for a in answers if a.phase == "down"} == {503}
+    assert {a.request for a in refused if a.phase == "down"} == {"upload", "read"}
+    assert all(a.retry_after and "database" in a.body.lower() for a in refused), refused[:3]
+    created = [json.loads(a.body)["id"] for a in answers if a.status == 201]
+    with app.app_context():
+        stored = set(db.session.scalars(db.select(Prediction.id)))
+        report = check_storage(min_age=0)
+    assert len(set(created)) == len(created) and set(created) <= stored  # nothing acknowledged is lost
+    assert not report.orphans and not set(report.rows_missing_files) & set(created), report.lines()
+    assert clients[0].get("/healthz").status_code == 200
 
 
 # -- model --------------------------------------------------------------------------------------------

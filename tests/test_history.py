@@ -11,6 +11,9 @@ import pytest
 from tests.accounts import clinician_client
 from webapp.db import Prediction, Review, db
 
+# The same tests on PostgreSQL (the several-hosts deployment) as on SQLite: see `databases` in tests/conftest.py.
+pytestmark = pytest.mark.databases("sqlite", "postgres")
+
 
 def _backdate(app, prediction_id: int, when: datetime) -> None:
     with app.app_context():

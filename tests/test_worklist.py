@@ -7,14 +7,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import flask_migrate
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
 
 from tests.accounts import add_user, signed_in
 from webapp.db import MIGRATIONS, Prediction, Review, ReviewEdit, db
+
+# The same tests on PostgreSQL (the several-hosts deployment) as on SQLite: see `databases` in tests/conftest.py.
+pytestmark = pytest.mark.databases("sqlite", "postgres")
 
 
 def other_class(bundle, prediction: dict) -> str:
@@ -142,6 +148,41 @@ def test_each_clinician_has_their_own_review(app, client, upload, bundle):
     assert [(r["user"], r["agrees"]) for r in reviews] == [("dana", False), ("clinician", True)]
 
 
+def test_one_clinicians_simultaneous_first_reviews_make_one_review(app, client, upload):
+    """Two windows of one clinician save a first review at once: the second, which read no review of theirs
+    while the first was being saved, is refused (409) by the unique constraint; never two reviews."""
+    prediction = upload()
+    url = f"/api/v1/predictions/{prediction['id']}/reviews"
+    windows = [client, signed_in(app, "clinician")]
+    first_inserted, second_done = threading.Event(), threading.Event()
+
+    def hold_the_first(session, _context) -> None:  # between the first review's INSERT and its COMMIT
+        if any(isinstance(row, Review) for row in session.new) and not first_inserted.is_set():
+            first_inserted.set()
+            # Time for the second to read and to try its INSERT, which then waits for this commit (a row lock
+            # on PostgreSQL's unique index, the write lock on SQLite): it cannot finish first.
+            assert not second_done.wait(1.0)
+
+    def save(n: int) -> int:
+        if n == 1:
+            assert first_inserted.wait(10)
+        try:
+            return windows[n].post(url, json={"agree": True, "comment": f"window {n}"}).status_code
+        finally:
+            if n == 1:
+                second_done.set()
+
+    event.listen(Session, "after_flush", hold_the_first)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            statuses = list(pool.map(save, range(2)))
+    finally:
+        event.remove(Session, "after_flush", hold_the_first)
+    assert statuses == [201, 409]
+    with app.app_context():
+        assert [r.comment for r in db.session.scalars(db.select(Review))] == ["window 0"]
+
+
 def test_review_api_creates_then_updates(app, client, upload, bundle):
     prediction = upload()
     url = f"/api/v1/predictions/{prediction['id']}/reviews"
@@ -225,6 +266,7 @@ def test_openapi_describes_the_worklist_and_reviews(client):
 # -- the migration -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.databases("sqlite")  # its old rows are written in SQLite's SQL; tests/test_migrations.py runs all
 def test_migration_merges_duplicate_reviews_and_backfills_p_covid(make_app, tmp_path):
     app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.sqlite'}")
     with app.app_context():

@@ -3,6 +3,7 @@
     with Postgres(tmp_path) as pg:
         pg.url   # postgresql+psycopg://cxr@127.0.0.1:PORT/cxr
         pg.stop(); pg.start()          # make it unreachable, then bring it back
+        pg.create_database("t1", template="cxr")   # another database (a copy): its URL
 
 Needs the server binaries (`apt-get install -y postgresql`; `--install` in the scripts runs that when
 root) and the Python driver (`pip install "psycopg[binary]==3.3.9"`). The cluster lives in a temporary
@@ -44,8 +45,9 @@ def install() -> None:
     if os.geteuid() != 0:
         raise PostgresUnavailable("PostgreSQL is not installed; run `sudo apt-get install -y postgresql`.")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True, env=env)
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]  # as the Makefile's `postgres` target
+    subprocess.run([*apt, "update", "-qq"], check=True, env=env)
+    subprocess.run([*apt, "install", "-y", "-qq", "postgresql"], check=True, env=env)
 
 
 def require(auto_install: bool = False) -> Path:
@@ -74,7 +76,7 @@ class Postgres:
         self.socket_dir = self.root / "socket"
         self.log = self.root / "postgres.log"
         self.port = port or free_port()
-        self.url = f"postgresql+psycopg://{USER}@127.0.0.1:{self.port}/{DATABASE}"
+        self.url = self.url_of(DATABASE)
         self._demote = None
         if os.geteuid() == 0:  # the server refuses to run as root: run it as Debian's postgres user
             account = pwd.getpwnam("postgres")
@@ -119,28 +121,29 @@ class Postgres:
             "-c fsync=on -c synchronous_commit=on"
         )
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "-t", "60", "start")
-        exists = self._run(
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            USER,
-            "-d",
-            "postgres",
-            "-tAc",
-            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
-        )
-        if exists.stdout.strip() != "1":
-            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE)
+        exists = self.query(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'", database="postgres")
+        if exists != "1":
+            self.create_database(DATABASE)
+
+    def url_of(self, database: str) -> str:
+        return f"postgresql+psycopg://{USER}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """A new database (a copy of `template`, which nobody may be connected to); returns its URL."""
+        copy = ["-T", template] if template else []
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, *copy, name)
+        return self.url_of(name)
+
+    def disconnect(self, database: str) -> None:
+        """End every connection to the database (the pools of apps that are done with it)."""
+        self.query(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}'")
 
     def stop(self, mode: str = "fast") -> None:
         if self.initialised:
             self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
-    def query(self, sql: str) -> str:
-        done = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", DATABASE, "-tAc", sql)
+    def query(self, sql: str, database: str = DATABASE) -> str:
+        done = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", database, "-tAc", sql)
         return done.stdout.strip()
 
     def __enter__(self) -> Postgres:

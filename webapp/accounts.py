@@ -19,7 +19,7 @@ from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp import audit
-from webapp.db import ROLES, ApiToken, AuditEvent, User, UserSession, db, utcnow
+from webapp.db import ROLES, ApiToken, AuditEvent, User, UserSession, commit_in_turn, db, utcnow
 from webapp.security import csrf
 
 login_manager = LoginManager()
@@ -37,6 +37,7 @@ TOKEN_ENDPOINTS = {"results.image_file"}
 TOKEN_PREFIX = "cxr_"
 SESSION_KEY = "sid"  # the cookie's random session id; the database keeps its digest (UserSession)
 MIN_PASSWORD_LENGTH = 10
+PASSWORD_ATTEMPTS_LOCK = 0x5349474E  # "SIGN": the advisory lock that orders password attempts (commit_in_turn)
 
 
 class AccountError(ValueError):
@@ -168,6 +169,8 @@ def begin_password_check(username: str, detail: str | None = None) -> Attempt:
     A refused attempt is recorded as throttled, not as a failure, so it lengthens no limit."""
     config = current_app.config
     name, address = normalise(username), request.remote_addr
+    # Counting the failures up to this attempt's id must count every attempt committed before it.
+    commit_in_turn(PASSWORD_ATTEMPTS_LOCK)
     event = audit.record(audit.SIGN_IN_FAILED, username=name, detail=detail)
     db.session.commit()
     window = timedelta(seconds=int(config["SIGN_IN_WINDOW_SECONDS"]))

@@ -11,7 +11,20 @@ from flask import Flask
 from flask_login import UserMixin
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, Select, String, Text, UniqueConstraint, event
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    Select,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    func,
+    select,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -278,6 +291,18 @@ def init_app(app: Flask) -> None:
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.close()
+
+
+def commit_in_turn(key: int) -> None:
+    """Make the rows this transaction inserts from now on get ids in the order of the commits of every
+    transaction that calls this with the same `key`, so that "ids up to mine" means "committed before me".
+
+    SQLite does so by itself (one writer at a time, from its first write to its commit). A PostgreSQL
+    sequence hands out ids before the commits, which may then land in any order: a transaction-scoped
+    advisory lock, released at the commit, lets one such transaction at a time insert. Call it before
+    the inserts, and before anything that flushes them."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def describe_database_error(exc: BaseException) -> str:
