@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import shutil
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -19,9 +22,42 @@ from cxr.errors import InputError
 from webapp import audit
 from webapp.accounts import AccountError, create_user, find_user, issue_token
 from webapp.analysis import analyse, build_record
-from webapp.db import ROLES, Prediction, Review, db, within_dates
+from webapp.db import (
+    DATABASE_ERRORS,
+    ROLES,
+    Prediction,
+    Review,
+    db,
+    describe_database_error,
+    schema_problem,
+    within_dates,
+)
 from webapp.serialize import prediction_json
 from webapp.startup import prepare_database
+
+
+class DatabaseNotReady(click.ClickException):
+    """The command needs a database with the current schema; exit status 2, the message says what to do."""
+
+    exit_code = 2
+
+
+def needs_schema(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command that reads or writes the database only once its schema is the current one: on an instance
+    before `init-db` (or after a code update) it says so and exits 2, instead of a SQLAlchemy traceback.
+    Apply it under `@with_appcontext`."""
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            problem = schema_problem()
+        except DATABASE_ERRORS as exc:
+            raise DatabaseNotReady(f"The database does not answer ({describe_database_error(exc)}).") from exc
+        if problem:
+            raise DatabaseNotReady(problem)
+        return command(*args, **kwargs)
+
+    return checked
 
 
 @click.command("init-db")
@@ -52,6 +88,7 @@ def predict_command(files: tuple[Path, ...]) -> None:
 
 @click.command("create-user")
 @with_appcontext
+@needs_schema
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), default="clinician", show_default=True)
 def create_user_command(name: str, role: str) -> None:
@@ -70,6 +107,7 @@ def create_user_command(name: str, role: str) -> None:
 
 @click.command("create-token")
 @with_appcontext
+@needs_schema
 @click.argument("name")
 @click.option("--label", default="command line", show_default=True, help="what the token is for")
 def create_token_command(name: str, label: str) -> None:
@@ -90,6 +128,7 @@ EXPORT_SOURCE = "local"
 
 @click.command("export-reviewed")
 @with_appcontext
+@needs_schema
 @click.option(
     "--out",
     "out",
