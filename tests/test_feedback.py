@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.accounts import clinician_client
-from tests.helpers import SHARED_IMAGES, dicom_bytes, gray_pixels, png_bytes
+from tests.helpers import SHARED_IMAGES, dicom_bytes, gray_pixels, missing, png_bytes, shared_manifest
 from webapp.db import AuditEvent, Prediction, db
 
 FLAT = png_bytes(np.full((256, 256), 200, np.uint8))  # decodes, but the gate refuses it
@@ -211,13 +211,12 @@ ROUND_TRIP_PER_CLASS = 12
 def test_round_trip_upload_review_export_train_evaluate(app, client, runner, tmp_path, bundle, capsys):
     """Real films are uploaded, reviewed with their data set label, exported, and a tiny model trained and
     evaluated on the export, beside the shipped model: the retrain-and-compare loop of the README."""
-    if not (SHARED_IMAGES / "manifest.csv").is_file():
-        pytest.skip(f"The shared films ({SHARED_IMAGES}) are absent.")
+    shared = shared_manifest()
     from tests.test_training import TINY
     from training import evaluate, train
 
     wanted = {"covid": ROUND_TRIP_PER_CLASS, "normal": ROUND_TRIP_PER_CLASS}
-    for row in csv.DictReader((SHARED_IMAGES / "manifest.csv").open()):
+    for row in csv.DictReader(shared.open()):
         if not any(wanted.values()):
             break
         if wanted.get(row["label"], 0) == 0 or row["label"] not in bundle.classes:
@@ -232,7 +231,7 @@ def test_round_trip_upload_review_export_train_evaluate(app, client, runner, tmp
         review(client, response.get_json(), row["label"])
         wanted[row["label"]] -= 1
     if any(wanted.values()):
-        pytest.skip(f"The gate accepted too few shared films: {wanted} still missing.")
+        missing(f"The gate accepted too few shared films: {wanted} still missing.")
 
     out = tmp_path / "export"
     result = runner.invoke(args=["export-reviewed", "--out", str(out)])
