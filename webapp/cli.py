@@ -3,20 +3,17 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import os
-import shutil
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlalchemy import Select, func, select
 
 from cxr.errors import InputError
 from webapp import audit
@@ -25,13 +22,11 @@ from webapp.analysis import analyse, build_record
 from webapp.db import (
     DATABASE_ERRORS,
     ROLES,
-    Prediction,
-    Review,
     db,
     describe_database_error,
     schema_problem,
-    within_dates,
 )
+from webapp.export import export_reviewed
 from webapp.serialize import prediction_json
 from webapp.startup import prepare_database
 
@@ -121,11 +116,6 @@ def create_token_command(name: str, label: str) -> None:
     click.echo(token)
 
 
-# What `python -m training.train --data DIR/manifest.csv` and `training.evaluate` read (training/data.py).
-EXPORT_COLUMNS = ["file", "label", "patient_id", "source"]
-EXPORT_SOURCE = "local"
-
-
 @click.command("export-reviewed")
 @with_appcontext
 @needs_schema
@@ -147,46 +137,32 @@ EXPORT_SOURCE = "local"
 def export_reviewed_command(out: Path, since: datetime | None, force: bool) -> None:
     """Write the reviewed films and OUT/manifest.csv (file,label,patient_id,source) for training and evaluation.
 
-    The label is the class of each prediction's latest review; patient_id is its reference, or
-    `prediction:<id>` for a film without one (each such film then counts as its own patient)."""
+    Each film (sha256) is written once. The label is the class of its latest review; patient_id is its
+    reference, or `prediction:<id>` for a film without one (each such film then counts as its own patient);
+    references that share a film are one patient (webapp/export.py)."""
     if out.exists() and any(out.iterdir()) and not force:
         raise click.ClickException(f"{out} is not empty; choose an empty folder or pass --force to write into it.")
-    reviewed = select_reviewed(since.date() if since else None)
-    folder = Path(current_app.config["UPLOAD_FOLDER"])
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    rows, missing = [], 0
-    for record in db.session.scalars(reviewed):
-        source = folder / record.image_path
-        if not source.is_file():
-            missing += 1
-            continue
-        name = f"images/{record.id}{source.suffix}"
-        shutil.copyfile(source, out / name)
-        rows.append(
-            [name, record.latest_review.correct_class, record.reference or f"prediction:{record.id}", EXPORT_SOURCE]
-        )
-    with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(EXPORT_COLUMNS)
-        writer.writerows(rows)
+    summary = export_reviewed(out, Path(current_app.config["UPLOAD_FOLDER"]), since.date() if since else None)
     audit.record(
         audit.EXPORT,
         target="export-reviewed",
-        detail=f"{len(rows)} reviewed films{f' since {since:%Y-%m-%d}' if since else ''}, on the command line",
+        detail=f"{summary.films} reviewed films{f' since {since:%Y-%m-%d}' if since else ''}, on the command line",
     )
     db.session.commit()
-    click.echo(f"Wrote {len(rows)} reviewed film(s) and {out / 'manifest.csv'}.")
-    if missing:
-        click.echo(f"Left out {missing} reviewed prediction(s) whose stored film is missing.", err=True)
-
-
-def select_reviewed(since: date | None) -> Select:
-    """Reviewed predictions, oldest first, narrowed to those whose latest review is from `since` on."""
-    query = select(Prediction).where(Prediction.reviews.any()).order_by(Prediction.id)
-    if since is not None:
-        latest = select(func.max(Review.updated_at)).where(Review.prediction_id == Prediction.id).scalar_subquery()
-        query = within_dates(query, latest, since, None)
-    return query
+    click.echo(f"Wrote {summary.films} reviewed film(s) and {out / 'manifest.csv'}.")
+    if summary.repeated:
+        click.echo(
+            f"{len(summary.repeated)} film(s) were uploaded more than once: each is written once, as one patient, "
+            "labelled by its latest review.",
+            err=True,
+        )
+    for film in summary.disagreeing:
+        ids = ", ".join(str(p.id) for p in film.predictions)
+        click.echo(
+            f"  The reviews of predictions {ids} (the same film) disagree; exported as '{film.label}'.", err=True
+        )
+    if summary.missing:
+        click.echo(f"Left out {summary.missing} reviewed film(s) whose stored file is missing.", err=True)
 
 
 def init_app(app: Flask) -> None:
