@@ -1,13 +1,14 @@
 # Two commands on a fresh machine (Python 3.11 with venv; Debian/Ubuntu for the browser test):
 #   make run    install the runtime and serve the app with the shipped model and SQLite
 #   make test   install runtime + test tools (and Chromium when root) and run every test
+#   make test-fast   the same less the tests marked slow (servers, training, browser, fuzzing): a few minutes
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run dev test install install-dev browser
+.PHONY: run dev test test-fast install install-dev browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +42,8 @@ test: install-dev browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+test-fast: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -m "not slow"
