@@ -136,6 +136,7 @@ def test_database_locked_elsewhere_answers_503_and_recovers(make_app, chest_png,
     assert post(client, chest_png).status_code == 201
 
 
+@pytest.mark.slow
 def test_postgres_down_answers_503_and_recovers(make_app, chest_png, tmp_path, caplog):
     from tools.postgres import Postgres, PostgresUnavailable
 
@@ -241,6 +242,7 @@ def test_check_storage_reports_and_cleans(app, upload, runner):
 # -- gunicorn -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gunicorn_refuses_to_start_on_a_broken_model_directory(tmp_path):
     from tools.server import Gunicorn
 
@@ -261,6 +263,7 @@ def test_gunicorn_refuses_to_start_on_a_broken_model_directory(tmp_path):
     assert "Booting worker" not in log  # the master checks the files before any worker loads TensorFlow
 
 
+@pytest.mark.slow
 def test_gunicorn_survives_model_removed_after_start(tmp_path, model_dir, chest_png):
     from tools.server import Gunicorn
 

@@ -274,6 +274,7 @@ def test_patients_joined_by_shared_films_are_one_group():
 ROUND_TRIP_PER_CLASS = 12
 
 
+@pytest.mark.slow
 def test_round_trip_upload_review_export_train_evaluate(app, client, runner, tmp_path, bundle, capsys):
     """Real films are uploaded, reviewed with their data set label, exported, and a tiny model trained and
     evaluated on the export, beside the shipped model: the retrain-and-compare loop of the README."""

@@ -57,6 +57,7 @@ def test_shipped_cnn_serves_in_float32():
     assert {layer.dtype_policy.name for layer in bundle.cnn.layers} == {"float32"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not native_bfloat16(),
     reason="this CPU has no native bfloat16 (AVX512_BF16 or AMX): it "
