@@ -85,7 +85,7 @@ def _jet_palette() -> list[int]:
 
 # The overlay is for looking at in a browser: a 2-4k px detector film is drawn at most this size, and
 # more than half of it (the heatmap itself is 8 × 8; the film stays stored at full size), which saves
-# most of the work on such films (bench/README.md, "In-process").
+# most of the work on such films (bench/README.md, "In-process" and "Large films").
 OVERLAY_MAX_SIDE = 1024
 
 

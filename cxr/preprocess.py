@@ -38,11 +38,12 @@ class Prepared:
     box: tuple[int, int, int, int]
 
 
-# A film whose short side exceeds WORKING_SCALE × the output size is first reduced by an integer factor
-# (the mean of each factor × factor block), keeping at least that many pixels per output pixel and a
-# lung box (≥ 40 % of the frame, `cxr.lungs`) above the output size. The border trim and the resize then
-# work on ~16× fewer pixels of a 2-4k px detector film (bench/README.md, "In-process"); the shared films
-# (~320 px) and every film up to 4 × the output size are not reduced, so training sees exactly what it did.
+# A film whose short side is at least 2 × WORKING_SCALE × the output size is first reduced by an integer
+# factor (the mean of each factor × factor block), keeping at least WORKING_SCALE pixels per output pixel
+# and a lung box (≥ 40 % of the frame, `cxr.lungs`) above the output size. The border trim and the resize
+# then work on ~16× fewer pixels of a 2-4k px detector film (bench/README.md, "Large films"); smaller films
+# (for a 128 px input: under 1024 px, every shared film among them) are not reduced, so training sees
+# exactly what it did.
 WORKING_SCALE = 4
 
 
