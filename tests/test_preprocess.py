@@ -75,4 +75,4 @@ def test_a_detector_sized_film_is_preprocessed_from_its_working_frame(monkeypatc
     full = preprocess(pixels, 128)
     assert reduced.tensor.shape == full.tensor.shape == (128, 128, 1)
     assert all(abs(a - b) <= factor for a, b in zip(reduced.box, full.box)), (reduced.box, full.box)
-    assert np.abs(reduced.tensor - full.tensor).mean() < 0.01  # bench.large_film_agreement: same decisions
+    assert np.abs(reduced.tensor - full.tensor).mean() < 0.005  # 0.003 here; bench.large_film_agreement: decisions
