@@ -1,7 +1,7 @@
 # Two commands on a fresh machine (Python 3.11 with venv; Debian/Ubuntu for the browser test):
 #   make run    install the runtime and serve the app with the shipped model and SQLite
 #   make test   install runtime + test tools (and Chromium when root) and run every test
-#   make test-fast   the same less the tests marked slow (servers, training, browser, fuzzing): a few minutes
+#   make test-fast   the same less the tests marked slow (servers, training, browser): a few minutes
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

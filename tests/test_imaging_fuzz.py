@@ -28,10 +28,7 @@ SEEDS = {
     "dicom-jpeg2000": dicom(levels(BASE, 16), 16, syntax=JPEG2000Lossless),
     "dicom-jpeg": dicom_jpeg_baseline(BASE),
 }
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::UserWarning"),  # Pillow warns about every corrupt EXIF it skips
-    pytest.mark.slow,  # a thousand decodes
-]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about every corrupt EXIF it skips
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 

@@ -76,7 +76,6 @@ def test_no_file(app, client, route: str, url: str, message: str) -> None:
     assert stored(app) == (0, 0)
 
 
-@pytest.mark.slow
 @settings(
     max_examples=40,
     deadline=None,
