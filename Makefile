@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (Python 3.11 with venv; Debian/Ubuntu for the browser test):
 #   make run    install the runtime and serve the app with the shipped model and SQLite
 #   make test   install runtime + test tools (and Chromium and PostgreSQL when root) and run every test
+#   make test-fast   the same less the tests marked slow (servers, training, browser): a few minutes
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ PORT ?= 8000
 TRUSTED_HOSTS ?= ["$(HOST)"$(if $(filter 127.0.0.1,$(HOST)),$(comma) "localhost")]
 comma := ,
 
-.PHONY: run dev test install install-dev browser postgres
+.PHONY: run dev test test-fast install install-dev browser postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,3 +55,8 @@ test: install-dev browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+test-fast: install-dev postgres
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -m "not slow"

@@ -67,6 +67,8 @@ class DecodedImage:
     offer them as the reference for the clinician to confirm; nothing stores or logs them by itself.
     `source_png` is the upload itself when it already holds exactly `gray`: an 8-bit grayscale PNG
     without transparency or EXIF rotation (its metadata chunks are still in it).
+    `levels` are the decoder's own 8-bit pixels when `pixels` are exactly `levels / 255` (8-bit rasters):
+    then `gray` is they, not a second conversion of a 2-4k px film.
     """
 
     pixels: np.ndarray
@@ -75,11 +77,12 @@ class DecodedImage:
     metadata: dict[str, str] = field(default_factory=dict)
     identifiers: dict[str, str] = field(default_factory=dict, repr=False)
     source_png: bytes | None = field(default=None, repr=False)
+    levels: np.ndarray | None = field(default=None, repr=False)
 
     @cached_property
     def gray(self) -> np.ndarray:
         """The pixels as 8-bit grayscale (`to_uint8`), made once for the gate and the stored files."""
-        return to_uint8(self.pixels)
+        return self.levels if self.levels is not None else to_uint8(self.pixels)
 
     @property
     def width(self) -> int:
@@ -156,10 +159,12 @@ def _decode_raster(data: bytes) -> DecodedImage:
     image.load()
     # Cameras and phones store the picture as the sensor saw it and say in EXIF how to turn it upright.
     upright = image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1)
-    pixels, colour = _pil_to_gray(ImageOps.exif_transpose(image))
+    pixels, levels, colour = _pil_to_gray(ImageOps.exif_transpose(image))
     # IHDR (always the first chunk) at bytes 24-25: bit depth 8, colour type 0 (grayscale).
     film = kind == "PNG" and upright and data[24:26] == b"\x08\x00" and "transparency" not in image.info
-    return DecodedImage(pixels=pixels, format=kind, colourfulness=colour, source_png=data if film else None)
+    return DecodedImage(
+        pixels=pixels, format=kind, colourfulness=colour, source_png=data if film else None, levels=levels
+    )
 
 
 def _signature(data: bytes) -> str:
@@ -168,18 +173,20 @@ def _signature(data: bytes) -> str:
     return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), "")
 
 
-def _pil_to_gray(image: Image.Image) -> tuple[np.ndarray, float]:
-    """Grayscale float pixels and the colourfulness of the original (0 for grayscale inputs)."""
+def _pil_to_gray(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Grayscale float pixels, their 8-bit levels where they are exactly `levels / 255` (else None), and
+    the colourfulness of the original (0 for grayscale inputs)."""
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        return _min_max(np.asarray(image, dtype=np.float32)), 0.0
+        return _min_max(np.asarray(image, dtype=np.float32)), None, 0.0
     if "A" in image.getbands() or "transparency" in image.info:
         # Transparent areas become black, as in the shared data's standardisation.
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
     if image.mode not in ("L", "1"):
         image = image.convert("RGB")  # palette, CMYK (Pillow undoes Adobe's inversion), YCbCr, ...
-    gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    return gray, (_colourfulness_of(image) if image.mode == "RGB" else 0.0)
+    levels = np.asarray(image.convert("L"))
+    gray = levels.astype(np.float32) / 255.0
+    return gray, levels, (_colourfulness_of(image) if image.mode == "RGB" else 0.0)
 
 
 def _colourfulness_of(image: Image.Image) -> float:

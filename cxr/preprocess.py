@@ -38,16 +38,45 @@ class Prepared:
     box: tuple[int, int, int, int]
 
 
+# A film whose short side is at least 2 × WORKING_SCALE × the output size is first reduced by an integer
+# factor (the mean of each factor × factor block), keeping at least WORKING_SCALE pixels per output pixel
+# and a lung box (≥ 40 % of the frame, `cxr.lungs`) above the output size. The border trim and the resize
+# then work on ~16× fewer pixels of a 2-4k px detector film (bench/README.md, "Large films"); smaller films
+# (for a 128 px input: under 1024 px, every shared film among them) are not reduced, so training sees
+# exactly what it did.
+WORKING_SCALE = 4
+
+
 def preprocess(pixels: np.ndarray, size: int, region: tuple[int, int, int, int] | None = None) -> Prepared:
     """Turn a 2-D [0, 1] radiograph into the CNN input of `size` × `size` pixels: of `region`
-    (top, bottom, left, right; the lung box of `cxr.lungs`) when given, else of `crop_box`."""
+    (top, bottom, left, right; the lung box of `cxr.lungs`) when given, else of `crop_box`. The box is
+    in pixels of `pixels` either way."""
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {pixels.shape}")
-    top, bottom, left, right = region if region is not None else crop_box(pixels)
-    region = pixels[top:bottom, left:right].astype(np.float32, copy=False)
-    resized = np.asarray(Image.fromarray(region, mode="F").resize((size, size), Image.BILINEAR))
+    frame, factor = working_frame(pixels, size)
+    height, width = pixels.shape
+    if region is None:
+        top, bottom, left, right = crop_box(frame)
+        region = top * factor, min(bottom * factor, height), left * factor, min(right * factor, width)
+    top, bottom, left, right = region
+    # The blocks of the working frame that hold the region (all of it: a partial block is included).
+    cut = frame[top // factor : -(-bottom // factor), left // factor : -(-right // factor)]
+    resized = np.asarray(
+        Image.fromarray(cut.astype(np.float32, copy=False), mode="F").resize((size, size), Image.BILINEAR)
+    )
     tensor = equalise(resized)[..., np.newaxis]
     return Prepared(tensor=tensor.astype(np.float32, copy=False), box=(top, bottom, left, right))
+
+
+def working_frame(pixels: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """`pixels` reduced by the largest integer factor that keeps the short side at least WORKING_SCALE × `size`
+    (Pillow's `reduce`: each factor × factor block's mean; a partial block at the edge is the mean of what it
+    holds), and that factor; the pixels themselves, and 1, when no reduction is due."""
+    factor = min(pixels.shape) // (WORKING_SCALE * size)
+    if factor < 2:
+        return pixels, 1
+    reduced = Image.fromarray(pixels.astype(np.float32, copy=False), mode="F").reduce(factor)
+    return np.asarray(reduced), factor
 
 
 def crop_box(pixels: np.ndarray) -> tuple[int, int, int, int]:

@@ -18,7 +18,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests.accounts import add_user, clinician_client, signed_in
-from tests.helpers import MODEL_DIR, SHARED_IMAGES, png_bytes, synthetic_chest, unavailable
+from tests.helpers import MODEL_DIR, SHARED_IMAGES, missing, png_bytes, synthetic_chest
 from webapp import create_app
 from webapp.startup import prepare_database
 
@@ -56,7 +56,7 @@ def chest_png(bundle) -> bytes:
         image = decode_image(data)
         if assess(image, bundle.predict(image.pixels)).accepted:
             return data
-    pytest.skip(
+    missing(
         f"The gate of the model in {MODEL_DIR} accepts neither the synthetic chest images nor a real one "
         f"({SHARED_IMAGES} {'has none accepted' if SHARED_IMAGES.is_dir() else 'is absent'})."
     )
@@ -116,7 +116,7 @@ def postgres_server():
     try:
         server = Postgres()
     except PostgresUnavailable as exc:
-        unavailable(str(exc))
+        missing(str(exc))
     with server:
         yield server
 

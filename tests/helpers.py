@@ -19,12 +19,24 @@ MODEL_DIR = ROOT / "models"  # the shipped model: the web tests use the real thi
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def unavailable(reason: str) -> NoReturn:
-    """Skip a test whose tools or data this machine lacks, but fail it in CI (CI=true), where `make test`
-    installs them: a test that silently skips there tests nothing."""
+def missing(reason: str) -> NoReturn:
+    """Skip a test whose data (../shared, the model, a film the gate accepts) or tools (PostgreSQL, its
+    driver) are not here; fail it under CI=true.
+
+    CI has ../shared beside the checkout, the shipped model, and what `make test` installs: there, a test
+    that cannot get what it needs fails, so that a missing data set, server or a gate that refuses every
+    film cannot turn the suite green."""
     if IN_CI:
-        pytest.fail(f"{reason} (CI=true: required)", pytrace=False)
+        pytest.fail(f"{reason} (CI=true: a test that needs it fails instead of skipping)", pytrace=False)
     pytest.skip(reason)
+
+
+def shared_manifest() -> Path:
+    """../shared's manifest.csv; `missing` when the shared films are absent."""
+    manifest = SHARED_IMAGES / "manifest.csv"
+    if not manifest.is_file():
+        missing(f"The shared films ({SHARED_IMAGES}) are absent.")
+    return manifest
 
 
 def png_bytes(array: np.ndarray) -> bytes:

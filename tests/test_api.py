@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from tests.accounts import clinician_client
+from tests.accounts import clinician_client, token_for
 from tests.helpers import dicom_bytes, png_bytes
-from webapp.db import db
+from webapp.db import AuditEvent, db
 from webapp.model_service import model_service
 
 
@@ -103,6 +103,28 @@ def test_create_too_large(make_app, chest_png):
     response = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png + b"\0" * 8192), "big.png")})
     assert response.status_code == 413
     assert "larger than" in response.get_json()["error"]
+
+
+def test_report_pdf_with_an_api_token_is_audited(app, upload):
+    prediction = upload()
+    script = app.test_client()  # no session: the token alone
+    headers = {"Authorization": f"Bearer {token_for(app, 'clinician', 'record system')}"}
+    response = script.get(f"/api/v1/predictions/{prediction['id']}/report.pdf", headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    assert response.mimetype == "application/pdf" and response.data.startswith(b"%PDF")
+    assert response.headers["Content-Disposition"] == f'attachment; filename="cxr-prediction-{prediction["id"]}.pdf"'
+    with app.app_context():
+        exports = db.session.scalars(db.select(AuditEvent).where(AuditEvent.action == "export")).all()
+        assert [(e.username, e.target, e.detail) for e in exports] == [
+            ("clinician", f"prediction:{prediction['id']}", "report.pdf via the API")
+        ]
+    missing = script.get("/api/v1/predictions/999999/report.pdf", headers=headers)
+    assert missing.status_code == 404 and missing.get_json() == {"error": "Nothing was found at this address."}
+    anonymous = script.get(f"/api/v1/predictions/{prediction['id']}/report.pdf")
+    assert anonymous.status_code == 401
+    assert anonymous.get_json() == {"error": "Sign in, or send an API token as 'Authorization: Bearer <token>'."}
+    revoked = script.get(f"/api/v1/predictions/{prediction['id']}/report.pdf", headers={"Authorization": "Bearer x"})
+    assert revoked.status_code == 401 and "not valid" in revoked.get_json()["error"]
 
 
 def test_json_errors(client):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.accounts import add_user, clinician_client, signed_in
-from tests.helpers import SHARED_IMAGES, dicom_bytes, gray_pixels, png_bytes
+from tests.helpers import SHARED_IMAGES, dicom_bytes, gray_pixels, missing, png_bytes, shared_manifest
 from webapp.db import AuditEvent, Prediction, UserSession, db
 
 FLAT = png_bytes(np.full((256, 256), 200, np.uint8))  # decodes, but the gate refuses it
@@ -162,8 +162,15 @@ def test_upload_page_offers_dicom_identifiers_then_saves_the_choice(app, client,
 # -- export-reviewed and the retraining loop ---------------------------------------------------------------
 
 
-def test_export_reviewed_writes_films_and_manifest(app, client, upload, runner, bundle, tmp_path):
-    first, second, unreviewed = upload(reference="P-1"), upload(), upload()
+def another_film(png: bytes, seed: int) -> bytes:
+    """The same film with one pixel changed: other bytes (sha256) that the gate judges alike."""
+    pixels = gray_pixels(png).copy()
+    pixels[seed, seed] ^= 1
+    return png_bytes(pixels)
+
+
+def test_export_reviewed_writes_films_and_manifest(app, client, upload, runner, bundle, tmp_path, chest_png):
+    first, second, unreviewed = upload(reference="P-1"), upload(another_film(chest_png, 1)), upload()
     other = next(c for c in bundle.classes if c != second["class"])
     review(client, first, first["class"])
     review(client, second, second["class"])
@@ -205,19 +212,78 @@ def test_export_reviewed_writes_films_and_manifest(app, client, upload, runner, 
     ]
 
 
+def test_export_reviewed_writes_each_film_once_in_one_patient(app, client, upload, runner, bundle, tmp_path, chest_png):
+    """A film uploaded twice would otherwise be two rows that training may put in two splits."""
+    film_x, film_y, film_z = chest_png, another_film(chest_png, 1), another_film(chest_png, 2)
+    x_as_p1, y_as_p2, x_as_p2 = (
+        upload(film_x, reference="P-1"),
+        upload(film_y, reference="P-2"),
+        upload(film_x, reference="P-2"),
+    )
+    z_first, z_again = upload(film_z), upload(film_z)
+    first_class, other = x_as_p1["class"], next(c for c in bundle.classes if c != x_as_p1["class"])
+    review(client, x_as_p1, first_class)
+    for prediction in (y_as_p2, x_as_p2, z_first, z_again):  # x's later review disagrees with its first
+        review(client, prediction, other)
+    out = tmp_path / "export"
+    result = runner.invoke(args=["export-reviewed", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [(r["file"], r["label"], r["patient_id"]) for r in csv.DictReader((out / "manifest.csv").open())]
+    assert rows == [
+        (f"images/{x_as_p1['id']}.png", other, "P-1"),  # the latest review's class
+        (f"images/{y_as_p2['id']}.png", other, "P-1"),  # P-2 shares film x with P-1: one patient
+        (f"images/{z_first['id']}.png", other, f"prediction:{z_first['id']}"),
+    ]
+    assert sorted(path.name for path in (out / "images").iterdir()) == sorted(Path(r[0]).name for r in rows)
+    assert "Wrote 3 reviewed film(s)" in result.output
+    assert "2 film(s) were uploaded more than once: each is written once, as one patient" in result.output
+    assert (
+        f"The reviews of predictions {x_as_p1['id']}, {x_as_p2['id']} (the same film) disagree; exported as '{other}'."
+        in result.output
+    )
+
+
+def test_patients_joined_by_shared_films_are_one_group():
+    from webapp.db import Prediction
+    from webapp.export import films_of, patient_ids
+
+    def prediction(id: int, sha: str, reference: str | None) -> Prediction:
+        return Prediction(id=id, sha256=sha, reference=reference)
+
+    records = [
+        prediction(1, "a", "P-3"),
+        prediction(2, "a", "P-2"),
+        prediction(3, "b", "P-2"),
+        prediction(4, "b", "P-1"),  # P-3 — a — P-2 — b — P-1: one patient, named by the first reference
+        prediction(5, "c", None),
+        prediction(6, "c", "Q-1"),  # a reference is preferred over prediction:<id>
+        prediction(7, "d", None),
+        prediction(8, "e", "P-9"),
+    ]
+    assert patient_ids(films_of(records)) == {
+        "P-1": "P-1",
+        "P-2": "P-1",
+        "P-3": "P-1",
+        "prediction:5": "Q-1",
+        "Q-1": "Q-1",
+        "prediction:7": "prediction:7",
+        "P-9": "P-9",
+    }
+
+
 ROUND_TRIP_PER_CLASS = 12
 
 
+@pytest.mark.slow
 def test_round_trip_upload_review_export_train_evaluate(app, client, runner, tmp_path, bundle, capsys):
     """Real films are uploaded, reviewed with their data set label, exported, and a tiny model trained and
     evaluated on the export, beside the shipped model: the retrain-and-compare loop of the README."""
-    if not (SHARED_IMAGES / "manifest.csv").is_file():
-        pytest.skip(f"The shared films ({SHARED_IMAGES}) are absent.")
+    shared = shared_manifest()
     from tests.test_training import TINY
     from training import evaluate, train
 
     wanted = {"covid": ROUND_TRIP_PER_CLASS, "normal": ROUND_TRIP_PER_CLASS}
-    for row in csv.DictReader((SHARED_IMAGES / "manifest.csv").open()):
+    for row in csv.DictReader(shared.open()):
         if not any(wanted.values()):
             break
         if wanted.get(row["label"], 0) == 0 or row["label"] not in bundle.classes:
@@ -232,7 +298,7 @@ def test_round_trip_upload_review_export_train_evaluate(app, client, runner, tmp
         review(client, response.get_json(), row["label"])
         wanted[row["label"]] -= 1
     if any(wanted.values()):
-        pytest.skip(f"The gate accepted too few shared films: {wanted} still missing.")
+        missing(f"The gate accepted too few shared films: {wanted} still missing.")
 
     out = tmp_path / "export"
     result = runner.invoke(args=["export-reviewed", "--out", str(out)])

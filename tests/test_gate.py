@@ -1,7 +1,7 @@
 """The OOD gate: non-X-rays are refused, real chest X-rays pass.
 
 The image checks are tested without a model (a stand-in prediction at distance 0); the whole gate
-with the model in models/ and the real X-rays in ../shared/data/cxr, each skipped where absent.
+with the model in models/ and the real X-rays in ../shared/data/cxr, each skipped where absent (failed under CI=true).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 from cxr.bundle import ModelOutput
 from cxr.gate import assess, percentiles
 from cxr.imaging import DecodedImage, decode_image
+from tests.helpers import missing, shared_manifest
 from tools.nonxray import colour_photos, documents, gray_photos, noise, screenshots
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,10 +41,9 @@ def stand_in(score: float = 0.0) -> ModelOutput:
 
 def held_out_xrays(count: int) -> list[Path]:
     """`count` X-rays of the model's test split (or of the manifest without a model), spread over the list."""
-    if not (SHARED / "manifest.csv").is_file():
-        pytest.skip(f"no shared chest X-rays at {SHARED}")
+    manifest = shared_manifest()
     split_file = MODEL_DIR / "split.csv"
-    with (split_file if split_file.is_file() else SHARED / "manifest.csv").open(newline="") as handle:
+    with (split_file if split_file.is_file() else manifest).open(newline="") as handle:
         files = [row["file"] for row in csv.DictReader(handle) if row.get("split", "test") == "test"]
     return [SHARED / f for f in files[:: max(1, len(files) // count)][:count]]
 
@@ -94,7 +94,7 @@ def test_feature_distance_over_its_threshold_refuses_with_the_score() -> None:
 @pytest.fixture(scope="module")
 def bundle():
     if not (MODEL_DIR / "model_card.json").is_file():
-        pytest.skip(f"no trained model in {MODEL_DIR} (train one with python -m training.train)")
+        missing(f"no trained model in {MODEL_DIR} (train one with python -m training.train)")
     from cxr.bundle import ModelBundle
 
     return ModelBundle(MODEL_DIR)

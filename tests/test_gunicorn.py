@@ -143,12 +143,15 @@ def test_slow_clients_cannot_take_every_request_slot(server):
     try:
         for client in clients:
             client.start()
-        time.sleep(1.5)  # every slow request has been accepted by now
-        started = time.perf_counter()
-        status, body = server.get_json("/healthz")
+        deadline = time.monotonic() + 60  # a bound on waiting, not on the server's speed
+        while server.accepted_connections() < len(clients):  # each slow request holds its connection now
+            assert time.monotonic() < deadline, f"{server.accepted_connections()} slow clients accepted"
+            time.sleep(0.05)
+        # Each answers within its request's own timeout: with every slot taken, neither would answer at all.
+        status, body = server.get_json("/healthz", timeout=30)
         assert status == 200 and body["status"] == "ok"
-        sign_in(server.url, server.account.username, server.account.password)
-        assert time.perf_counter() - started < 5.0
+        assert sign_in(server.url, server.account.username, server.account.password, timeout=30)
+        assert server.accepted_connections() >= len(clients)  # the slow clients were still connected
     finally:
         stop.set()
         for client in clients:
@@ -181,12 +184,14 @@ def test_slow_authenticated_uploads_do_not_starve_the_server(server):
     try:
         for client in clients:
             client.start()
-        time.sleep(1.5)  # every trickle has been accepted and holds its request by now
-        started = time.perf_counter()
+        deadline = time.monotonic() + 60  # a bound on waiting, not on the server's speed
+        while server.accepted_connections() < len(clients):  # every trickle holds its request now
+            assert time.monotonic() < deadline, f"{server.accepted_connections()} trickles accepted"
+            time.sleep(0.05)
+        # Each answers within its own request timeout: with every thread or the pool held, neither would.
         status, body = server.get_json("/healthz", timeout=10)
         assert status == 200 and body["status"] == "ok"
-        sign_in(server.url, server.account.username, server.account.password)
-        assert time.perf_counter() - started < 5.0
+        assert sign_in(server.url, server.account.username, server.account.password, timeout=10)
         deadline = time.monotonic() + 30
         while server.log_text().count('"POST /api/v1/predictions HTTP/1.1" 408') < len(clients):
             assert time.monotonic() < deadline, server.log_tail()

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cxr.errors import InputError
-from cxr.imaging import decode_image
+from cxr.imaging import decode_image, to_uint8
 from tests.upload_cases import ACCEPTED, REFUSED, Case, dicom, encode, gray, levels, radiograph
 
 BASE = radiograph()
@@ -26,6 +26,17 @@ def test_accepted_uploads_decode_to_the_expected_grayscale(case: Case) -> None:
     assert decoded.pixels.shape == expected.shape
     assert np.abs(decoded.pixels - expected).mean() < case.tolerance
     assert decoded.colourfulness < 1.0  # every accepted sample is grayscale, whatever its colour model
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=lambda c: c.id)
+def test_the_8_bit_film_is_the_decoders_own_levels_exactly(case: Case) -> None:
+    """The 8-bit film the gate and the stored files use is `to_uint8(pixels)` whichever way it is made: from
+    an 8-bit raster's decoded levels (not converted twice) or from the pixels (16-bit, DICOM)."""
+    decoded = decode_image(case.make(BASE))
+    assert decoded.gray.dtype == np.uint8
+    np.testing.assert_array_equal(decoded.gray, to_uint8(decoded.pixels))
+    eight_bit_raster = case.format in ("PNG", "JPEG") and not case.id.endswith("-16")
+    assert (decoded.levels is not None) == eight_bit_raster
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

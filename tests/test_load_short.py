@@ -14,6 +14,7 @@ import pytest
 from tools.load import UPLOAD, run_load
 from tools.server import Gunicorn
 
+pytestmark = pytest.mark.slow  # a two-worker gunicorn and its load
 WORKERS = 2
 
 

@@ -47,3 +47,32 @@ def test_preprocess_gives_the_model_input_and_its_crop_box():
     assert prepared.tensor.shape == (128, 128, 1) and prepared.tensor.dtype == np.float32
     top, bottom, left, right = prepared.box
     assert 0 <= top < bottom <= 320 and 0 <= left < right <= 320
+
+
+def full_resolution(monkeypatch) -> None:
+    import cxr.preprocess
+
+    monkeypatch.setattr(cxr.preprocess, "working_frame", lambda pixels, size: (pixels, 1))
+
+
+def test_films_under_eight_times_the_input_size_are_not_reduced(monkeypatch):
+    pixels = synthetic_chest(2, 1000).astype(np.float32) / 255  # 1000 < 8 × 128: the whole film is used
+    reduced = preprocess(pixels, 128)
+    full_resolution(monkeypatch)
+    full = preprocess(pixels, 128)
+    assert reduced.box == full.box and np.array_equal(reduced.tensor, full.tensor)
+
+
+def test_a_detector_sized_film_is_preprocessed_from_its_working_frame(monkeypatch):
+    from cxr.preprocess import working_frame
+
+    pixels = synthetic_chest(2, 2048).astype(np.float32) / 255
+    frame, factor = working_frame(pixels, 128)
+    assert factor == 4 and frame.shape == (512, 512)
+    np.testing.assert_allclose(frame[10, 20], pixels[40:44, 80:84].mean(), rtol=1e-5)  # each block's mean
+    reduced = preprocess(pixels, 128)
+    full_resolution(monkeypatch)
+    full = preprocess(pixels, 128)
+    assert reduced.tensor.shape == full.tensor.shape == (128, 128, 1)
+    assert all(abs(a - b) <= factor for a, b in zip(reduced.box, full.box)), (reduced.box, full.box)
+    assert np.abs(reduced.tensor - full.tensor).mean() < 0.005  # 0.003 here; bench.large_film_agreement: decisions

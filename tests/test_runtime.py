@@ -41,6 +41,7 @@ def test_bad_values_are_refused_with_the_variable_named(monkeypatch, value):
         runtime.planned_threads()
 
 
+@pytest.mark.slow
 def test_settings_reach_tensorflow():
     code = (
         "import json; from cxr.runtime import configure_threads; s = configure_threads(); "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def test_stored_prediction(app, chest_png):
     with app.app_context():
         record = create_prediction(chest_png, "C:\\scans\\x.png", reference="  R  ", note="")
         assert (record.filename, record.reference, record.note) == ("x.png", "R", None)
-        assert len(record.sha256) == 64 and record.elapsed_ms > 0
+        assert record.sha256 == hashlib.sha256(chest_png).hexdigest() and record.elapsed_ms > 0
     rows, files = _stored(app)
     assert rows == 1 and len(files) == 3
 

@@ -10,6 +10,7 @@ import pytest
 
 from cxr.bundle import CARD_FILE, HASHED_FILES, ModelBundle, artifact_version
 from cxr.preprocess import PARAMETERS
+from tests.helpers import missing
 from training.precision import native_bfloat16
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +57,7 @@ def test_shipped_cnn_serves_in_float32():
     assert {layer.dtype_policy.name for layer in bundle.cnn.layers} == {"float32"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not native_bfloat16(),
     reason="this CPU has no native bfloat16 (AVX512_BF16 or AMX): it "
@@ -72,7 +74,7 @@ def test_bfloat16_inference_changes_at_most_one_percent_of_test_decisions(card):
 
     manifest = ROOT / card["training"]["data"]
     if not manifest.is_file():
-        pytest.skip(f"the training data {manifest} is not here")
+        missing(f"the training data {manifest} is not here")
     in_test = {file for file, split in read_split(MODELS / SPLIT_FILE).items() if split == "test"}
     samples, _ = load_dataset(manifest, card["classes"] + card["data"]["trained_as_normal"])
     images, _ = load_inputs([s for s in samples if s.file in in_test], card["input_size"], None, cache_dir=None)

@@ -22,6 +22,7 @@ from training.data import DataError, canonical_label, load_dataset, patient_spli
 from training.precision import training_policy
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # trains and evaluates small networks
 
 TINY = ["--input-size", "32", "--base-filters", "4", "--blocks", "2", "--epochs", "1", "--no-cache"]
 

@@ -251,6 +251,27 @@ class Gunicorn:
             time.sleep(0.1)
         raise TimeoutError(f"fewer than {count} new workers after {timeout:.0f}s:\n{self.log_tail()}")
 
+    def accepted_connections(self) -> int:
+        """Open TCP connections on the server's port that its workers have accepted (Linux /proc): a
+        connection still in the listen backlog belongs to no process yet."""
+        sockets = set()
+        for pid in self.worker_pids():
+            with contextlib.suppress(OSError):  # a worker that exits meanwhile
+                for fd in os.scandir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(fd.path)
+                        if target.startswith("socket:["):
+                            sockets.add(target[len("socket:[") : -1])
+        count = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    fields = line.split()  # sl, local address:port (hex), remote, state, ..., inode (10th)
+                    established = fields[3] == "01"
+                    if established and int(fields[1].rsplit(":", 1)[1], 16) == self.port and fields[9] in sockets:
+                        count += 1
+        return count
+
     def wait_idle(self, timeout: float = 120.0, window: float = 1.0, busy_below: float = 0.05) -> bool:
         """Wait until no worker used more than `busy_below` CPU seconds in `window` seconds: every worker
         has finished loading the model (TensorFlow) and waits for requests. False on timeout."""

@@ -3,30 +3,57 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import functools
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlalchemy import Select, func, select
 
 from cxr.errors import InputError
 from webapp import audit, site_check
 from webapp.accounts import AccountError, create_user, find_user, issue_token
 from webapp.analysis import analyse, build_record
-from webapp.db import ROLES, Prediction, Review, db, within_dates
+from webapp.db import (
+    DATABASE_ERRORS,
+    ROLES,
+    db,
+    describe_database_error,
+    schema_problem,
+)
+from webapp.export import export_reviewed
 from webapp.model_service import model_service
 from webapp.serialize import prediction_json
 from webapp.startup import prepare_database
+
+
+class DatabaseNotReady(click.ClickException):
+    """The command needs a database with the current schema; exit status 2, the message says what to do."""
+
+    exit_code = 2
+
+
+def needs_schema(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command that reads or writes the database only once its schema is the current one: on an instance
+    before `init-db` (or after a code update) it says so and exits 2, instead of a SQLAlchemy traceback.
+    Apply it under `@with_appcontext`."""
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            problem = schema_problem()
+        except DATABASE_ERRORS as exc:
+            raise DatabaseNotReady(f"The database does not answer ({describe_database_error(exc)}).") from exc
+        if problem:
+            raise DatabaseNotReady(problem)
+        return command(*args, **kwargs)
+
+    return checked
 
 
 @click.command("init-db")
@@ -57,6 +84,7 @@ def predict_command(files: tuple[Path, ...]) -> None:
 
 @click.command("create-user")
 @with_appcontext
+@needs_schema
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), default="clinician", show_default=True)
 def create_user_command(name: str, role: str) -> None:
@@ -75,6 +103,7 @@ def create_user_command(name: str, role: str) -> None:
 
 @click.command("create-token")
 @with_appcontext
+@needs_schema
 @click.argument("name")
 @click.option("--label", default="command line", show_default=True, help="what the token is for")
 def create_token_command(name: str, label: str) -> None:
@@ -88,13 +117,9 @@ def create_token_command(name: str, label: str) -> None:
     click.echo(token)
 
 
-# What `python -m training.train --data DIR/manifest.csv` and `training.evaluate` read (training/data.py).
-EXPORT_COLUMNS = ["file", "label", "patient_id", "source"]
-EXPORT_SOURCE = "local"
-
-
 @click.command("export-reviewed")
 @with_appcontext
+@needs_schema
 @click.option(
     "--out",
     "out",
@@ -113,67 +138,39 @@ EXPORT_SOURCE = "local"
 def export_reviewed_command(out: Path, since: datetime | None, force: bool) -> None:
     """Write the reviewed films and OUT/manifest.csv (file,label,patient_id,source) for training and evaluation.
 
-    The label is the class of each prediction's latest review; patient_id is its reference, or
-    `prediction:<id>` for a film without one (each such film then counts as its own patient)."""
+    Each film (sha256) is written once. The label is the class of its latest review; patient_id is its
+    reference, or `prediction:<id>` for a film without one (each such film then counts as its own patient);
+    references that share a film are one patient (webapp/export.py)."""
     if out.exists() and any(out.iterdir()) and not force:
         raise click.ClickException(f"{out} is not empty; choose an empty folder or pass --force to write into it.")
-    reviewed = select_reviewed(since.date() if since else None)
-    folder = Path(current_app.config["UPLOAD_FOLDER"])
     if (out / "images").is_symlink():
         raise click.ClickException(f"{out / 'images'} is a symbolic link; export into a folder without one.")
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    rows, missing = [], 0
-    for record in db.session.scalars(reviewed):
-        source = folder / record.image_path
-        if not source.is_file():
-            missing += 1
-            continue
-        name = f"images/{record.id}{source.suffix}"
-        with source.open("rb") as film:
-            write_replacing(out / name, lambda handle, film=film: shutil.copyfileobj(film, handle))
-        rows.append(
-            [name, record.latest_review.correct_class, record.reference or f"prediction:{record.id}", EXPORT_SOURCE]
-        )
-    manifest = io.StringIO(newline="")
-    writer = csv.writer(manifest)
-    writer.writerow(EXPORT_COLUMNS)
-    writer.writerows(rows)
-    write_replacing(out / "manifest.csv", lambda handle: handle.write(manifest.getvalue().encode("utf-8")))
+    summary = export_reviewed(out, Path(current_app.config["UPLOAD_FOLDER"]), since.date() if since else None)
     audit.record(
         audit.EXPORT,
         target="export-reviewed",
-        detail=f"{len(rows)} reviewed films{f' since {since:%Y-%m-%d}' if since else ''}, on the command line",
+        detail=f"{summary.films} reviewed films{f' since {since:%Y-%m-%d}' if since else ''}, on the command line",
     )
     db.session.commit()
-    click.echo(f"Wrote {len(rows)} reviewed film(s) and {out / 'manifest.csv'}.")
-    if missing:
-        click.echo(f"Left out {missing} reviewed prediction(s) whose stored film is missing.", err=True)
-
-
-def write_replacing(path: Path, fill: Callable[[BinaryIO], object]) -> None:
-    """Write `path` through a new temporary file beside it, renamed over it: whatever was at `path` (a
-    symbolic link planted in a shared folder, say) is replaced, never followed and written through."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as opened:
-            fill(opened)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def select_reviewed(since: date | None) -> Select:
-    """Reviewed predictions, oldest first, narrowed to those whose latest review is from `since` on."""
-    query = select(Prediction).where(Prediction.reviews.any()).order_by(Prediction.id)
-    if since is not None:
-        latest = select(func.max(Review.updated_at)).where(Review.prediction_id == Prediction.id).scalar_subquery()
-        query = within_dates(query, latest, since, None)
-    return query
+    click.echo(f"Wrote {summary.films} reviewed film(s) and {out / 'manifest.csv'}.")
+    if summary.repeated:
+        click.echo(
+            f"{len(summary.repeated)} film(s) were uploaded more than once: each is written once, as one patient, "
+            "labelled by its latest review.",
+            err=True,
+        )
+    for film in summary.disagreeing:
+        ids = ", ".join(str(p.id) for p in film.predictions)
+        click.echo(
+            f"  The reviews of predictions {ids} (the same film) disagree; exported as '{film.label}'.", err=True
+        )
+    if summary.missing:
+        click.echo(f"Left out {summary.missing} reviewed film(s) whose stored file is missing.", err=True)
 
 
 @click.command("site-check")
 @with_appcontext
+@needs_schema
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--label", default="", help="what the films are, e.g. 'CT room 2, 2019 normals' (default: FOLDER)")
 def site_check_command(folder: Path, label: str) -> None:

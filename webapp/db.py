@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import flask_migrate
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_login import UserMixin
 from flask_migrate import Migrate
@@ -316,3 +318,22 @@ def upgrade_schema(app: Flask) -> None:
     with open(Path(app.instance_path, "migrate.lock"), "w") as lock, app.app_context():
         fcntl.flock(lock, fcntl.LOCK_EX)
         flask_migrate.upgrade(directory=str(MIGRATIONS))
+
+
+INIT_DB = "run `flask --app app init-db` first"
+
+
+def schema_problem() -> str | None:
+    """Why this app's database cannot serve this code yet (no schema, or one at another migration), else None.
+    Needs an app context; raises one of DATABASE_ERRORS when the database does not answer."""
+    with db.engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    newest = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+    if not current:
+        return f"The database has no schema: {INIT_DB}."
+    if current != newest:
+        return (
+            f"The database schema is at migration {', '.join(sorted(current))}, this code needs "
+            f"{', '.join(sorted(newest))}: {INIT_DB}."
+        )
+    return None

@@ -122,6 +122,20 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                     "responses": {"200": _json("The prediction", "Prediction"), "404": _error("No such prediction")},
                 }
             },
+            "/predictions/{id}/report.pdf": {
+                "get": {
+                    "summary": "The one-page A4 report of a prediction (the result page's PDF), as an attachment; "
+                    "recorded in the audit trail",
+                    "parameters": [prediction_id],
+                    "responses": {
+                        "200": {
+                            "description": "The report",
+                            "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+                        },
+                        "404": _error("No such prediction"),
+                    },
+                }
+            },
             "/predictions/{id}/reviews": {
                 "post": {
                     "summary": "Save the caller's review: one per user and prediction; a second call edits it, "

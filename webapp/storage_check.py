@@ -26,6 +26,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from webapp.cli import needs_schema
 from webapp.db import Prediction, db
 
 FILE_COLUMNS = ("image_path", "overlay_path", "thumbnail_path")
@@ -120,6 +121,7 @@ def check_storage(clean: bool = False, min_age: float = 300.0, app: Flask | None
 
 @click.command("check-storage")
 @with_appcontext
+@needs_schema
 @click.option("--clean", is_flag=True, help="Delete orphan files (files no prediction row points to).")
 @click.option(
     "--min-age",

@@ -12,6 +12,7 @@ from flask import Blueprint, abort, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from werkzeug.wrappers import Response
 
 from webapp import audit
 from webapp.analysis import confirm_reference, create_prediction, display_name
@@ -23,7 +24,7 @@ from webapp.openapi import openapi_document
 from webapp.queries import PAGE_PARAMETERS, history_select, paginate
 from webapp.reviews import MAX_COMMENT, own_review, review_problem, save_review
 from webapp.serialize import review_json, stored_json
-from webapp.views.results import viewed
+from webapp.views.results import report_download, viewed
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -74,6 +75,12 @@ def _created(record: Prediction, status: int) -> tuple[dict, int, dict[str, str]
 @bp.get("/predictions/<int:prediction_id>")
 def read(prediction_id: int) -> dict:
     return stored_json(viewed(prediction_id), reviews=True)
+
+
+@bp.get("/predictions/<int:prediction_id>/report.pdf")
+def report(prediction_id: int) -> Response:
+    """The result page's one-page PDF report, for integrations that file it in a record system."""
+    return report_download(prediction_id)
 
 
 REVIEW_FIELDS = {"agree", "correct_class", "comment"}

@@ -12,6 +12,7 @@ from flask import (
     flash,
     redirect,
     render_template,
+    request,
     send_from_directory,
     url_for,
 )
@@ -131,13 +132,21 @@ def compare(prediction_id: int, other_id: int) -> str | tuple[str, int]:
 
 @bp.get("/<int:prediction_id>/report.pdf")
 def report(prediction_id: int) -> Response:
-    """The one-page A4 report, as a download; recorded in the audit trail like any export."""
+    return report_download(prediction_id)
+
+
+def report_download(prediction_id: int) -> Response:
+    """The one-page A4 report, as a download (from the result page, or from the API for record systems);
+    recorded in the audit trail like any export."""
     record = db.get_or_404(Prediction, prediction_id)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
     pdf = prediction_pdf(
         record, folder / record.image_path, folder / record.overlay_path, POSITIVE_CLASS, model_service.bundle.version
     )
-    audit.record(audit.EXPORT, target=f"prediction:{record.id}", detail="report.pdf")
+    via_api = request.blueprint == "api"
+    audit.record(
+        audit.EXPORT, target=f"prediction:{record.id}", detail="report.pdf via the API" if via_api else "report.pdf"
+    )
     db.session.commit()
     name = f"cxr-prediction-{record.id}.pdf"  # built from the id only: nothing a user typed
     return Response(pdf, mimetype="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'})
