@@ -29,11 +29,13 @@ import numpy as np
 from cxr.bundle import CARD_FILE, CNN_FILE, ENSEMBLE_FILE, OOD_FILE, artifact_version, embed
 from cxr.calibration import apply_temperature, fit_temperature
 from cxr.decision import POSITIVE_CLASS, Rule
+from cxr.gate_statistics import GATE_FILE, GateLimits
 from cxr.lungs import LUNG_FILE, LungLocaliser, crop_parameters
 from cxr.ood import FeatureDistance
 from cxr.preprocess import PARAMETERS
-from training import checkpoint, report
+from training import checkpoint, leaks, report
 from training.augment import augmenter
+from training.card import limitations
 from training.checkpoint import CHECKPOINT_DIR, Progress
 from training.data import (
     DEFAULT_CLASSES,
@@ -46,6 +48,8 @@ from training.data import (
     read_split,
     write_split,
 )
+from training.ensemble import fit_ensemble
+from training.films import survey
 from training.images import load_inputs
 from training.metrics import choose_threshold
 from training.precision import CHOICES, training_policy
@@ -63,34 +67,6 @@ PATH_ARGUMENTS = {"data", "out", "init_from", "lung_localiser", "cache", "operat
 # feature map, so thousands of values per channel even in the last block): more only lengthens each
 # epoch, as it runs once per epoch on the same cores as training.
 CALIBRATION_IMAGES = 512
-
-LIMITATIONS = [
-    "Research use only; not a medical device and not a diagnosis.",
-    (
-        "Sources are confounded with labels: nearly all normals come from one collection (radiography: RSNA/NIH and "
-        "paediatric Kermany films), COVID films from web and publication collections. The figures for held-out "
-        "sources (model card, 'unseen') are the honest estimate for a hospital the model never saw, and they are far "
-        "below the internal test figures."
-    ),
-    (
-        "The held-out-source estimate rests on few normal films (about 100, mostly paediatric covid19imgds films, 11 "
-        "ieee8023 and 3 figure1), so its specificity is uncertain by several points; its COVID films are mostly "
-        "ieee8023 publication figures."
-    ),
-    (
-        "'normal' means 'no COVID-19 call': it was trained on normal films and on films with other findings "
-        "(pneumonia, tuberculosis, CheXpert findings). It is not a statement that the film is normal."
-    ),
-    (
-        "Patient identifiers exist only for the ieee8023, figure1, montgomery and chexpert sources; other sources may "
-        "place images of one patient in two splits, which flatters the test metrics."
-    ),
-    (
-        "Frontal (PA/AP) adult and paediatric chest radiographs only; lateral views, CT, and other body parts are out "
-        "of scope and are refused by the out-of-distribution gate where it detects them."
-    ),
-]
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -467,25 +443,6 @@ def fit_cnn(
     )
 
 
-def fit_ensemble(features: np.ndarray, labels: np.ndarray, seed: int):
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.ensemble import AdaBoostClassifier, RandomForestClassifier, VotingClassifier
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-    from sklearn.tree import DecisionTreeClassifier
-
-    members = [
-        ("decision_tree", DecisionTreeClassifier(max_depth=8, min_samples_leaf=5, random_state=seed)),
-        # Platt-scaled probabilities, as SVC(probability=True) gave (that flag is deprecated in scikit-learn 1.9).
-        ("svm", CalibratedClassifierCV(SVC(kernel="rbf", C=1.0, random_state=seed), method="sigmoid", ensemble=False)),
-        ("random_forest", RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=seed, n_jobs=-1)),
-        ("adaboost", AdaBoostClassifier(n_estimators=100, learning_rate=0.5, random_state=seed)),
-    ]
-    pipeline = Pipeline([("scale", StandardScaler()), ("vote", VotingClassifier(members, voting="soft"))])
-    return pipeline.fit(features, labels)
-
-
 def library_versions() -> dict[str, str]:
     import joblib
     import keras
@@ -599,8 +556,26 @@ def train(args: argparse.Namespace, command: str) -> int:
         print(f"error: no image comes from the held-out source(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
     labels = np.array([classes.index(NORMAL if s.label in negatives else s.label) for s in samples])
-    split = patient_split(samples, fractions, args.seed, holdout)
-    stage("split by patient: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()), started)
+    films = survey(samples, None if args.no_cache else args.cache)
+    copies = leaks.copies(films)
+    split = patient_split(samples, fractions, args.seed, holdout, leaks.groups(copies))
+    leaked = leaks.crossing(copies, split)
+    if leaked:  # patient_split keeps copies together: this is the check that it did
+        print(
+            f"error: {len(leaked)} film(s) are in two splits (train, val, test, unseen):\n"
+            + leaks.describe(leaked, samples, split),
+            file=sys.stderr,
+        )
+        return 2
+    left_out = len(samples) - sum(map(len, split.values()))
+    stage(
+        "split by patient: "
+        + ", ".join(f"{k} {len(v)}" for k, v in split.items())
+        + f"; {len(copies)} pair(s) of copies of one film kept in one split, "
+        + f"{left_out} film(s) left out as copies of held-out films",
+        started,
+    )
+    gate = GateLimits.fit([films.statistics[i] for i in split["train"]])
     if args.init_from is not None and not same_split(args.init_from / SPLIT_FILE, samples, split):
         # Otherwise images the starting model trained on could sit in this run's test split.
         print(
@@ -674,6 +649,7 @@ def train(args: argparse.Namespace, command: str) -> int:
 
         joblib.dump(ensemble, staging / ENSEMBLE_FILE, compress=3)
         ood.save(staging / OOD_FILE)
+        gate.save(staging / GATE_FILE)
         if args.lung_localiser:
             shutil.copyfile(args.lung_localiser, staging / LUNG_FILE)
         write_split(staging / SPLIT_FILE, samples, split)
@@ -730,7 +706,13 @@ def train(args: argparse.Namespace, command: str) -> int:
                 "wall_seconds": round(time.perf_counter() - started, 1),
             },
             "data": {name: counts(samples, indices) for name, indices in split.items()}
-            | {"left_out_by_class": dict(excluded), "trained_as_normal": negatives, "holdout_sources": holdout},
+            | {
+                "left_out_by_class": dict(excluded),
+                "trained_as_normal": negatives,
+                "holdout_sources": holdout,
+                "copies_of_one_film": [[samples[i].file, samples[j].file, why] for i, j, why in copies],
+                "left_out_as_copies_of_held_out_films": left_out,
+            },
             "calibration": {
                 "method": "temperature scaling of the ensemble's probabilities, fitted on "
                 + ("out-of-source cross-validation predictions" if crossval else "validation"),
@@ -747,10 +729,11 @@ def train(args: argparse.Namespace, command: str) -> int:
                 "indeterminate_quantile": crossval["unusual_quantile"] if crossval else args.unusual_quantile,
                 "indeterminate_quantile_of": "out-of-source films" if crossval else "validation films",
             },
+            "gate": {k: v for k, v in gate.as_dict().items() if k != "mean_chest"} | {"file": GATE_FILE},
             "metrics": metrics,
             "outcomes": outcomes,
             "libraries": library_versions(),
-            "limitations": LIMITATIONS,
+            "limitations": limitations(samples, split, negatives, len(copies), crossval is not None),
         }
         (staging / CARD_FILE).write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
         args.out.mkdir(parents=True, exist_ok=True)
