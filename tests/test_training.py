@@ -195,10 +195,10 @@ def test_evaluate_writes_metrics_and_predictions(trained, dataset, tmp_path, cap
     assert metrics["n"] == 108 and metrics["left_out_by_class"] == {}
     assert metrics["outcomes"]["all"]["n_other_findings"] == 36
     rows = list(csv.DictReader(preds.open()))
-    assert list(rows[0]) == ["file", "label", "predicted", "p_covid", "p_normal", "class", "source"]
+    assert list(rows[0]) == ["file", "label", "decision", "p_covid", "p_normal", "class", "source"]
     assert len(rows) == 108
-    assert {r["predicted"] for r in rows} <= {"covid", "normal", "indeterminate"}
-    assert all(r["class"] == "covid" for r in rows if r["predicted"] == "covid")
+    assert {r["decision"] for r in rows} <= {"covid", "normal", "indeterminate"}
+    assert all(r["class"] == "covid" for r in rows if r["decision"] == "covid")
     assert all(abs(float(r["p_covid"]) + float(r["p_normal"]) - 1) < 1e-4 for r in rows)
     assert evaluate.main([*argv[:4], "--split", "test"]) == 0
 

@@ -1,15 +1,43 @@
-"""The model card's statements about the data: its limitations, generated from the data the model was
-trained and tested on (sources, labels, held-out sources, patient identifiers, copies, ages)."""
+"""The model card: what was trained, how, on which data, with which figures; and its limitations,
+generated from the data the model was trained and tested on (sources, labels, held-out sources,
+patient identifiers, copies, ages)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import platform
+import time
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
+import numpy as np
+
+from cxr.bundle import CARD_FILE
 from cxr.decision import POSITIVE_CLASS
-from training.data import UNSEEN, Sample, has_patient_id
+from cxr.gate_statistics import GATE_FILE, GateLimits
+from cxr.lungs import crop_parameters
+from cxr.preprocess import PARAMETERS
+from training.data import UNSEEN, Sample, counts, has_patient_id
+from training.decision_rule import OperatingPoint, describe_threshold
+from training.precision import training_policy
+from training.provenance import git_state
 from training.unseen import NORMAL
 
+# Arguments that say where things were, not how the model was trained: left out of the card's "training".
+NOT_TRAINING = (
+    "data",
+    "out",
+    "cache",
+    "no_cache",
+    "init_from",
+    "lung_localiser",
+    "resume",
+    "stop_after_epochs",
+    "operating_point",
+)
 # A class counts as confounded with its source when one source gives more than this share of its films.
 CONFOUNDED_SHARE = 0.5
 
@@ -105,3 +133,120 @@ def limitations(
         )
     )
     return notes
+
+
+def model_card(
+    args: argparse.Namespace,
+    command: str,
+    version: str,
+    classes: list[str],
+    negatives: list[str],
+    samples: Sequence[Sample],
+    split: dict[str, list[int]],
+    left_out_by_class: dict[str, int],
+    copies: Sequence[tuple[int, int, str]],
+    model,
+    fit_stats: dict,
+    point: OperatingPoint,
+    gate: GateLimits,
+    features: dict[str, np.ndarray],
+    scores: dict,
+    started: float,
+) -> dict:
+    """The card written beside the model; `scores` maps each scored split to its `SplitScores`, `features`
+    every split to its 64-d features."""
+    from training.cnn import BLOCK_DROPOUT, FEATURE_LAYER, gradcam_layer
+
+    holdout = [h.strip() for h in args.holdout_sources.split(",") if h.strip()]
+    left_out = len(samples) - sum(map(len, split.values()))
+    crossval = point.crossval
+    ood = point.ood
+    return {
+        "name": "EMCNet-style CNN + soft-voting ensemble",
+        "version": version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "classes": classes,
+        "input_size": args.input_size,
+        "preprocessing": PARAMETERS,
+        "lung_crop": crop_parameters() if args.lung_localiser else None,
+        "feature_layer": FEATURE_LAYER,
+        "gradcam_layer": gradcam_layer(args.blocks),
+        "architecture": {
+            "blocks": args.blocks,
+            "base_filters": args.base_filters,
+            "batch_norm": True,
+            "dropout": BLOCK_DROPOUT,
+            "parameters": int(model.count_params()),
+        },
+        "training": {
+            **{k: v for k, v in vars(args).items() if k not in NOT_TRAINING},
+            "policy": training_policy(args.precision),
+            "data": str(args.data),
+            "operating_point": str(args.operating_point) if args.operating_point else None,
+            "init_from": initial_model(args.init_from),
+            "command": command,
+            "git": git_state(),
+            **fit_stats,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        },
+        "data": {name: counts(samples, indices) for name, indices in split.items()}
+        | {
+            "left_out_by_class": dict(left_out_by_class),
+            "trained_as_normal": negatives,
+            "holdout_sources": holdout,
+            "copies_of_one_film": [[samples[i].file, samples[j].file, why] for i, j, why in copies],
+            "left_out_as_copies_of_held_out_films": left_out,
+        },
+        "calibration": {
+            "method": "temperature scaling of the ensemble's probabilities, fitted on "
+            + ("out-of-source cross-validation predictions" if crossval else "validation"),
+            "temperature": point.temperature,
+        },
+        "threshold": describe_threshold(args, point),
+        "crossval": crossval,
+        "ood": {
+            "method": "Mahalanobis distance of the 64-d features to the training features (Ledoit-Wolf covariance)",
+            "threshold": ood.threshold,
+            "validation_quantile": args.ood_quantile,
+            "pass_rate": {name: float((ood.distance(features[name]) <= ood.threshold).mean()) for name in scores},
+            "indeterminate_above_score": point.unusual,
+            "indeterminate_quantile": crossval["unusual_quantile"] if crossval else args.unusual_quantile,
+            "indeterminate_quantile_of": "out-of-source films" if crossval else "validation films",
+        },
+        "gate": {k: v for k, v in gate.as_dict().items() if k != "mean_chest"} | {"file": GATE_FILE},
+        "metrics": {name: s.metrics for name, s in scores.items()},
+        "outcomes": {name: s.outcomes for name, s in scores.items() if s.outcomes is not None},
+        "libraries": library_versions(),
+        "limitations": limitations(samples, split, negatives, len(copies), crossval is not None),
+    }
+
+
+def library_versions() -> dict[str, str]:
+    import joblib
+    import keras
+    import PIL
+    import sklearn
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "joblib": joblib.__version__,
+    }
+
+
+def initial_model(directory: Path | None) -> dict | None:
+    """Which model a fine-tuning run started from, and how it had been trained, for the model card."""
+    if directory is None:
+        return None
+    card = json.loads((directory / CARD_FILE).read_text())
+    return {
+        "version": card["version"],
+        "epochs": card["training"]["epochs"],
+        "learning_rate": card["training"]["learning_rate"],
+        "init_from": card["training"].get("init_from"),
+    }
