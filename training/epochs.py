@@ -62,7 +62,7 @@ def compile_cnn(model: Any, learning_rate: float) -> None:
 
 
 def epoch_batches(
-    images: Any, labels: Any, order: np.ndarray, epoch: int, batch_size: int, seed: int, augment: Callable
+    images: Any, class_of: Any, order: np.ndarray, epoch: int, batch_size: int, seed: int, augment: Callable
 ) -> Any:
     """The augmented batches of one epoch: images[order] (order: that epoch's positions, a whole
     number of batches). Each batch's augmentation is seeded by (seed, its step in the whole run)."""
@@ -73,7 +73,7 @@ def epoch_batches(
     dataset = (
         tf.data.Dataset.from_tensor_slices((order.reshape(steps, batch_size), np.arange(first, first + steps)))
         .map(
-            lambda idx, step: augment(tf.gather(images, idx), tf.gather(labels, idx), tf.stack([seed, step])),
+            lambda idx, step: augment(tf.gather(images, idx), tf.gather(class_of, idx), tf.stack([seed, step])),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         .prefetch(tf.data.AUTOTUNE)
@@ -85,11 +85,11 @@ def epoch_batches(
     return dataset.with_options(options)
 
 
-def validation_batches(images: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> Any:
+def validation_batches(images: np.ndarray, class_of: np.ndarray, batch_size: int = 64) -> Any:
     import tensorflow as tf
 
     return (
-        tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels))
+        tf.data.Dataset.from_tensor_slices((images.astype(np.float32), class_of))
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -140,7 +140,7 @@ class StoppedEarly(Exception):
     """The run stopped at an epoch boundary, on request, with a checkpoint to resume from."""
 
 
-def train_cnn(args, classes, samples, images, labels, split, started):
+def train_cnn(args, classes, samples, images, class_of, split, started):
     import keras
 
     from training.cnn import build_cnn
@@ -155,7 +155,7 @@ def train_cnn(args, classes, samples, images, labels, split, started):
             model.set_weights(start.get_weights())  # ValueError when the architecture differs
             stage(f"CNN weights taken from {args.init_from}", started)
         compile_cnn(model, args.learning_rate)
-        model, history, stats = fit_cnn(model, args, classes, samples, images, labels, split, started, policy)
+        model, history, stats = fit_cnn(model, args, classes, samples, images, class_of, split, started, policy)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     if policy != "float32":
@@ -171,7 +171,7 @@ def fit_cnn(
     classes: list[str],
     samples: list,
     images: np.ndarray,
-    labels: np.ndarray,
+    class_of: np.ndarray,
     split: dict[str, list[int]],
     started: float,
     policy: str,
@@ -183,12 +183,12 @@ def fit_cnn(
     rng_seed = args.seed + 7
     if args.sampling == "balanced":
         groups = [f"{samples[i].source}|{samples[i].label}" for i in train_idx]
-        order = epoch_order(balanced_weights(labels[train_idx], groups), args.epochs, args.epoch_size, rng_seed)
+        order = epoch_order(balanced_weights(class_of[train_idx], groups), args.epochs, args.epoch_size, rng_seed)
         weights = None  # every class already has an equal share of each epoch
     else:
         rng = np.random.default_rng(rng_seed)
         order = np.stack([rng.permutation(len(train_idx)) for _ in range(args.epochs)])
-        present = np.bincount(labels[train_idx], minlength=len(classes))
+        present = np.bincount(class_of[train_idx], minlength=len(classes))
         weights = {k: float(len(train_idx) / (len(classes) * max(n, 1))) for k, n in enumerate(present)}
     steps = order.shape[1] // args.batch_size
     order = order[:, : steps * args.batch_size]
@@ -198,9 +198,9 @@ def fit_cnn(
         started,
     )
     train_images = tf.constant(images[train_idx])  # float16: half the memory; cast after the gather
-    train_labels = tf.constant(labels[train_idx])
+    train_classes = tf.constant(class_of[train_idx])
     augment = augmenter(acquisition=args.augment == "acquisition")
-    validation = validation_batches(images[val_idx], labels[val_idx])
+    validation = validation_batches(images[val_idx], class_of[val_idx])
     batch_norm_images = images[train_idx[:: max(1, len(train_idx) // BATCH_NORM_IMAGES)]]
 
     directory = args.out / CHECKPOINT_DIR
@@ -220,7 +220,7 @@ def fit_cnn(
         epoch = progress.epochs_done
         if args.stop_after_epochs is not None and this_session >= args.stop_after_epochs:
             raise StoppedEarly(f"stopped after {this_session} epoch(s), as --stop-after-epochs asked")
-        batches = epoch_batches(train_images, train_labels, order[epoch], epoch, args.batch_size, args.seed, augment)
+        batches = epoch_batches(train_images, train_classes, order[epoch], epoch, args.batch_size, args.seed, augment)
         logs, seconds = run_epoch(model, batches, steps, weights, validation, batch_norm_images)
         if progress.is_best_epoch(logs["val_loss"], args.patience, args.warmup_epochs):
             best_weights = model.get_weights()

@@ -131,10 +131,12 @@ def train(args: argparse.Namespace, command: str) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    from training.cnn import FEATURE_LAYER  # imports TensorFlow: not before main() has set its options
+
     stage("extracting 64-d features", started)
     features, cnn_probs = {}, {}
     for name, indices in split.items():
-        features[name], cnn_probs[name] = embed(model, "features", images[indices].astype(np.float32))
+        features[name], cnn_probs[name] = embed(model, FEATURE_LAYER, images[indices].astype(np.float32))
     ensemble = fit_ensemble(features["train"], class_of[split["train"]], args.seed)
     stage("ensemble (decision tree, SVM, random forest, AdaBoost; soft voting) fitted", started)
     point = fit_operating_point(args, classes, ensemble, features, {n: class_of[i] for n, i in split.items()})
