@@ -53,7 +53,7 @@ def full_prediction(bundle: Any, data: bytes, thumbnail_size: int = 256) -> dict
 
     image = decode_image(data)
     output = bundle.predict(image.pixels)
-    gate = assess(image, output)
+    gate = assess(image, output, bundle.gate)
     if not gate.accepted:  # refused uploads are answered 422 and not stored
         return {}
     hashlib.sha256(data).hexdigest()
@@ -87,7 +87,7 @@ def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
     timed("decision + OOD", lambda: (decide(probs, bundle.classes, bundle.threshold), bundle.ood.distance(feats)))
     output = bundle.predict(image.pixels)
     gray = timed("to_uint8", lambda: image.gray)  # made once, for the gate and the stored files
-    timed("gate", lambda: assess(image, output))
+    timed("gate", lambda: assess(image, output, bundle.gate))
     timed("sha256", lambda: hashlib.sha256(data).hexdigest())
     timed("film PNG", lambda: film_png(image))
     overlay = timed("overlay", lambda: display_overlay(image.pixels, output.heatmap, output.box, gray))

@@ -5,8 +5,8 @@
 Every image goes the way of an upload: `decode_image`, `ModelBundle.predict`, `gate.assess`.
 Prints, as a Markdown table, the share of the shared chest X-rays that pass (the held-out test split
 of models/split.csv, and all of them) and the share refused of each generated non-X-ray category
-(bench/nonxray.py), with the checks that refused them. `--csv` writes one row per image;
-`--mean-chest` prints the gate's MEAN_CHEST template, fitted on the training split.
+(bench/nonxray.py), with the checks that refused them. `--csv` writes one row per image.
+The gate's mean chest layout and limits are the model's, fitted on its training films (`cxr.gate_statistics`).
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from cxr.bundle import ModelBundle
 from cxr.errors import InputError
-from cxr.gate import STATISTICS_SIZE, assess, coarse
+from cxr.gate import assess
 from cxr.imaging import decode_image
-from cxr.preprocess import preprocess
 from tools.nonxray import CATEGORIES, Sample, encode
 from training.data import read_split
 
@@ -45,7 +43,7 @@ def judge(bundle: ModelBundle, name: str, data: bytes) -> Outcome:
         decoded = decode_image(data)
     except InputError as error:
         return Outcome(name, False, None, (f"decoder ({error.status})",))
-    result = assess(decoded, bundle.predict(decoded.pixels))
+    result = assess(decoded, bundle.predict(decoded.pixels), bundle.gate)
     return Outcome(name, result.accepted, result.score, result.failed)
 
 
@@ -55,18 +53,6 @@ def xray_files(manifest: Path, split_file: Path) -> tuple[list[str], set[str]]:
         files = [row["file"] for row in csv.DictReader(handle)]
     split = read_split(split_file) if split_file.is_file() else {}
     return files, {f for f in files if split.get(f) == "test"}
-
-
-def mean_chest(manifest: Path, split_file: Path) -> str:
-    """cxr.gate.MEAN_CHEST as source: the mean 8×8 layout of the training split's X-rays."""
-    split = read_split(split_file)
-    blocks = [
-        coarse(preprocess(decode_image((manifest.parent / f).read_bytes()).pixels, STATISTICS_SIZE).tensor[..., 0])
-        for f, name in split.items()
-        if name == "train"
-    ]
-    rows = (", ".join(f"{v:.2f}" for v in row) for row in np.mean(blocks, axis=0))
-    return "MEAN_CHEST = np.array([\n" + "".join(f"    [{row}],\n" for row in rows) + "])"
 
 
 def as_jpeg(data: bytes) -> bytes:
@@ -91,12 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=Path("models"), help="model directory (with split.csv)")
     parser.add_argument("--data", type=Path, required=True, help="manifest.csv of the shared chest X-rays")
     parser.add_argument("--csv", type=Path, help="write one row per image here")
-    parser.add_argument("--mean-chest", action="store_true", help="print the gate's MEAN_CHEST and stop")
     args = parser.parse_args(argv)
-    if args.mean_chest:
-        print(mean_chest(args.data, args.model / "split.csv"))
-        return
-
     started = time.perf_counter()
     bundle = ModelBundle(args.model)
     print(

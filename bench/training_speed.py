@@ -7,7 +7,7 @@ float32, and the FLOP rate achieved against the machine's peak.
 
 Each measurement runs in a fresh process, alternating, so that all see the same machine:
   * bare: `keras.Model.fit` on in-memory float32 arrays, no augmentation, `--bare-steps` batches;
-  * real: one epoch as `training.train` runs it (`training.train.run_epoch`): `--epoch-size` images
+  * real: one epoch as `training.train` runs it (`training.epochs.run_epoch`): `--epoch-size` images
     gathered and augmented in tf.data as the shipped recipe does, batch-norm recalibration, then
     validation on `--val-size` images;
   * peak: a large float32 matmul and a large convolution, in GFLOP/s.
@@ -62,8 +62,8 @@ def build(args: argparse.Namespace, n_classes: int):
     import keras
 
     from training.cnn import build_cnn
+    from training.epochs import compile_cnn
     from training.precision import training_policy
-    from training.train import compile_cnn
 
     keras.mixed_precision.set_global_policy(training_policy(args.precision))
     keras.utils.set_random_seed(0)
@@ -94,33 +94,33 @@ def real(args: argparse.Namespace, card: dict) -> dict[str, Any]:
     import tensorflow as tf
 
     from training.augment import augmenter
-    from training.train import CALIBRATION_IMAGES, epoch_batches, run_epoch, validation_batches
+    from training.epochs import BATCH_NORM_IMAGES, epoch_batches, run_epoch, validation_batches
 
     n_classes = len(card["classes"])
     model = build(args, n_classes)
     rng = np.random.default_rng(0)
-    pool = max(args.epoch_size, CALIBRATION_IMAGES)
+    pool = max(args.epoch_size, BATCH_NORM_IMAGES)
     size = (args.input_size, args.input_size, 1)
     images = tf.constant(rng.random((pool, *size), np.float32).astype(np.float16))  # as training holds them
     labels = tf.constant(rng.integers(0, n_classes, pool))
     val_images = rng.random((args.val_size, *size), np.float32).astype(np.float16)
     validation = validation_batches(val_images, rng.integers(0, n_classes, args.val_size))
-    calibration = images.numpy()[:CALIBRATION_IMAGES]
+    batch_norm_images = images.numpy()[:BATCH_NORM_IMAGES]
     augment = augmenter(acquisition=card["training"].get("augment") == "acquisition")
     steps = args.epoch_size // args.batch_size
     order = rng.integers(0, pool, (2, steps * args.batch_size))
     # The training recipe's class weights go with plain shuffling; balanced sampling needs none.
     weights = {k: 1.0 for k in range(n_classes)} if card["training"].get("sampling") == "shuffle" else None
     warm = epoch_batches(images, labels, order[0, : 2 * args.batch_size], 0, args.batch_size, 0, augment)
-    run_epoch(model, warm, 2, weights, validation_batches(val_images[:64], np.zeros(64, int)), calibration[:128])
+    run_epoch(model, warm, 2, weights, validation_batches(val_images[:64], np.zeros(64, int)), batch_norm_images[:128])
     batches = epoch_batches(images, labels, order[1], 1, args.batch_size, 0, augment)
-    _, seconds = run_epoch(model, batches, steps, weights, validation, calibration)
+    _, seconds = run_epoch(model, batches, steps, weights, validation, batch_norm_images)
     images_done = steps * args.batch_size
     return {
         "images_per_s": images_done / sum(seconds.values()),
         "training_steps_images_per_s": images_done / seconds["train"],
         "seconds": seconds,
-        "calibration_images": len(calibration),
+        "calibration_images": len(batch_norm_images),
     }
 
 

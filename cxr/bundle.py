@@ -1,4 +1,4 @@
-"""The model bundle: the Keras CNN, the joblib ensemble, the OOD statistics and the model card,
+"""The model bundle: the Keras CNN, the joblib ensemble, the OOD statistics, the gate's limits and the model card,
 loaded once per process. `ModelBundle.predict` runs one forward pass per image that yields the
 64-d features, the CNN's own probabilities and the Grad-CAM maps for every class."""
 
@@ -15,6 +15,7 @@ from cxr.calibration import apply_temperature
 from cxr.decision import Rule, decide
 from cxr.errors import ModelBundleError
 from cxr.fast_ensemble import compile_ensemble, probe_features
+from cxr.gate_statistics import GATE_FILE, GateLimits
 from cxr.lungs import LUNG_FILE, LungLocaliser, crop_parameters, prepare
 from cxr.ood import FeatureDistance
 from cxr.preprocess import PARAMETERS
@@ -23,10 +24,11 @@ CNN_FILE = "cnn.keras"
 ENSEMBLE_FILE = "ensemble.joblib"
 OOD_FILE = "ood.npz"
 CARD_FILE = "model_card.json"
-HASHED_FILES = (CNN_FILE, ENSEMBLE_FILE, OOD_FILE)  # and LUNG_FILE, where the model has a lung crop
+# And LUNG_FILE, where the model has a lung crop. GATE_FILE: the gate's limits fitted on the training films.
+HASHED_FILES = (CNN_FILE, ENSEMBLE_FILE, OOD_FILE, GATE_FILE)
+TRAIN_COMMAND = "python -m training.train --data ../shared/data/cxr/manifest.csv --out models/"
 RETRAIN_HINT = (
-    "Restore the shipped models/ folder (git checkout -- models) or train a new model with "
-    "`python -m training.train --data ../shared/data/cxr/manifest.csv --out models/`."
+    f"Restore the shipped models/ folder (git checkout -- models) or train a new model with `{TRAIN_COMMAND}`."
 )
 
 
@@ -128,6 +130,10 @@ class ModelBundle:
         # Models from before calibration and the indeterminate outcome carry neither: T = 1, no band.
         self.temperature = float((self.card.get("calibration") or {}).get("temperature", 1.0))
         self.rule = Rule.from_card(self.card)
+        try:
+            self.gate = GateLimits.load(self.directory / GATE_FILE)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelBundleError(f"{self.directory / GATE_FILE} cannot be used ({exc}). {RETRAIN_HINT}") from exc
         self._load_models()
 
     @staticmethod
@@ -136,6 +142,11 @@ class ModelBundle:
         card matching the files' hash, and the preprocessing and lung crop this code makes. Raises
         `ModelBundleError` naming the fault; the gunicorn master calls this before any worker starts."""
         directory = Path(directory)
+        if (directory / CARD_FILE).is_file() and not (directory / GATE_FILE).is_file():
+            raise ModelBundleError(
+                f"The model directory {directory} lacks {GATE_FILE}, the gate's limits fitted on the training "
+                f"films, which models trained before they were fitted do not have. Retrain it with `{TRAIN_COMMAND}`."
+            )
         missing = [n for n in (*HASHED_FILES, CARD_FILE) if not (directory / n).is_file()]
         if missing:
             raise ModelBundleError(f"The model directory {directory} lacks {', '.join(missing)}. {RETRAIN_HINT}")

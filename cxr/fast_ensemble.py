@@ -214,13 +214,13 @@ def _sigmoid_svm(member) -> Callable[[np.ndarray], np.ndarray] | None:
         return None
     calibrated = member.calibrated_classifiers_[0]
     svc = calibrated.estimator
-    if type(svc) is not SVC or svc.kernel != "rbf" or len(calibrated.calibrators) != 1:
+    # The kernel width must be a number: training writes the one gamma="scale" stood for into the public
+    # `gamma` (`training.ensemble.record_svm_gamma`). A model without it is left to scikit-learn.
+    if type(svc) is not SVC or svc.kernel != "rbf" or len(calibrated.calibrators) != 1 or isinstance(svc.gamma, str):
         return None
     vectors = np.asarray(svc.support_vectors_, dtype=np.float64)
-    # The one private attribute read here: scikit-learn keeps the value gamma="scale" resolved to only in
-    # `_gamma`. The self-check against scikit-learn and tests/test_fast_ensemble.py fail loudly if it changes.
     squares, coef = (vectors**2).sum(axis=1), svc.dual_coef_[0]
-    gamma, intercept = float(svc._gamma), float(svc.intercept_[0])
+    gamma, intercept = float(svc.gamma), float(svc.intercept_[0])
     a, b = float(calibrated.calibrators[0].a_), float(calibrated.calibrators[0].b_)
 
     def predict_proba(X: np.ndarray) -> np.ndarray:

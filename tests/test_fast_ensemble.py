@@ -13,6 +13,7 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 from cxr.fast_ensemble import TreeBank, compile_ensemble, probe_features
+from training.ensemble import record_svm_gamma
 
 
 def training_data(n_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +31,12 @@ def pipeline(n_classes: int = 2, voting: str = "soft", weights=None) -> Pipeline
         ("adaboost", AdaBoostClassifier(n_estimators=25, learning_rate=0.5, random_state=0)),
     ]
     model = Pipeline([("scale", StandardScaler()), ("vote", VotingClassifier(members, voting=voting, weights=weights))])
-    return model.fit(*training_data(n_classes))
+    features, labels = training_data(n_classes)
+    return record_svm_gamma(model.fit(features, labels), features)
+
+
+def svm_of(model: Pipeline) -> SVC:
+    return model[-1].named_estimators_["svm"].calibrated_classifiers_[0].estimator
 
 
 @pytest.mark.parametrize(("n_classes", "weights"), [(2, None), (3, None), (2, [1, 2, 1, 3])])
@@ -42,6 +48,33 @@ def test_same_probabilities_as_scikit_learn(n_classes, weights):
     unseen = np.vstack([features, np.zeros((1, 16), np.float32), features * 3])
     np.testing.assert_allclose(fast(unseen), model.predict_proba(unseen), rtol=0, atol=1e-12)
     np.testing.assert_allclose(fast(unseen[7]), model.predict_proba(unseen[7:8]), rtol=0, atol=1e-12)
+
+
+def test_the_svms_gamma_is_the_number_scale_stood_for_and_changes_nothing():
+    features, labels = training_data(2)
+    members = [("svm", CalibratedClassifierCV(SVC(random_state=0), method="sigmoid", ensemble=False))]
+    model = Pipeline([("scale", StandardScaler()), ("vote", VotingClassifier(members, voting="soft"))])
+    before = model.fit(features, labels).predict_proba(features)
+    gamma = svm_of(record_svm_gamma(model, features)).gamma
+    scaled = StandardScaler().fit_transform(features).astype(np.float64)
+    assert gamma == pytest.approx(1 / (16 * scaled.var()), rel=1e-12)
+    np.testing.assert_array_equal(model.predict_proba(features), before)
+    refit = Pipeline([("scale", StandardScaler()), ("vote", VotingClassifier(members, voting="soft"))])
+    refit.set_params(vote__svm__estimator__gamma=gamma).fit(features, labels)
+    np.testing.assert_allclose(svm_of(refit).decision_function(scaled), svm_of(model).decision_function(scaled))
+
+
+def test_an_svm_with_gamma_scale_is_left_to_scikit_learn(monkeypatch):
+    model = pipeline(2)
+    svm_of(model).set_params(gamma="scale")
+    features, _ = training_data(2, seed=2)
+    fast = compile_ensemble(model, features[:50])
+    expected = model.predict_proba(features)
+    calls = []
+    real = CalibratedClassifierCV.predict_proba
+    monkeypatch.setattr(CalibratedClassifierCV, "predict_proba", lambda self, X: calls.append(1) or real(self, X))
+    np.testing.assert_allclose(fast(features), expected, rtol=0, atol=1e-12)
+    assert calls, "the SVM went through scikit-learn"
 
 
 def test_tree_bank_finds_scikit_learns_leaves():

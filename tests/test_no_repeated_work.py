@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import cxr.bundle
-import cxr.gate
+import cxr.gate_statistics
 import cxr.lungs
 from cxr.gate import assess
 from cxr.imaging import decode_image
@@ -25,14 +25,14 @@ def test_one_preprocess_and_one_forward_pass_per_upload(bundle, chest_png, monke
         return real_forward(*args, **kwargs)
 
     monkeypatch.setattr(cxr.lungs, "preprocess", counting_preprocess)
-    monkeypatch.setattr(cxr.gate, "preprocess", counting_preprocess)
+    monkeypatch.setattr(cxr.gate_statistics, "preprocess", counting_preprocess)
     monkeypatch.setattr(bundle, "_forward", counting_forward)
     image = decode_image(chest_png)
-    result = assess(image, bundle.predict(image.pixels))
+    result = assess(image, bundle.predict(image.pixels), bundle.gate)
     if bundle.localiser is not None:  # the overview for the localiser, the lung box, and the gate's whole frame
         expected = 3
     else:  # a model of another size than the gate's statistics: the gate's own
-        expected = 1 if bundle.input_size == cxr.gate.STATISTICS_SIZE else 2
+        expected = 1 if bundle.input_size == cxr.gate_statistics.STATISTICS_SIZE else 2
     assert calls == {"preprocess": expected, "forward": 1}
     assert result.accepted
 
@@ -40,7 +40,8 @@ def test_one_preprocess_and_one_forward_pass_per_upload(bundle, chest_png, monke
 def test_gate_gives_the_same_answer_with_the_reused_input(bundle, chest_png):
     image = decode_image(chest_png)
     prediction = bundle.predict(image.pixels)
-    assert assess(image, prediction) == assess(image, dataclasses.replace(prediction, tensor=None))
+    without_input = dataclasses.replace(prediction, tensor=None)
+    assert assess(image, prediction, bundle.gate) == assess(image, without_input, bundle.gate)
 
 
 def test_head_only_gradcam_equals_the_full_gradient(bundle, chest_png):

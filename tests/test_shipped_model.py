@@ -46,6 +46,13 @@ def test_card_reports_every_classifier_per_split_and_source(card):
     assert card["limitations"] and card["libraries"]["tensorflow"]
 
 
+def test_shipped_model_carries_its_gate_limits_and_a_numeric_svm_gamma(card):
+    bundle = ModelBundle(MODELS)
+    assert bundle.gate.films == card["gate"]["films"] == card["data"]["train"]["total"]
+    svm = bundle.ensemble[-1].named_estimators_["svm"].calibrated_classifiers_[0].estimator
+    assert isinstance(svm.gamma, float) and svm.gamma > 0  # serving reads it (cxr/fast_ensemble.py)
+
+
 def test_models_folder_stays_small():
     total = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
     assert total < 30 * 1024 * 1024, f"models/ is {total / 2**20:.1f} MiB"

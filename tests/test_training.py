@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import pytest
 from PIL import Image
 
 from cxr.bundle import ModelBundle, artifact_version
+from cxr.errors import ModelBundleError
+from cxr.gate_statistics import GATE_FILE
 from training import evaluate, train
 from training.checkpoint import CHECKPOINT_DIR, PROGRESS_FILE
 from training.data import DataError, canonical_label, load_dataset, patient_split
@@ -28,10 +31,16 @@ TINY = ["--input-size", "32", "--base-filters", "4", "--blocks", "2", "--epochs"
 
 
 def synthetic_xray(label: str, rng: np.random.Generator, size: int = 160) -> Image.Image:
-    """A chest-like film: a bright body with two dark lung fields; 'covid' adds hazy patches."""
+    """A chest-like film: a bright body with two dark lung fields; 'covid' adds hazy patches. Each film's
+    build (body and lung sizes and places) is drawn from `rng`, so that no two films are copies of one
+    another to the leak guard's perceptual hash (`training.leaks`)."""
     yy, xx = np.mgrid[0:size, 0:size] / size
-    body = np.exp(-((((xx - 0.5) / 0.42) ** 2 + ((yy - 0.55) / 0.5) ** 2) ** 2))
-    lungs = sum(np.exp(-(((xx - cx) / 0.13) ** 2 + ((yy - 0.5) / 0.25) ** 2)) for cx in (0.32, 0.68))
+    width, height, top = rng.uniform(0.36, 0.48), rng.uniform(0.42, 0.56), rng.uniform(0.5, 0.6)
+    body = np.exp(-((((xx - 0.5) / width) ** 2 + ((yy - top) / height) ** 2) ** 2))
+    spread, centre, lung_w, lung_h = rng.uniform(0.14, 0.22), rng.uniform(0.42, 0.58), *rng.uniform(0.1, 0.16, 2)
+    lungs = sum(
+        np.exp(-(((xx - 0.5 - side * spread) / lung_w) ** 2 + ((yy - centre) / (lung_h * 2)) ** 2)) for side in (-1, 1)
+    )
     image = 0.15 + 0.7 * body - 0.45 * lungs
     if label == "covid":
         image += 0.35 * lungs * (rng.random((size, size)) > 0.5)
@@ -128,7 +137,11 @@ def test_exported_bundle_loads_and_predicts(trained, dataset):
     for row in saved:
         assert patients.setdefault(row["patient_id"], row["split"]) == row["split"]
 
+    gate = json.loads((trained / GATE_FILE).read_text())
+    assert card["gate"]["films"] == gate["films"] == card["data"]["train"]["total"]
+    assert np.asarray(gate["mean_chest"]).shape == (8, 8)
     bundle = ModelBundle(trained)
+    assert bundle.gate.max_edge_strength == gate["max_edge_strength"]
     image = np.asarray(Image.open(dataset.parent / "covidsrc_0001.png"), dtype=np.float32) / 255.0
     prediction = bundle.predict(image)
     assert prediction.label in ("covid", "normal")
@@ -137,6 +150,40 @@ def test_exported_bundle_loads_and_predicts(trained, dataset):
     assert prediction.features.shape == (64,)
     assert prediction.heatmap.ndim == 2 and np.isfinite(prediction.heatmap).all()
     assert prediction.heatmap.min() >= 0.0 and prediction.heatmap.max() <= 1.0 + 1e-6
+
+
+def test_a_bundle_without_gate_limits_names_the_training_command(trained, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(trained, copy)
+    (copy / GATE_FILE).unlink()
+    with pytest.raises(ModelBundleError, match="python -m training.train"):
+        ModelBundle.verify(copy)
+    (copy / GATE_FILE).write_text((trained / GATE_FILE).read_text().replace('"films": ', '"films": 1'))
+    with pytest.raises(ModelBundleError, match="do not match"):
+        ModelBundle.verify(copy)  # the limits are part of the model's version
+
+
+def test_copies_of_one_film_share_a_split_and_copies_of_held_out_films_are_left_out(dataset, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(dataset.parent, root)
+    shutil.copyfile(root / "covidsrc_0030.png", root / "covidsrc_0999.png")  # the same file under two names
+    Image.open(root / "normasrc_0031.png").resize((200, 200)).save(root / "heldsrc_0001.jpg", quality=85)
+    with (root / "manifest.csv").open("a", newline="") as handle:
+        csv.writer(handle).writerows(
+            [["covidsrc_0999.png", "covid", "", "PA", "copy"], ["heldsrc_0001.jpg", "normal", "", "PA", "copy"]]
+        )
+    out = tmp_path / "model"
+    argv = ["--data", str(root / "manifest.csv"), "--out", str(out), "--holdout-sources", "heldsrc"]
+    assert train.main([*argv, *TINY]) == 0
+    where = {row["file"]: row["split"] for row in csv.DictReader((out / "split.csv").open())}
+    assert where["covidsrc_0030.png"] == where["covidsrc_0999.png"] and where["heldsrc_0001.jpg"] == "unseen"
+    assert "normasrc_0031.png" not in where
+    card = json.loads((out / "model_card.json").read_text())
+    assert [pair[:2] for pair in card["data"]["copies_of_one_film"]] == [
+        ["covidsrc_0030.png", "covidsrc_0999.png"],
+        ["normasrc_0031.png", "heldsrc_0001.jpg"],
+    ]
+    assert card["data"]["left_out_as_copies_of_held_out_films"] == 1
 
 
 def test_evaluate_writes_metrics_and_predictions(trained, dataset, tmp_path, capsys):
@@ -149,10 +196,10 @@ def test_evaluate_writes_metrics_and_predictions(trained, dataset, tmp_path, cap
     assert metrics["n"] == 108 and metrics["left_out_by_class"] == {}
     assert metrics["outcomes"]["all"]["n_other_findings"] == 36
     rows = list(csv.DictReader(preds.open()))
-    assert list(rows[0]) == ["file", "label", "predicted", "p_covid", "p_normal", "class", "source"]
+    assert list(rows[0]) == ["file", "label", "decision", "p_covid", "p_normal", "class", "source"]
     assert len(rows) == 108
-    assert {r["predicted"] for r in rows} <= {"covid", "normal", "indeterminate"}
-    assert all(r["class"] == "covid" for r in rows if r["predicted"] == "covid")
+    assert {r["decision"] for r in rows} <= {"covid", "normal", "indeterminate"}
+    assert all(r["class"] == "covid" for r in rows if r["decision"] == "covid")
     assert all(abs(float(r["p_covid"]) + float(r["p_normal"]) - 1) < 1e-4 for r in rows)
     assert evaluate.main([*argv[:4], "--split", "test"]) == 0
 

@@ -49,8 +49,9 @@ class Progress:
             self.history.setdefault(key, []).append(float(value))
         self.seconds += seconds
 
-    def early_stopping(self, val_loss: float, patience: int, warmup: int) -> bool:
-        """Update after the epoch `epochs_done` (0-based); True when its weights are the best so far."""
+    def is_best_epoch(self, val_loss: float, patience: int, warmup: int) -> bool:
+        """Whether the epoch `epochs_done` (0-based) just finished is the best so far (its weights are kept),
+        after updating early stopping: `stopped_early` is set once `patience` epochs passed without a better one."""
         epoch = self.epochs_done
         if epoch < warmup:
             return False

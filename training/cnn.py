@@ -14,11 +14,18 @@ from keras import layers
 
 FEATURE_LAYER = "features"
 OUTPUT_LAYER = "probabilities"
+BLOCK_DROPOUT = 0.25  # after every block's pooling
+HEAD_DROPOUT = 0.5  # between the feature layer and the softmax
+CONVOLUTIONS_PER_BLOCK = 2
 
 
-def last_conv_layer_name(blocks: int) -> str:
+def activation_layer(block: int, convolution: int) -> str:
+    return f"block{block}_relu{convolution}"
+
+
+def gradcam_layer(blocks: int) -> str:
     """The activation of the last convolution, whose feature map Grad-CAM explains."""
-    return f"block{blocks}_relu2"
+    return activation_layer(blocks, CONVOLUTIONS_PER_BLOCK)
 
 
 def build_cnn(input_size: int, n_classes: int, base_filters: int = 16, blocks: int = 4) -> keras.Model:
@@ -26,18 +33,18 @@ def build_cnn(input_size: int, n_classes: int, base_filters: int = 16, blocks: i
     x = inputs
     for block in range(1, blocks + 1):
         filters = base_filters * 2 ** (block - 1)
-        for conv in (1, 2):
+        for conv in range(1, CONVOLUTIONS_PER_BLOCK + 1):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv{conv}")(x)
             # momentum 0.9: the moving statistics settle within an epoch of ~100 steps, so validation
             # (inference mode) does not lag the training-mode network for several epochs.
             x = layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn{conv}")(x)
-            x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
+            x = layers.ReLU(name=activation_layer(block, conv))(x)
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
-        x = layers.Dropout(0.25, name=f"block{block}_dropout")(x)
+        x = layers.Dropout(BLOCK_DROPOUT, name=f"block{block}_dropout")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     # float32 under a mixed-precision policy too: the features feed the ensemble and the OOD distance,
     # which were fitted on float32 features, and a softmax in bfloat16 loses the small probabilities.
     features = layers.Dense(64, activation="relu", dtype="float32", name=FEATURE_LAYER)(x)
-    x = layers.Dropout(0.5, name="head_dropout")(features)
+    x = layers.Dropout(HEAD_DROPOUT, name="head_dropout")(features)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name=OUTPUT_LAYER)(x)
     return keras.Model(inputs, outputs, name="emcnet_style_cnn")

@@ -34,6 +34,7 @@ class Sample:
     patient: str  # patient id, or a unique id of its own when the source has none
     source: str
     origin: str  # "manifest.csv row 12" or the file path, for error messages
+    paediatric: bool = False  # the manifest says so: an age under 18, or "paediatric" in its notes
 
 
 def canonical_label(label: str) -> str:
@@ -94,9 +95,15 @@ def _manifest_rows(manifest: Path) -> Iterable[Sample]:
             label = canonical_label(row.get("label") or "")
             if not label:
                 raise DataError(f"{origin}: the label column is empty.")
-            patient = (row.get("patient_id") or "").strip() or f"image:{file}"
+            patient = (row.get("patient_id") or "").strip() or f"image:{file}"  # see has_patient_id
             source = (row.get("source") or "").strip() or source_from_name(file)
-            yield Sample(manifest.parent / file, file, label, patient, source, origin)
+            yield Sample(manifest.parent / file, file, label, patient, source, origin, _paediatric(row))
+
+
+def _paediatric(row: dict[str, str | None]) -> bool:
+    age = (row.get("age") or "").strip()
+    notes = (row.get("notes") or "").lower()
+    return (age.replace(".", "", 1).isdigit() and float(age) < 18) or "paediatric" in notes or "pediatric" in notes
 
 
 def _folder_rows(root: Path) -> Iterable[Sample]:
@@ -111,18 +118,25 @@ def _folder_rows(root: Path) -> Iterable[Sample]:
             yield Sample(file, relative, canonical_label(class_dir.name), f"image:{relative}", root.name, str(file))
 
 
+def has_patient_id(sample: Sample) -> bool:
+    """Whether the data set gave the sample's patient, rather than one made up for the image alone."""
+    return not sample.patient.startswith("image:")
+
+
 def patient_split(
     samples: Sequence[Sample],
     fractions: tuple[float, float, float] = (0.7, 0.2, 0.1),
     seed: int = 42,
     holdout_sources: Iterable[str] = (),
+    together: Sequence[Sequence[int]] = (),
 ) -> dict[str, list[int]]:
     """Indices per split, with every patient in exactly one split.
 
     Images of `holdout_sources` all go to the extra split `UNSEEN` (present only when it is not
     empty). The others' patients are grouped by (label, source) of their first image and each group
     is shuffled with `seed` and cut at the cumulative image fractions, so every split keeps the class
-    and source mix.
+    and source mix. `together` lists groups of indices that are one film (`training.leaks`): see
+    `_keep_together`; without such groups the split is what it was before they were considered.
     """
     if abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"split fractions must add up to 1, got {fractions}")
@@ -152,7 +166,55 @@ def patient_split(
             seen += len(by_patient[patient])
     if unseen:
         split[UNSEEN] = unseen
+    if together:
+        split = _keep_together(samples, split, together, holdout)
     return {name: sorted(indices) for name, indices in split.items()}
+
+
+def _keep_together(
+    samples: Sequence[Sample], split: dict[str, list[int]], together: Sequence[Sequence[int]], holdout: set[str]
+) -> dict[str, list[int]]:
+    """The split with the copies of each film in one split: the patients of a group of copies (and those
+    linked to them through other groups) all move to the split that holds most of their images, the
+    first of SPLITS on a tie. Where a copy comes from a held-out source, the other copies' patients are
+    left out of every split: the held-out films must stay unseen, and their source defines them."""
+    where = {index: name for name, indices in split.items() for index in indices}
+    images: dict[str, list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        images[sample.patient].append(index)
+    parent: dict[str, str] = {}
+
+    def root(patient: str) -> str:
+        while parent.setdefault(patient, patient) != patient:
+            patient = parent[patient]
+        return patient
+
+    for group in together:
+        first = root(samples[group[0]].patient)
+        for index in group[1:]:
+            other = root(samples[index].patient)
+            if other != first:
+                parent[other] = first
+    components: dict[str, list[str]] = defaultdict(list)
+    for patient in parent:
+        components[root(patient)].append(patient)
+    moved = dict(where)
+    for patients in components.values():
+        indices = [i for p in patients for i in images[p]]
+        if any(where.get(i) == UNSEEN for i in indices):
+            for i in indices:
+                if where.get(i) != UNSEEN:
+                    moved.pop(i, None)
+            continue
+        present = Counter(where[i] for i in indices if i in where)
+        target = max(SPLITS, key=lambda name: (present[name], -SPLITS.index(name)))
+        for i in indices:
+            if i in where:
+                moved[i] = target
+    result: dict[str, list[int]] = {name: [] for name in split}
+    for index, name in moved.items():
+        result[name].append(index)
+    return result
 
 
 def write_split(path: Path, samples: Sequence[Sample], split: dict[str, list[int]]) -> None:

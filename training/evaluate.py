@@ -16,15 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from cxr.bundle import ModelBundle
-from cxr.decision import POSITIVE_CLASS, decide
+from cxr.decision import decide
 from cxr.errors import ModelBundleError
 from training.data import SPLIT_FILE, SPLITS, UNSEEN, DataError, load_dataset, read_split
 from training.images import load_inputs
-from training.scoring import classifier_probabilities, format_table, score_all
-from training.unseen import NORMAL, format_sources, per_source
+from training.scoring import score_split
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,23 +60,24 @@ def main(argv: list[str] | None = None) -> int:
     if excluded:
         print(f"left out {sum(excluded.values())} image(s) of classes the model does not know: {dict(excluded)}")
     samples = [samples[i] for i in kept]
-    labels = np.array([classes.index(NORMAL if s.label in negatives else s.label) for s in samples])
     forward_started = time.perf_counter()
     features, cnn_probs = bundle.embed(images)
-    probabilities = classifier_probabilities(bundle.ensemble, features, cnn_probs, bundle.temperature)
     rate = len(samples) / (time.perf_counter() - started)
-    sources = [s.source for s in samples]
-    metrics = score_all(probabilities, labels, classes, bundle.threshold, sources)
     title = (
         f"{args.data}{f' ({args.split} split)' if args.split else ''}: {len(samples)} images, model {bundle.version}"
     )
-    print(format_table(metrics, classes, title))
-    decisions = bundle.rule.outcomes(probabilities["ensemble"], bundle.ood.distance(features) / bundle.ood.threshold)
-    outcomes = None
-    if POSITIVE_CLASS in classes and bundle.threshold is not None:
-        p_covid = probabilities["ensemble"][:, classes.index(POSITIVE_CLASS)]
-        outcomes = per_source([s.label for s in samples], p_covid, decisions, sources)
-        print(format_sources(outcomes, "\nAt the deployed rule (indeterminate counts as no COVID call), per source"))
+    scores = score_split(
+        bundle.ensemble,
+        features,
+        cnn_probs,
+        samples,
+        classes,
+        negatives,
+        bundle.temperature,
+        bundle.rule,
+        bundle.ood,
+        title,
+    )
     print(
         f"{rate:.1f} images/s end to end ({len(samples) / (time.perf_counter() - forward_started):.1f} after decoding)"
     )
@@ -91,18 +89,19 @@ def main(argv: list[str] | None = None) -> int:
             "n": len(samples),
             "left_out_by_class": dict(excluded),
             "threshold": bundle.threshold,
-            "metrics": metrics,
-            "outcomes": outcomes,
+            "metrics": scores.metrics,
+            "outcomes": scores.outcomes,
         }
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     if args.predictions:
         with args.predictions.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            # "predicted" is the deployed outcome (a class or "indeterminate"); "class" the class the threshold
+            # "decision" is the deployed outcome (a class or "indeterminate"); "class" the class the threshold
             # rule gives, which the app shows beside an indeterminate outcome.
-            writer.writerow(["file", "label", "predicted"] + [f"p_{c}" for c in classes] + ["class", "source"])
-            chosen = decide(probabilities["ensemble"], classes, bundle.threshold)
-            for sample, decision, index, probs in zip(samples, decisions, chosen, probabilities["ensemble"]):
+            writer.writerow(["file", "label", "decision"] + [f"p_{c}" for c in classes] + ["class", "source"])
+            ensemble = scores.probabilities["ensemble"]
+            chosen = decide(ensemble, classes, bundle.threshold)
+            for sample, decision, index, probs in zip(samples, scores.decisions, chosen, ensemble):
                 writer.writerow(
                     [sample.file, sample.label, decision]
                     + [f"{p:.6f}" for p in probs]

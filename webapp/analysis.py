@@ -35,7 +35,7 @@ def analyse(data: bytes) -> Analysis:
     started = time.perf_counter()
     image = decode_image(data)
     output = model_service.bundle.predict(image.pixels)
-    gate = assess(image, output)
+    gate = assess(image, output, model_service.bundle.gate)
     if not gate.accepted:
         raise Refused(gate.reasons)
     elapsed_ms = (time.perf_counter() - started) * 1000.0

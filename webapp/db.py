@@ -120,10 +120,6 @@ class Prediction(db.Model):
         """The ensemble's probability of the predicted class."""
         return self.probabilities[self.label]
 
-    @property
-    def cnn_probability(self) -> float | None:
-        return self.cnn_probabilities.get(self.label)
-
 
 class Review(db.Model):
     """One clinician's current reading of one prediction; its earlier versions are `ReviewEdit` rows.
