@@ -61,7 +61,12 @@ def parse_folds(text: str) -> list[list[str]]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="manifest CSV with a source per film (required to train)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="manifest CSV with a source per film (required to train; with --report-only, held-out films with a "
+        "copy in a fold's training sources are left out of the tables)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="predictions, operating point and tables (commit)")
     parser.add_argument("--models", type=Path, default=Path("runs/cv"), help="fold models (not committed)")
     parser.add_argument("--folds", default=DEFAULT_FOLDS, help=f"';'-separated source groups (default {DEFAULT_FOLDS})")
@@ -135,10 +140,36 @@ def predict_fold(data: Path, directory: Path, number: int, seed: int, target: Pa
     print(f"{target}: {len(samples)} out-of-source predictions", flush=True)
 
 
-def report(out: Path, folds: list[list[str]], resamples: int, command: str | None) -> OperatingPoint:
+def copies_of_trained_films(data: Path, folds: list[list[str]]) -> dict[int, set[str]]:
+    """Per fold, the held-out films that have a copy (the same file, or a near-duplicate: `training.leaks`)
+    among the sources that train in that fold. Runs made before the leak guard trained on such copies, and
+    runs made since leave them out of training; either way the report leaves these films out, so that every
+    seed is scored on the same films and none was seen in another collection's copy."""
+    from training.data import KNOWN_LABELS
+    from training.films import survey
+    from training.leaks import copies
+
+    samples, _ = load_dataset(data, KNOWN_LABELS)
+    pairs = copies(survey(samples, cache_dir=Path(".cache")))
+    result = {}
+    for number, fold in enumerate(folds, 1):
+        held = set(fold)
+        result[number] = {
+            samples[i if samples[i].source in held else j].file
+            for i, j, _ in pairs
+            if (samples[i].source in held) != (samples[j].source in held)
+        }
+    return result
+
+
+def report(
+    out: Path, folds: list[list[str]], resamples: int, command: str | None, data: Path | None = None
+) -> OperatingPoint:
     rows = read_predictions(sorted((out / PREDICTIONS_DIR).glob("*.csv")))
     if not rows:
         raise DataError(f"no predictions in {out / PREDICTIONS_DIR}")
+    excluded: dict[int, set[str]] = copies_of_trained_films(data, folds) if data is not None else {}
+    rows = [r for r in rows if r["file"] not in excluded.get(r["fold"], set())]
     point = fit_operating_point(rows)
     estimate = summarise(cross_fitted(rows), resamples)
     fitted = summarise(point.apply(rows), resamples)
@@ -154,6 +185,9 @@ def report(out: Path, folds: list[list[str]], resamples: int, command: str | Non
         "folds": {str(k): fold for k, fold in enumerate(folds, 1)},
         "seeds": seeds,
         "films": len({r["file"] for r in rows}),
+        "left_out_as_copies_of_trained_films": {str(k): sorted(v) for k, v in excluded.items() if v}
+        if data is not None
+        else "not checked (no --data)",
         "predictions": len(rows),
         "models": sorted({r["model_version"] for r in rows}),
         "command": command,
@@ -215,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                     directory = args.models / fold_name(seed, number)
                     train_fold(args.data, directory, sources, seed, train_args)
                     predict_fold(args.data, directory, number, seed, target)
-                    report(args.out, folds, args.bootstrap, command)
-        report(args.out, folds, args.bootstrap, command)
+                    report(args.out, folds, args.bootstrap, command, args.data)
+        report(args.out, folds, args.bootstrap, command, args.data)
     except (DataError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -240,6 +240,12 @@ def table_rows(summary: dict) -> list[str]:
     return lines
 
 
+def _left_out(value: dict | str) -> str:
+    if isinstance(value, str):
+        return value
+    return "; ".join(f"fold {k}: {len(v)}" for k, v in value.items()) or "none"
+
+
 def markdown_table(results: dict) -> str:
     point = results["operating_point"]
     folds = "; ".join(f"{k}: {', '.join(v)}" for k, v in results["folds"].items())
@@ -252,7 +258,8 @@ def markdown_table(results: dict) -> str:
         f"Command: `{results['command']}`",
         "",
         f"Folds (held-out sources): {folds}. Seeds: {', '.join(map(str, results['seeds']))}. "
-        f"{results['films']} films, {results['predictions']} out-of-source predictions.",
+        f"{results['films']} films, {results['predictions']} out-of-source predictions. Left out as copies of films"
+        f" that trained in their fold: {_left_out(results['left_out_as_copies_of_trained_films'])}.",
         "",
         "## Estimate for an unseen hospital (cross-fitted operating point)",
         "",
