@@ -2,6 +2,11 @@
 (function () {
   "use strict";
 
+  // A form sent back with errors (the review form): move focus to its error summary, which scrolls it into
+  // view and has screen readers read it out (it is also role=alert).
+  var problem = document.querySelector("[data-focus-on-load]");
+  if (problem) { problem.focus(); }
+
   // Upload page: drag-and-drop onto the drop zone, and a list of the chosen files.
   document.querySelectorAll("[data-dropzone]").forEach(function (zone) {
     var input = zone.querySelector("input[type=file]");

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from flask import abort, current_app, has_request_context, request
 from flask_login import current_user
+from sqlalchemy import select
 
 from cxr.bundle import ModelOutput
 from cxr.decision import POSITIVE_CLASS
@@ -56,6 +57,7 @@ def build_record(
         thumbnail_path="",
         label=output.label,
         decision=output.decision,
+        indeterminate_reasons=list(output.indeterminate_reasons),
         probabilities=output.probabilities,
         positive_probability=output.probabilities.get(POSITIVE_CLASS),
         cnn_probabilities=output.cnn_probabilities,
@@ -113,6 +115,20 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
             path.unlink(missing_ok=True)
         raise
     return record
+
+
+def find_duplicate(data: bytes) -> Prediction | None:
+    """The newest stored prediction of exactly these bytes (the same SHA-256), if any: an upload of a film
+    already analysed links to it instead of storing a silent copy (unless the clinician forces a new one)."""
+    digest = hashlib.sha256(data).hexdigest()
+    query = select(Prediction).where(Prediction.sha256 == digest).order_by(Prediction.id.desc()).limit(1)
+    return db.session.scalars(query).first()
+
+
+def record_duplicate(record: Prediction) -> None:
+    """Audit an upload that led to the existing `record` (nothing stored): a view of it, and commit."""
+    audit.record(audit.VIEW, target=f"prediction:{record.id}", detail=f"duplicate upload via {_via()}")
+    db.session.commit()
 
 
 MAX_REFERENCE = 128

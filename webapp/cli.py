@@ -20,6 +20,7 @@ from webapp import audit
 from webapp.accounts import AccountError, create_user, find_user, issue_token
 from webapp.analysis import analyse, build_record
 from webapp.db import ROLES, Prediction, Review, db, within_dates
+from webapp.readings import TRAINING_LABELS
 from webapp.serialize import prediction_json
 from webapp.startup import prepare_database
 
@@ -108,24 +109,29 @@ EXPORT_SOURCE = "local"
 def export_reviewed_command(out: Path, since: datetime | None, force: bool) -> None:
     """Write the reviewed films and OUT/manifest.csv (file,label,patient_id,source) for training and evaluation.
 
-    The label is the class of each prediction's latest review; patient_id is its reference, or
-    `prediction:<id>` for a film without one (each such film then counts as its own patient)."""
+    The label comes from the reading of each prediction's latest review (typical: covid, negative: normal,
+    atypical or another finding: other, which training takes as non-COVID); films whose latest reading is
+    preliminary or indeterminate are left out and counted. patient_id is the reference, or `prediction:<id>`
+    for a film without one (each such film then counts as its own patient)."""
     if out.exists() and any(out.iterdir()) and not force:
         raise click.ClickException(f"{out} is not empty; choose an empty folder or pass --force to write into it.")
     reviewed = select_reviewed(since.date() if since else None)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rows, missing = [], 0
+    rows, missing, unlabelled = [], 0, 0
     for record in db.session.scalars(reviewed):
+        latest = record.latest_review
+        label = TRAINING_LABELS.get(latest.reading)
+        if latest.status != "final" or label is None:
+            unlabelled += 1
+            continue
         source = folder / record.image_path
         if not source.is_file():
             missing += 1
             continue
         name = f"images/{record.id}{source.suffix}"
         shutil.copyfile(source, out / name)
-        rows.append(
-            [name, record.latest_review.correct_class, record.reference or f"prediction:{record.id}", EXPORT_SOURCE]
-        )
+        rows.append([name, label, record.reference or f"prediction:{record.id}", EXPORT_SOURCE])
     with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(EXPORT_COLUMNS)
@@ -139,6 +145,11 @@ def export_reviewed_command(out: Path, since: datetime | None, force: bool) -> N
     click.echo(f"Wrote {len(rows)} reviewed film(s) and {out / 'manifest.csv'}.")
     if missing:
         click.echo(f"Left out {missing} reviewed prediction(s) whose stored film is missing.", err=True)
+    if unlabelled:
+        click.echo(
+            f"Left out {unlabelled} reviewed prediction(s) whose latest reading is preliminary or indeterminate.",
+            err=True,
+        )
 
 
 def select_reviewed(since: date | None) -> Select:

@@ -15,6 +15,8 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, Select, Stri
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from webapp.readings import agrees_with_model
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # What a database that does not answer raises: answered 503 (webapp/errors.py), never a 500.
 DATABASE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DisconnectionError)
@@ -68,6 +70,9 @@ class Prediction(db.Model):
     label: Mapped[str] = mapped_column(String(64), index=True)  # the class the threshold rule gives
     # What is reported: the label, or "indeterminate" where the model's rule withholds it (cxr.decision.Rule).
     decision: Mapped[str] = mapped_column(String(64), index=True)
+    # Why an indeterminate decision is so (cxr.decision.NEAR_THRESHOLD / UNLIKE_TRAINING); [] for other
+    # decisions, NULL for predictions stored before it was recorded.
+    indeterminate_reasons: Mapped[list[str] | None] = mapped_column(JSON)
     probabilities: Mapped[dict[str, float]] = mapped_column(JSON)  # the ensemble's
     # The ensemble's p(covid), copied out of `probabilities` so that the worklist can sort on it in SQL
     # (JSON extraction differs between SQLite and PostgreSQL); NULL for a model without that class.
@@ -94,7 +99,7 @@ class Prediction(db.Model):
 
     @property
     def latest_review(self) -> Review | None:
-        """The most recently saved review of any clinician: its class is the prediction's clinician label."""
+        """The most recently saved review of any clinician: its reading is the prediction's clinician label."""
         return self.reviews[0] if self.reviews else None
 
     @property
@@ -119,8 +124,8 @@ class Review(db.Model):
     prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)  # the first version
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)  # this version
-    agrees: Mapped[bool]
-    correct_class: Mapped[str] = mapped_column(String(64))  # the predicted class when the reviewer agrees
+    reading: Mapped[str] = mapped_column(String(16))  # a key of webapp.readings.READINGS
+    status: Mapped[str] = mapped_column(String(16))  # preliminary or final
     comment: Mapped[str | None] = mapped_column(Text)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     user: Mapped[User | None] = relationship(lazy="joined")
@@ -128,6 +133,11 @@ class Review(db.Model):
     edits: Mapped[list[ReviewEdit]] = relationship(
         back_populates="review", cascade="all, delete-orphan", order_by="ReviewEdit.saved_at.desc()", lazy="selectin"
     )
+
+    @property
+    def agrees(self) -> bool:
+        """Whether the reading agrees with the model's decision (`webapp.readings.agrees_with_model`)."""
+        return agrees_with_model(self.reading, self.prediction.decision)
 
 
 class ReviewEdit(db.Model):
@@ -138,8 +148,8 @@ class ReviewEdit(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id", ondelete="CASCADE"), index=True)
     saved_at: Mapped[datetime] = mapped_column(DateTime)  # when this version was written
-    agrees: Mapped[bool]
-    correct_class: Mapped[str] = mapped_column(String(64))
+    reading: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str | None] = mapped_column(Text)
     review: Mapped[Review] = relationship(back_populates="edits")
 

@@ -9,13 +9,15 @@ from datetime import date
 from flask import current_app
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired, MultipleFileField
-from wtforms import Form, RadioField, SelectChoice, SelectField, StringField, SubmitField, TextAreaField
+from wtforms import BooleanField, Form, RadioField, SelectChoice, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.fields import DateField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from cxr.decision import INDETERMINATE
 from webapp.accounts import find_user
+from webapp.readings import READINGS, STATUSES
 from webapp.reviews import MAX_COMMENT, review_problem
+from webapp.wording import decision_label
 
 ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.dcm,.dicom,image/png,image/jpeg,image/tiff,application/dicom"
 
@@ -31,6 +33,7 @@ class UploadForm(DetailsMixin, FlaskForm):
         validators=[FileRequired("Choose at least one image.")],
         render_kw={"accept": ACCEPT},
     )
+    force = BooleanField("Analyse and store it again even if the same file was uploaded before")
     submit = SubmitField("Analyse")
 
     def validate_files(self, field: MultipleFileField) -> None:
@@ -53,27 +56,25 @@ class ReferenceForm(FlaskForm):
 
 
 class ReviewForm(FlaskForm):
-    verdict = RadioField(
+    """The clinician's own reading (`webapp.readings.READINGS`), preliminary or final, and a comment."""
+
+    reading = RadioField(
         "Your reading",
-        choices=[SelectChoice("agree", "Agree with the prediction"), SelectChoice("disagree", "Disagree")],
-        validators=[DataRequired("Choose agree or disagree.")],
+        choices=[SelectChoice(key, text) for key, text in READINGS.items()],
+        validators=[DataRequired("Choose your reading.")],
     )
-    correct_class = SelectField("Correct class (when you disagree)", choices=[], validate_choice=False)
+    status = RadioField(
+        "Status",
+        choices=[SelectChoice(key, text) for key, text in STATUSES.items()],
+        validators=[DataRequired("Choose whether the review is preliminary or final.")],
+    )
     comment = TextAreaField("Comment", validators=[Optional(), Length(max=MAX_COMMENT)])
     submit = SubmitField("Save review")
 
-    def __init__(self, classes: list[str], predicted: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.classes = classes
-        self.predicted_class = predicted
-        self.correct_class.choices = [SelectChoice("", "—")] + [SelectChoice(c) for c in classes]
-
-    def validate_correct_class(self, field: SelectField) -> None:
-        if self.verdict.data not in ("agree", "disagree"):
-            return  # the verdict's own error says what is missing
-        agrees = self.verdict.data == "agree"
-        # Agreeing leaves the class as the prediction's, whatever the select still shows.
-        problem = review_problem(self.classes, self.predicted_class, agrees, None if agrees else field.data)
+    def validate_comment(self, field: TextAreaField) -> None:
+        if self.reading.data not in READINGS or self.status.data not in STATUSES:
+            return  # their own errors say what is missing
+        problem = review_problem(self.reading.data, self.status.data, field.data)
         if problem:
             raise ValidationError(problem)
 
@@ -156,7 +157,9 @@ class HistoryFilter(FilterForm):
         self.reviewer_id: int | None = None  # set by validation
         self.predicted.choices = [SelectChoice("", "All classes")] + [SelectChoice(c) for c in classes]
         self.decisions = [*classes, INDETERMINATE]
-        self.decision.choices = [SelectChoice("", "All decisions")] + [SelectChoice(d) for d in self.decisions]
+        self.decision.choices = [SelectChoice("", "All decisions")] + [
+            SelectChoice(d, f"{decision_label(d)} ({d})") for d in self.decisions
+        ]
 
     def validate_decision(self, field: SelectField) -> None:
         known(self.decisions, "decision")(self, field)

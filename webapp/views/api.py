@@ -10,14 +10,15 @@ from flask import Blueprint, abort, request, url_for
 from flask_login import current_user
 
 from webapp import audit
-from webapp.analysis import confirm_reference, create_prediction, display_name
+from webapp.analysis import confirm_reference, create_prediction, display_name, find_duplicate, record_duplicate
 from webapp.db import Prediction, db
 from webapp.forms import ApiUploadForm, HistoryFilter, MonitoringFilter
 from webapp.model_service import model_service
 from webapp.monitoring import monitoring_report
 from webapp.openapi import openapi_document
 from webapp.queries import PAGE_PARAMETERS, history_select, paginate
-from webapp.reviews import MAX_COMMENT, own_review, review_problem, save_review
+from webapp.readings import READINGS, STATUSES
+from webapp.reviews import own_review, review_problem, save_review
 from webapp.serialize import review_json, stored_json
 from webapp.views.results import viewed
 
@@ -26,13 +27,24 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 @bp.post("/predictions")
 def create() -> tuple[dict, int, dict[str, str]]:
+    """Analyse and store an upload (201). A file already stored (same SHA-256) is not stored again: the
+    answer is its existing prediction (200, `"duplicate": true`), unless `?force=1` asks for a new one."""
+    force = request.args.get("force", "0")
+    if force not in ("0", "1"):
+        abort(400, "'force' must be 1 (store a file uploaded before again) or 0.")
     form = ApiUploadForm()
     if not form.validate():
         abort(400, " ".join(" ".join(errors) for errors in form.errors.values()))
     storage = form.file.data
-    record = create_prediction(storage.read(), display_name(storage.filename), form.reference.data, form.note.data)
+    data = storage.read()
+    existing = None if force == "1" else find_duplicate(data)
+    if existing is not None:
+        record_duplicate(existing)
+        location = url_for("api.read", prediction_id=existing.id, _external=True)
+        return {**stored_json(existing, reviews=True), "duplicate": True}, 200, {"Location": location}
+    record = create_prediction(data, display_name(storage.filename), form.reference.data, form.note.data)
     location = url_for("api.read", prediction_id=record.id, _external=True)
-    answer = stored_json(record, reviews=True)
+    answer = {**stored_json(record, reviews=True), "duplicate": False}
     if record.suggested_reference:  # a DICOM header's identifiers, offered and not stored (POST .../reference)
         answer["suggested_reference"] = record.suggested_reference
     return answer, 201, {"Location": location}
@@ -43,7 +55,7 @@ def read(prediction_id: int) -> dict:
     return stored_json(viewed(prediction_id), reviews=True)
 
 
-REVIEW_FIELDS = {"agree", "correct_class", "comment"}
+REVIEW_FIELDS = ("reading", "status", "comment")
 
 
 def _json_object() -> dict[str, Any]:
@@ -55,26 +67,25 @@ def _json_object() -> dict[str, Any]:
 
 @bp.post("/predictions/<int:prediction_id>/reviews")
 def review(prediction_id: int) -> tuple[dict, int]:
-    """The caller's review of the prediction: created (201), or updated with its earlier version kept (200)."""
+    """The caller's reading of the film: created (201), or updated with its earlier version kept (200)."""
     record = db.get_or_404(Prediction, prediction_id)
     body = _json_object()
-    unknown = sorted(set(body) - REVIEW_FIELDS)
+    unknown = sorted(set(body) - set(REVIEW_FIELDS))
     if unknown:
-        abort(400, f"Unknown field(s): {', '.join(unknown)}; send agree, correct_class and comment.")
-    agrees = body.get("agree")
-    if not isinstance(agrees, bool):
-        abort(400, "'agree' must be true or false.")
-    correct_class, comment = body.get("correct_class"), body.get("comment")
-    for name, value in (("correct_class", correct_class), ("comment", comment)):
-        if value is not None and not isinstance(value, str):
-            abort(400, f"'{name}' must be a string or null.")
-    if comment is not None and len(comment) > MAX_COMMENT:
-        abort(400, f"'comment' is longer than {MAX_COMMENT} characters.")
-    problem = review_problem(model_service.bundle.classes, record.label, agrees, (correct_class or "").strip() or None)
+        abort(400, f"Unknown field(s): {', '.join(unknown)}; send {', '.join(REVIEW_FIELDS)}.")
+    # Each value's type is checked before it is used, so that a list or an object gets 400, never a 500.
+    for name in ("reading", "status"):
+        if not isinstance(body.get(name), str):
+            abort(400, f"'{name}' must be a string: {' or '.join(READINGS if name == 'reading' else STATUSES)}.")
+    comment = body.get("comment")
+    if comment is not None and not isinstance(comment, str):
+        abort(400, "'comment' must be a string or null.")
+    reading, status = body["reading"].strip(), body["status"].strip()
+    problem = review_problem(reading, status, comment)
     if problem:
         abort(422, problem)
     user = current_user._get_current_object()
-    created = save_review(record, user, agrees, (correct_class or "").strip() or None, comment)
+    created = save_review(record, user, reading, status, comment)
     return review_json(own_review(record, user)), 201 if created else 200
 
 

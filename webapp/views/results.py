@@ -30,6 +30,7 @@ from webapp.forms import ReferenceForm, ReviewForm
 from webapp.model_service import model_service
 from webapp.report import prediction_pdf
 from webapp.reviews import own_review, save_review
+from webapp.templating import rule_of
 
 bp = Blueprint("results", __name__, url_prefix="/predictions")
 IMAGE_COLUMNS = {"image": "image_path", "overlay": "overlay_path", "thumbnail": "thumbnail_path"}
@@ -93,12 +94,8 @@ def _review_form(record: Prediction) -> ReviewForm:
     mine = own_review(record, current_user)
     data = None
     if mine is not None:
-        data = {
-            "verdict": "agree" if mine.agrees else "disagree",
-            "correct_class": "" if mine.agrees else mine.correct_class,
-            "comment": mine.comment or "",
-        }
-    return ReviewForm(classes=model_service.bundle.classes, predicted=record.label, data=data)
+        data = {"reading": mine.reading, "status": mine.status, "comment": mine.comment or ""}
+    return ReviewForm(data=data)
 
 
 @bp.get("/<int:prediction_id>")
@@ -132,8 +129,14 @@ def report(prediction_id: int) -> Response:
     """The one-page A4 report, as a download; recorded in the audit trail like any export."""
     record = db.get_or_404(Prediction, prediction_id)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
+    rule = rule_of(record)
     pdf = prediction_pdf(
-        record, folder / record.image_path, folder / record.overlay_path, POSITIVE_CLASS, model_service.bundle.version
+        record,
+        folder / record.image_path,
+        folder / record.overlay_path,
+        POSITIVE_CLASS,
+        model_service.bundle.version,
+        rule.unusual_score if rule else None,
     )
     audit.record(audit.EXPORT, target=f"prediction:{record.id}", detail="report.pdf")
     db.session.commit()
@@ -148,13 +151,9 @@ def review(prediction_id: int) -> Response | tuple[str, int]:
     if not form.validate_on_submit():
         return _render(record, form), 400
     created = save_review(
-        record,
-        current_user._get_current_object(),
-        form.verdict.data == "agree",
-        form.correct_class.data,
-        form.comment.data,
+        record, current_user._get_current_object(), form.reading.data, form.status.data, form.comment.data
     )
-    flash("Review saved." if created else "Review updated; the earlier version is kept below it.")
+    flash("Reading saved." if created else "Reading updated; the earlier version is kept below it.")
     return redirect(url_for("results.detail", prediction_id=record.id, _anchor="reviews"))
 
 
