@@ -196,7 +196,9 @@ def test_csrf_protects_the_forms(make_app, chest_png):
     accepted = client.post("/", data={**_files((chest_png, "a.png")), "csrf_token": token})
     assert accepted.status_code == 303
     # The review form needs its token too; so does the JSON API when the browser session signs it.
-    assert client.post(f"{accepted.location}/reviews", data={"verdict": "agree"}).status_code == 400
+    assert (
+        client.post(f"{accepted.location}/reviews", data={"reading": "negative", "status": "final"}).status_code == 400
+    )
     api = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")})
     assert api.status_code == 400 and "Reload the page" in api.get_json()["error"]
     api = client.post(

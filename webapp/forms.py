@@ -71,12 +71,16 @@ class ReviewForm(FlaskForm):
     comment = TextAreaField("Comment", validators=[Optional(), Length(max=MAX_COMMENT)])
     submit = SubmitField("Save review")
 
-    def validate_comment(self, field: TextAreaField) -> None:
-        if self.reading.data not in READINGS or self.status.data not in STATUSES:
-            return  # their own errors say what is missing
-        problem = review_problem(self.reading.data, self.status.data, field.data)
+    def validate(self, extra_validators=None) -> bool:
+        """The fields' own checks, then the rules of a review as a whole (`review_problem`), reported at the
+        comment. Not an inline `validate_comment`: `Optional` stops a blank comment's checks before it."""
+        if not super().validate(extra_validators):
+            return False
+        problem = review_problem(self.reading.data, self.status.data, self.comment.data)
         if problem:
-            raise ValidationError(problem)
+            self.comment.errors = [*self.comment.errors, problem]
+            return False
+        return True
 
 
 class FilterForm(Form):
