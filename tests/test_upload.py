@@ -12,6 +12,7 @@ from PIL import Image
 from tests.accounts import clinician_client, csrf_token
 from tests.helpers import dicom_bytes, gray_pixels, png_bytes
 from webapp.db import Prediction, db
+from webapp.wording import class_label, decision_label
 
 UNIFORM_PNG = png_bytes(np.full((256, 256), 128, dtype=np.uint8))  # decodes, but the gate refuses it
 
@@ -38,12 +39,11 @@ def test_single_upload_shows_result(client, app, chest_png, bundle):
         record = db.session.scalars(db.select(Prediction)).one()
         assert record.reference == "STUDY-1" and record.note == "cough" and record.filename == "chest.png"
         assert set(record.probabilities) == set(bundle.classes) == set(record.cnn_probabilities)
-    assert f">{record.label}<" in html
-    for cls, value in record.probabilities.items():  # the ensemble's probability of every class
-        assert f'aria-label="p({cls})"' in html and f"{value * 100:.1f} %" in html
-    assert f"{record.cnn_probabilities[record.label] * 100:.1f} %" in html  # the CNN's own
-    if bundle.threshold is not None:
-        assert "Operating threshold" in html and f"{bundle.threshold:.3f}" in html
+    assert f'data-decision="{record.decision}">{decision_label(record.decision)}</span>' in html
+    for cls, value in record.probabilities.items():  # the ensemble's and the CNN's probability of every class
+        assert f'<th scope="row">{cls}</th><td class="num">{value * 100:.1f} %</td>' in html
+        assert f"{record.cnn_probabilities[cls] * 100:.1f} %" in html
+    assert f'data-p="{record.positive_probability:.4f}" data-threshold="{bundle.threshold:.4f}"' in html
     assert bundle.version in html and "Processing time" in html
     assert "Out-of-distribution score" in html and f"{record.ood_score:.2f}" in html
     assert "Research use only, not a diagnosis" in html

@@ -17,7 +17,7 @@ from cxr.decision import INDETERMINATE
 from webapp.accounts import find_user
 from webapp.readings import READINGS, STATUSES
 from webapp.reviews import MAX_COMMENT, review_problem
-from webapp.wording import decision_label
+from webapp.wording import class_label, decision_label
 
 ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.dcm,.dicom,image/png,image/jpeg,image/tiff,application/dicom"
 
@@ -159,7 +159,7 @@ class HistoryFilter(FilterForm):
         super().__init__(formdata)
         self.classes = classes
         self.reviewer_id: int | None = None  # set by validation
-        self.predicted.choices = [SelectChoice("", "All classes")] + [SelectChoice(c) for c in classes]
+        self.predicted.choices = [SelectChoice("", "All classes")] + [SelectChoice(c, class_label(c)) for c in classes]
         self.decisions = [*classes, INDETERMINATE]
         self.decision.choices = [SelectChoice("", "All decisions")] + [
             SelectChoice(d, f"{decision_label(d)} ({d})") for d in self.decisions

@@ -16,7 +16,7 @@ from PIL import Image
 from webapp.db import Prediction
 from webapp.readings import READINGS, STATUSES
 from webapp.serialize import username
-from webapp.wording import decision_label, ood_hint, reason_text
+from webapp.wording import class_label, decision_label, ood_hint, reason_text
 
 A4_INCHES = (8.27, 11.69)
 # The PDF embeds the images at this many pixels on their long side at most: sharper than a printer
@@ -105,11 +105,11 @@ def prediction_pdf(
         page.line(f"No operating threshold: the most probable class ({record.label}) is predicted.")
     page.line(_reading_status(record), weight="bold")
     page.space(0.05)
-    page.line(f"{'class':<16}{'ensemble':>10}{'CNN':>10}", family="monospace", weight="bold")
+    page.line(f"{'class':<34}{'ensemble':>10}{'CNN':>10}", family="monospace", weight="bold")
     for cls, value in sorted(record.probabilities.items()):
         cnn = record.cnn_probabilities.get(cls)
         cnn_text = "—" if cnn is None else f"{cnn * 100:.1f} %"
-        page.line(f"{cls[:16]:<16}{value * 100:>8.1f} %{cnn_text:>10}", family="monospace")
+        page.line(f"{class_label(cls)[:34]:<34}{value * 100:>8.1f} %{cnn_text:>10}", family="monospace")
     page.space(0.05)
     uploader = username(record)
     version = record.model_version + ("" if record.model_version == loaded_version else " (not the model now loaded)")

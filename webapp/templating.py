@@ -12,7 +12,7 @@ from webapp.db import Prediction
 from webapp.model_service import model_service
 from webapp.readings import READINGS, STATUSES
 from webapp.serialize import image_url, timestamp
-from webapp.wording import decision_label, ood_hint, reason_text
+from webapp.wording import class_label, decision_label, ood_hint, reason_text
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -57,6 +57,7 @@ def init_app(app: Flask) -> None:
     app.add_template_global(ood_hint)
     app.add_template_filter(decision_label)
     app.add_template_filter(reason_text)
+    app.add_template_filter(class_label)
     app.add_template_global(READINGS, "READINGS")
     app.add_template_global(STATUSES, "STATUSES")
 

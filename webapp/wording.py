@@ -50,3 +50,9 @@ def ood_hint(unusual_score: float | None, model_version: str) -> str:
         f"above {unusual_score:.2f} the film is unlike the training films, so indeterminate; "
         "above 1.00 an upload is refused"
     )
+
+
+def class_label(cls: str) -> str:
+    """A model class in a table of every class's probability: the non-COVID classes are named as what they
+    mean for COVID-19, with the model's own name in quotes (so "normal" never reads as "no finding")."""
+    return "COVID-19" if cls == POSITIVE_CLASS else f"no COVID-19 call (class “{cls}”)"
