@@ -104,10 +104,13 @@ def test_anonymous_visit_lands_on_sign_in_then_returns(live_server, page):
     expect(page.get_by_role("link", name=USER, exact=True)).to_be_visible()  # signed in, in the header
 
 
-def upload_through_form(page, image: Path, reference: str = "") -> None:
-    """Choose `image` on the upload page and send the form (app.js sends it with its progress shown)."""
+def upload_through_form(page, image: Path, reference: str = "", force: bool = False) -> None:
+    """Choose `image` on the upload page and send the form (app.js sends it with its progress shown);
+    `force` stores it again even if the same file was uploaded before."""
     page.set_input_files("input[name=files]", str(image))
     page.fill("input[name=reference]", reference)
+    if force:
+        page.check("input[name=force]")
     page.click("input[type=submit]")
 
 
@@ -146,12 +149,20 @@ def test_upload_result_and_history(live_server, page, page_errors, tmp_path, che
     page.wait_for_url(re.compile(r"/predictions/\d+$"))  # the redirect, followed
     prediction_id = page.url.rsplit("/", 1)[1]
 
-    label = page.locator("h1 .label").inner_text()  # the decision
-    assert label in [*bundle.classes, "indeterminate"]
-    expect(page.locator("table.probabilities").first.locator("tbody tr")).to_have_count(len(bundle.classes))
-    for cls in bundle.classes:
-        expect(page.locator(f'progress[aria-label="p({cls})"]').first).to_be_visible()
-    expect(page.locator(".probability")).to_have_text(re.compile(r"\d+\.\d %"))
+    label = page.locator("h1 .label").inner_text()  # the decision, in words
+    assert label in ("COVID-19 features", "No COVID-19 features", "Indeterminate — read it yourself")
+    # The calibrated p(COVID-19) on its bar, with the threshold marked: the bar agrees with the badge.
+    meter = page.locator(".covid-meter")
+    expect(meter).to_be_visible()
+    p_covid, threshold = float(meter.get_attribute("data-p")), float(meter.get_attribute("data-threshold"))
+    fill = page.locator("[data-meter-fill]").bounding_box()
+    line = page.locator("[data-meter-threshold]").bounding_box()
+    track = page.locator(".covid-meter svg").bounding_box()
+    assert fill["width"] == pytest.approx(track["width"] * p_covid, abs=1.5)
+    assert line["x"] + line["width"] / 2 - track["x"] == pytest.approx(track["width"] * threshold, abs=2)
+    assert (fill["width"] >= line["x"] + line["width"] / 2 - track["x"]) == (label == "COVID-19 features")
+    page.locator(".all-probabilities summary").click()
+    expect(page.locator(".all-probabilities tbody tr")).to_have_count(len(bundle.classes))
     expect(page.get_by_role("complementary", name="Research use notice")).to_contain_text(
         "Research use only, not a diagnosis"
     )
@@ -234,26 +245,48 @@ def test_priors_compare_print_theme_and_token_copy(live_server, page, tmp_path, 
     page.goto(f"{live_server}/login")
     sign_in(page)
     ids = []
-    for _ in range(2):
+    for again in (False, True):
         page.goto(f"{live_server}/")
-        upload_through_form(page, image, reference="PRIOR-1")
+        upload_through_form(page, image, reference="PRIOR-1", force=again)
         page.wait_for_url(re.compile(r"/predictions/\d+$"))
         ids.append(page.url.rsplit("/", 1)[1])
     first, second = ids
+    assert first != second
+
+    # The same file again, without "store it again": its existing prediction opens, and says so.
+    page.goto(f"{live_server}/")
+    upload_through_form(page, image, reference="PRIOR-1")
+    page.wait_for_url(re.compile(rf"/predictions/{second}$"))
+    expect(page.locator(".flash-info")).to_contain_text(f"was uploaded before: prediction #{second}")
 
     compare = page.locator("#priors a.compare")
     expect(compare).to_have_count(1)
     expect(compare).to_have_attribute("href", f"/predictions/{second}/compare/{first}")
     expect(page.locator("#priors img.thumb")).to_have_attribute("src", f"/predictions/{first}/thumbnail.jpg")
 
-    # Print, with a review: one A4 page, without navigation, priors or forms.
-    page.check("input[name=verdict][value=agree]")
-    page.fill("textarea[name=comment]", "Agreed on the browser's page.")
-    page.get_by_role("button", name="Save review").click()
+    # A reading that cannot be saved: its errors are focused (so scrolled to) and announced.
+    page.check("input[name=reading][value=other]")
+    page.check("input[name=status][value=preliminary]")
+    page.get_by_role("button", name="Save reading").click()
+    summary = page.locator("#review-errors")
+    expect(summary).to_have_attribute("role", "alert")
+    expect(summary).to_contain_text("Name the other finding in the comment.")
+    expect(summary).to_be_focused()
+    expect(summary).to_be_in_viewport()
+
+    # Print, with a reading: one A4 page, without navigation, priors or forms.
+    page.check("input[name=reading][value=negative]")
+    page.check("input[name=status][value=final]")
+    page.fill("textarea[name=comment]", "Read on the browser's page.")
+    page.get_by_role("button", name="Save reading").click()
     page.wait_for_url(re.compile(rf"/predictions/{second}#reviews$"))
+    expect(page.locator(".reviews")).to_contain_text("Negative for pneumonia")
     page.emulate_media(media="print")
     expect(page.locator(".site-header")).to_be_hidden()
     expect(page.locator("#priors")).to_be_hidden()
+    expect(page.locator("#own-review")).to_be_hidden()  # no empty "Edit your reading" heading or its hint
+    expect(page.locator(".review-edit .hint")).to_be_hidden()
+    expect(page.locator(".reviews")).to_be_visible()
     expect(page.locator(".images")).to_be_visible()
     pdf = page.pdf(format="A4", print_background=True)
     assert len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf)) == 1
@@ -283,3 +316,39 @@ def test_priors_compare_print_theme_and_token_copy(live_server, page, tmp_path, 
     page.get_by_role("button", name="Copy").click()
     expect(page.locator("#copy-status")).to_have_text("Copied.")
     assert page.evaluate("navigator.clipboard.readText()") == token
+
+
+PLOT_PIXELS = """img => {
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(img, 0, 0);
+    const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    const legend = context.getImageData(58, 4, 100, 14).data;  // the first legend entry's text
+    let dark = 0; for (let i = 0; i < legend.length; i += 4) { if (legend[i] < 100 && legend[i + 2] < 100) dark++; }
+    return {corner: Array.from(data.slice(0, 3)), legendDark: dark};
+}"""
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_monitoring_plot_is_readable_in_both_themes(live_server, page, tmp_path, chest_png, theme):
+    from playwright.sync_api import expect
+
+    image = tmp_path / "film.png"
+    image.write_bytes(chest_png)
+    page.goto(f"{live_server}/login")
+    sign_in(page)
+    upload_through_form(page, image)
+    page.wait_for_url(re.compile(r"/predictions/\d+$"))
+    page.goto(f"{live_server}/monitoring")
+    page.evaluate(f"localStorage.setItem('cxr-theme', '{theme}')")
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-theme", theme)
+    plot = page.locator(".monitoring-plot img")
+    expect(plot).to_be_visible()
+    page.wait_for_function("document.querySelector('.monitoring-plot img').complete")
+    assert plot.evaluate("img => getComputedStyle(img).backgroundColor") == "rgb(255, 255, 255)"
+    pixels = plot.evaluate(PLOT_PIXELS)
+    assert pixels["corner"] == [255, 255, 255]  # its own white paper, not the page's black image background
+    assert pixels["legendDark"] > 20  # the legend's label, in dark ink on it
+    expect(page.locator(".monitoring-plot figcaption")).to_contain_text("reviewed share (blue)")
