@@ -3,9 +3,15 @@
   "use strict";
 
   // A form sent back with errors (the review form): move focus to its error summary, which scrolls it into
-  // view and has screen readers read it out (it is also role=alert).
+  // view and has screen readers read it out (it is also role=alert). Once the page's images have loaded,
+  // it is scrolled back into view in case the film viewer above it changed the page's height meanwhile.
   var problem = document.querySelector("[data-focus-on-load]");
-  if (problem) { problem.focus(); }
+  if (problem) {
+    problem.focus();
+    window.addEventListener("load", function () {
+      if (document.activeElement === problem) { problem.scrollIntoView({ block: "center" }); }
+    });
+  }
 
   // Upload page: drag-and-drop onto the drop zone, and a list of the chosen files.
   document.querySelectorAll("[data-dropzone]").forEach(function (zone) {

@@ -237,7 +237,7 @@ def test_upload_result_and_history(live_server, page, page_errors, tmp_path, che
     expect(page.locator("p.count")).to_have_text("0 predictions match the filters.")
 
 
-def test_priors_compare_print_theme_and_token_copy(live_server, page, tmp_path, chest_png):
+def test_priors_compare_print_theme_and_token_copy(live_server, page, page_errors, tmp_path, chest_png):
     from playwright.sync_api import expect
 
     image = tmp_path / "chest.png"
@@ -271,8 +271,11 @@ def test_priors_compare_print_theme_and_token_copy(live_server, page, tmp_path, 
     summary = page.locator("#review-errors")
     expect(summary).to_have_attribute("role", "alert")
     expect(summary).to_contain_text("Name the other finding in the comment.")
+    page.wait_for_function("document.readyState === 'complete'")  # the viewer above it has loaded too
     expect(summary).to_be_focused()
     expect(summary).to_be_in_viewport()
+    assert page_errors == ["Failed to load resource: the server responded with a status of 400 (BAD REQUEST)"]
+    page_errors.clear()  # Chromium reports the refused form's status; expected here
 
     # Print, with a reading: one A4 page, without navigation, priors or forms.
     page.check("input[name=reading][value=negative]")
