@@ -38,8 +38,15 @@ def synthetic_chest(seed: int = 0, size: int = 320) -> np.ndarray:
     return np.asarray(gray.filter(ImageFilter.GaussianBlur(8)))
 
 
-def dicom_bytes(gray: np.ndarray, modality: str = "DX", body_part: str = "CHEST") -> bytes:
-    """A 12-bit MONOCHROME2 DICOM file (with preamble) holding the 8-bit `gray` image."""
+def dicom_bytes(
+    gray: np.ndarray,
+    modality: str = "DX",
+    body_part: str = "CHEST",
+    fine: np.ndarray | None = None,
+    window: tuple[float, float] | None = None,
+) -> bytes:
+    """A 12-bit MONOCHROME2 DICOM file (with preamble) holding the 8-bit `gray` image × 16, plus `fine` (0-15
+    per pixel: detail below 8 bits) when given, with the WindowCenter/Width `window` when given."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -54,7 +61,10 @@ def dicom_bytes(gray: np.ndarray, modality: str = "DX", body_part: str = "CHEST"
     ds.Rows, ds.Columns = gray.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (gray.astype(np.uint16) * 16).tobytes()
+    values = gray.astype(np.uint16) * 16 + (0 if fine is None else fine.astype(np.uint16))
+    ds.PixelData = values.tobytes()
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

@@ -355,3 +355,43 @@ def test_monitoring_plot_is_readable_in_both_themes(live_server, page, tmp_path,
     assert pixels["corner"] == [255, 255, 255]  # its own white paper, not the page's black image background
     assert pixels["legendDark"] > 20  # the legend's label, in dark ink on it
     expect(page.locator(".monitoring-plot figcaption")).to_contain_text("reviewed share (blue)")
+
+
+def test_viewer_windows_a_dicoms_full_depth(live_server, page, tmp_path, chest_png):
+    """The viewer windows the DICOM's 12 bits, not the 8-bit film: two neighbours one unit apart (the same
+    grey in the 8-bit film) come apart under a one-unit window; the DICOM's window is the default."""
+    from playwright.sync_api import expect
+
+    from tests.test_full_depth import chest_dicom
+
+    data, values = chest_dicom(chest_png)
+    depth = values.astype(int) - int(values.min())
+    film = tmp_path / "study.dcm"
+    film.write_bytes(data)
+    page.goto(f"{live_server}/login")
+    sign_in(page)
+    upload_through_form(page, film)
+    page.wait_for_url(re.compile(r"/predictions/\d+$"))
+    viewer = page.locator("[data-viewer][data-ready]")
+    expect(viewer).to_have_attribute("data-bits", "12")
+    center, width = 2100 - int(values.min()), 4000
+    expect(viewer).to_have_attribute("data-window", f"{center}/{width}")  # the DICOM's own window
+    expect(page.locator("[data-depth-status]")).to_have_text("Full depth: 12 bits")
+
+    rows, columns = np.nonzero((depth[:, 1:] == depth[:, :-1] + 1) & (values[:, 1:] // 16 == values[:, :-1] // 16))
+    y, x = int(rows[len(rows) // 2]), int(columns[len(columns) // 2])
+    level = depth[y, x]
+    page.locator("[data-control=level]").fill(str(level))
+    page.locator("[data-control=width]").fill("1")
+    expect(viewer).to_have_attribute("data-window", f"{level}/1")
+    shown = page.locator("[data-film-canvas]").evaluate(
+        f"c => Array.from(c.getContext('2d').getImageData({x}, {y}, 2, 1).data.filter((_, i) => i % 4 === 0))"
+    )
+    assert shown == [128, 255]  # one unit apart, two greys apart on screen
+
+    page.get_by_role("button", name="Bone").click()
+    maximum = int(depth.max())
+    expect(viewer).to_have_attribute("data-window", f"{round(0.8 * maximum)}/{round(0.35 * maximum)}")
+    page.locator("[data-viewport]").focus()
+    page.keyboard.press("r")
+    expect(viewer).to_have_attribute("data-window", f"{center}/{width}")

@@ -58,6 +58,7 @@ def build_record(
         label=output.label,
         decision=output.decision,
         indeterminate_reasons=list(output.indeterminate_reasons),
+        depth_window=_window(analysis.image.depth_window),
         probabilities=output.probabilities,
         positive_probability=output.probabilities.get(POSITIVE_CLASS),
         cnn_probabilities=output.cnn_probabilities,
@@ -69,6 +70,10 @@ def build_record(
         note=(note or "").strip() or None,
         reviews=[],  # known to be none: the answer's review list needs no query
     )
+
+
+def _window(window: tuple[float, float] | None) -> dict[str, float] | None:
+    return None if window is None else {"center": window[0], "width": window[1]}
 
 
 def create_prediction(data: bytes, filename: str, reference: str | None = None, note: str | None = None) -> Prediction:
@@ -93,7 +98,7 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
         record.suggested_reference = dict(analysis.image.identifiers)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
     stem = f"{record.created_at:%Y/%m}/{uuid.uuid4().hex}"
-    suffixes = {"image": "", "overlay": "-overlay", "thumbnail": "-thumb"}
+    suffixes = {"image": "", "overlay": "-overlay", "thumbnail": "-thumb", "depth": "-depth"}
     written: list[Path] = []
     try:
         for kind, content in files.items():

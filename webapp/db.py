@@ -67,6 +67,10 @@ class Prediction(db.Model):
     image_path: Mapped[str] = mapped_column(String(255))
     overlay_path: Mapped[str] = mapped_column(String(255))
     thumbnail_path: Mapped[str] = mapped_column(String(255))
+    # A grayscale DICOM's full bit depth as a 16-bit PNG (cxr.overlay.depth_png), which the viewer windows;
+    # NULL for other uploads. `depth_window` is the DICOM's own {"center", "width"} in its units, or NULL.
+    depth_path: Mapped[str | None] = mapped_column(String(255))
+    depth_window: Mapped[dict[str, float] | None] = mapped_column(JSON)
     label: Mapped[str] = mapped_column(String(64), index=True)  # the class the threshold rule gives
     # What is reported: the label, or "indeterminate" where the model's rule withholds it (cxr.decision.Rule).
     decision: Mapped[str] = mapped_column(String(64), index=True)

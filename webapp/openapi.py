@@ -366,6 +366,17 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                             "format": "uri",
                             "description": "JPEG (PNG for predictions stored before 2026-11-23)",
                         },
+                        "depth_url": {
+                            "type": ["string", "null"],
+                            "format": "uri",
+                            "description": "A grayscale DICOM's full bit depth as a 16-bit PNG (its modality values "
+                            "less their minimum, MONOCHROME1 turned round); null for other uploads",
+                        },
+                        "depth_window": {
+                            "type": ["object", "null"],
+                            "properties": {"center": {"type": "number"}, "width": {"type": "number"}},
+                            "description": "The DICOM's own WindowCenter/Width in the units of depth_url, or null",
+                        },
                         "user": {**nullable_text, "description": "Who uploaded it"},
                         "reviews": {
                             "type": "array",

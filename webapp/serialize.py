@@ -73,6 +73,8 @@ def stored_json(row: Prediction, reviews: bool = False) -> dict[str, Any]:
     data["url"] = url_for("results.detail", prediction_id=row.id, _external=True)
     for kind in ("image", "overlay", "thumbnail"):
         data[f"{kind}_url"] = image_url(row, kind, _external=True)
+    data["depth_url"] = image_url(row, "depth", _external=True) if row.depth_path else None
+    data["depth_window"] = row.depth_window
     if reviews:
         data["reviews"] = [review_json(review) for review in row.reviews]
     return data

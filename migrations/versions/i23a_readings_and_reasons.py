@@ -1,5 +1,6 @@
 """reviews record the clinician's reading (RSNA categories) and whether it is preliminary or final, instead of
-agree/disagree and a class; predictions record why an indeterminate decision is indeterminate
+agree/disagree and a class; predictions record why an indeterminate decision is indeterminate, and keep a
+DICOM's full bit depth for the viewer
 
 Revision ID: i23a_readings_and_reasons
 Revises: e3f1a7c9d402
@@ -68,7 +69,10 @@ def upgrade():
     connection = op.get_bind()
     with op.batch_alter_table("predictions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("indeterminate_reasons", sa.JSON(), nullable=True))
-    # NULL for the predictions stored so far: their reason was not recorded (the page says so).
+        batch_op.add_column(sa.Column("depth_path", sa.String(length=255), nullable=True))
+        batch_op.add_column(sa.Column("depth_window", sa.JSON(), nullable=True))
+    # NULL for the predictions stored so far: their reason was not recorded (the page says so), and their
+    # DICOM's full bit depth was not kept (the viewer windows the 8-bit film).
 
     for name, table in (("reviews", reviews), ("review_edits", review_edits)):
         with op.batch_alter_table(name, schema=None) as batch_op:
@@ -116,4 +120,6 @@ def downgrade():
             batch_op.drop_column("reading")
     # In place rather than by copying the table: SQLite drops an unindexed column since 3.35.
     with op.batch_alter_table("predictions", schema=None, recreate="never") as batch_op:
+        batch_op.drop_column("depth_window")
+        batch_op.drop_column("depth_path")
         batch_op.drop_column("indeterminate_reasons")

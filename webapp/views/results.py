@@ -33,7 +33,12 @@ from webapp.reviews import own_review, save_review
 from webapp.templating import rule_of
 
 bp = Blueprint("results", __name__, url_prefix="/predictions")
-IMAGE_COLUMNS = {"image": "image_path", "overlay": "overlay_path", "thumbnail": "thumbnail_path"}
+IMAGE_COLUMNS = {
+    "image": "image_path",
+    "overlay": "overlay_path",
+    "thumbnail": "thumbnail_path",
+    "depth": "depth_path",  # a DICOM's full bit depth (16-bit PNG), for the viewer
+}
 PRIORS_SHOWN = 20  # the newest; the history's reference search finds the rest
 # A DICOM header's identifiers, offered as the reference until the clinician picks one. They are not
 # stored: they live in the uploading browser's session (which sent them in the file) for its last uploads.
@@ -170,11 +175,11 @@ def reference(prediction_id: int) -> Response:
     return redirect(url_for("results.detail", prediction_id=record.id))
 
 
-@bp.get("/<int:prediction_id>/<any(image, overlay, thumbnail):kind>.<any(png, jpg):extension>")
+@bp.get("/<int:prediction_id>/<any(image, overlay, thumbnail, depth):kind>.<any(png, jpg):extension>")
 def image_file(prediction_id: int, kind: str, extension: str) -> Response:
     record = db.get_or_404(Prediction, prediction_id)
     stored = getattr(record, IMAGE_COLUMNS[kind])
-    if not stored.endswith(f".{extension}"):
+    if not stored or not stored.endswith(f".{extension}"):
         abort(404)
     if "api_token" in g:  # a script fetching films in bulk; a browser's fetches belong to a recorded page
         audit.record(audit.IMAGE, target=f"prediction:{record.id}", detail=kind)
