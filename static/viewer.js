@@ -168,6 +168,7 @@
       self.bind();
       self.draw();
       self.fit();
+      self.ready = true;
       return loadImage(root.getAttribute("data-overlay")).then(function (overlay) {
         heatLayer(overlay, film, self.heat);
         self.showHeat();
@@ -242,6 +243,7 @@
     this.context.putImageData(this.shown, 0, 0);
     this.root.setAttribute("data-window", level + "/" + width + (invert ? "/inverted" : ""));
     this.report();
+    this.share();
   };
 
   Viewer.prototype.showHeat = function () {
@@ -253,6 +255,47 @@
     this.stage.style.transform = "translate(" + this.x + "px, " + this.y + "px) scale(" + this.scale + ")";
     this.root.setAttribute("data-scale", this.scale.toFixed(4));
     this.report();
+    this.share();
+  };
+
+  // Linked viewers (the compare page): what one shows, in terms that fit films of other sizes and depths —
+  // zoom relative to fitting the film, the film point at the viewport's centre as fractions of the film,
+  // and the window as fractions of the values' range.
+  Viewer.prototype.view = function () {
+    var fit = this.fitScale();
+    return {
+      zoom: this.scale / fit,
+      fitted: this.fitted,
+      cx: (this.viewport.clientWidth / 2 - this.x) / this.scale / this.width,
+      cy: (this.viewport.clientHeight / 2 - this.y) / this.scale / this.height,
+      level: Number(this.controls.level.value) / this.maximum,
+      width: Number(this.controls.width.value) / this.maximum,
+      invert: this.controls.invert.checked
+    };
+  };
+
+  Viewer.prototype.show = function (view) {
+    this.applying = true;  // what it shows now is not shared back
+    this.scale = view.zoom * this.fitScale();
+    this.x = this.viewport.clientWidth / 2 - view.cx * this.width * this.scale;
+    this.y = this.viewport.clientHeight / 2 - view.cy * this.height * this.scale;
+    this.fitted = view.fitted;
+    this.controls.level.value = String(Math.round(view.level * this.maximum));
+    this.controls.width.value = String(Math.max(1, Math.round(view.width * this.maximum)));
+    this.controls.invert.checked = view.invert;
+    this.place();
+    this.draw();
+    this.applying = false;
+  };
+
+  Viewer.prototype.share = function () {
+    var group = this.group;
+    if (!group || !group.linked || this.applying || !this.ready) { return; }
+    var view = this.view();
+    var self = this;
+    group.viewers.forEach(function (other) {
+      if (other !== self && other.ready) { other.show(view); }
+    });
   };
 
   Viewer.prototype.report = function () {
@@ -434,7 +477,22 @@
     });
   };
 
+  var viewers = [];
   document.querySelectorAll("[data-viewer]").forEach(function (root) {
-    new Viewer(root).start();
+    var viewer = new Viewer(root);
+    viewers.push(viewer);
+    viewer.start();
   });
+
+  // The compare page's toggle links zoom, pan and window across its viewers; turning it on brings the
+  // others to what the first shows.
+  var link = document.querySelector("[data-link-viewers]");
+  if (link && viewers.length > 1) {
+    var group = { linked: link.checked, viewers: viewers };
+    viewers.forEach(function (viewer) { viewer.group = group; });
+    link.addEventListener("change", function () {
+      group.linked = link.checked;
+      if (link.checked && viewers[0].ready) { viewers[0].share(); }
+    });
+  }
 })();

@@ -299,6 +299,31 @@ def test_priors_compare_print_theme_and_token_copy(live_server, page, page_error
     page.wait_for_url(re.compile(rf"/predictions/{second}/compare/{first}$"))
     expect(page.locator("[data-viewer][data-ready]")).to_have_count(2)
 
+    # Linked: zoom, pan and window in one viewer move the other; unlinked, they do not.
+    link = page.locator("[data-link-viewers]")
+    expect(link).to_be_checked()
+    one, other = page.locator("[data-viewer]").nth(0), page.locator("[data-viewer]").nth(1)
+    one.locator("[data-viewport]").focus()
+    page.keyboard.press("+")
+    page.keyboard.press("ArrowLeft")
+    expect(other).to_have_attribute("data-scale", one.get_attribute("data-scale"))
+    assert other.locator("[data-stage]").evaluate("s => s.style.transform") == one.locator("[data-stage]").evaluate(
+        "s => s.style.transform"
+    )
+    one.locator("[data-control=level]").fill("100")
+    expect(other).to_have_attribute("data-window", "100/255")
+    link.uncheck()
+    linked_scale = other.get_attribute("data-scale")
+    one.locator("[data-viewport]").focus()
+    page.keyboard.press("+")
+    expect(one).not_to_have_attribute("data-scale", linked_scale)
+    expect(other).to_have_attribute("data-scale", linked_scale)
+    one.locator("[data-control=level]").fill("90")
+    expect(other).to_have_attribute("data-window", "100/255")
+    link.check()  # linking again brings the other to the first
+    expect(other).to_have_attribute("data-scale", one.get_attribute("data-scale"))
+    expect(other).to_have_attribute("data-window", "90/255")
+
     # The reading-room theme: chosen with the toggle, kept across pages.
     toggle = page.locator("[data-theme-toggle]")
     expect(toggle).to_have_attribute("aria-pressed", "false")
