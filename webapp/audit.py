@@ -26,6 +26,7 @@ VIEW = "view"
 LIST = "list"  # a page of the history, in the browser or through the API
 IMAGE = "image"  # an image file fetched with an API token (a browser's are part of a recorded page)
 REVIEW = "review"
+TRIAGE = "triage"  # a prediction flagged urgent or not, claimed or released
 EXPORT = "export"
 USER_CREATED = "user_created"
 USER_DISABLED = "user_disabled"
@@ -36,7 +37,7 @@ TOKEN_REVOKED = "token_revoked"
 
 ACTIONS = (
     SIGN_IN, SIGN_IN_FAILED, SIGN_IN_THROTTLED, SIGN_OUT, PASSWORD_CHANGED, UPLOAD, UPLOAD_REFUSED, REFERENCE_SET,
-    VIEW, LIST, IMAGE, REVIEW, EXPORT,
+    VIEW, LIST, IMAGE, REVIEW, TRIAGE, EXPORT,
     USER_CREATED, USER_DISABLED, USER_ENABLED, PASSWORD_RESET, TOKEN_CREATED, TOKEN_REVOKED,
 )  # fmt: skip
 

@@ -13,6 +13,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, Select, String, Text, UniqueConstraint, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from webapp.readings import agrees_with_model
@@ -88,9 +89,15 @@ class Prediction(db.Model):
     ood_score: Mapped[float]  # feature distance / its threshold; ≤ 1 resembles the training X-rays
     reference: Mapped[str | None] = mapped_column(String(128), index=True)
     note: Mapped[str | None] = mapped_column(Text)
+    # The worklist: a clinician may flag a film urgent (it goes first), and claim it while reading it so that
+    # nobody else reads it meanwhile (webapp/triage.py); a claim lapses after CLAIM_MINUTES.
+    urgent: Mapped[bool] = mapped_column(default=False, server_default=sa_false(), index=True)
+    claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id], lazy="joined")
     # Who uploaded it; NULL for rows from before accounts existed. Users are disabled, never deleted.
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
-    user: Mapped[User | None] = relationship(lazy="joined")
+    user: Mapped[User | None] = relationship(foreign_keys=[user_id], lazy="joined")
     reviews: Mapped[list[Review]] = relationship(
         back_populates="prediction",
         cascade="all, delete-orphan",

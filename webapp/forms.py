@@ -55,6 +55,12 @@ class ReferenceForm(FlaskForm):
     reference = StringField("Reference", validators=[DataRequired("Choose the reference."), Length(max=128)])
 
 
+class TriageForm(FlaskForm):
+    """A worklist button: claim or release a film, flag it urgent or routine (the button's value)."""
+
+    action = StringField(validators=[DataRequired()])
+
+
 class ReviewForm(FlaskForm):
     """The clinician's own reading (`webapp.readings.READINGS`), preliminary or final, and a comment."""
 
@@ -122,9 +128,11 @@ def known(values: list[str], what: str):
     return check
 
 
-# The worklist's orders: `probability` is the ensemble's p(covid), so `-probability` puts the films most
-# likely to be COVID first.
+# The worklist's orders: `triage` (the default) puts urgent films first, then the unreviewed ones, COVID-19
+# calls before indeterminate ones before the rest, newest first; `probability` is the ensemble's p(covid), so
+# `-probability` puts the films most likely to be COVID first.
 SORTS = {
+    "triage": "Triage: urgent, then unreviewed COVID-19 calls first",
     "-date": "Newest first",
     "date": "Oldest first",
     "-probability": "Likeliest COVID first",
@@ -135,7 +143,7 @@ REVIEWED = {"no": "Not yet reviewed", "yes": "Reviewed"}
 
 class HistoryFilter(FilterForm):
     """GET parameters: `decision`, `class`, `date_from`, `date_to`, `q` (reference), `reviewed` (yes|no),
-    `reviewer` (a username) and `sort` (see `SORTS`)."""
+    `reviewer` (a username) and `sort` (see `SORTS`; `triage` by default)."""
 
     decision = SelectField("Decision", choices=[], validate_choice=False)
     predicted = SelectField("Class", choices=[], validate_choice=False, name="class")
@@ -149,7 +157,7 @@ class HistoryFilter(FilterForm):
     reviewer = StringField("Reviewed by", validators=[Optional(), Length(max=64)])
     sort = SelectField(
         "Order",
-        default="-date",
+        default="triage",
         choices=[SelectChoice(k, v) for k, v in SORTS.items()],
         validators=[known(list(SORTS), "order")],
         validate_choice=False,

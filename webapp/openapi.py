@@ -52,9 +52,12 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
          "yes: reviewed at least once", "schema": {"type": "string", "enum": ["no", "yes"]}},
         {"name": "reviewer", "in": "query", "description": "Reviewed by this user (username)",
          "schema": {"type": "string"}},
-        {"name": "sort", "in": "query", "description": "date: by upload time; probability: by the ensemble's "
-         f"p({POSITIVE_CLASS}); a leading '-' sorts descending (-probability: likeliest {POSITIVE_CLASS} first)",
-         "schema": {"type": "string", "enum": ["-date", "date", "-probability", "probability"], "default": "-date"}},
+        {"name": "sort", "in": "query", "description": "triage (default): urgent first, then unreviewed, "
+         f"{POSITIVE_CLASS} calls before indeterminate before the rest, newest first; date: by upload time; "
+         f"probability: by the ensemble's p({POSITIVE_CLASS}); a leading '-' sorts descending (-probability: "
+         f"likeliest {POSITIVE_CLASS} first)",
+         "schema": {"type": "string", "enum": ["triage", "-date", "date", "-probability", "probability"],
+                    "default": "triage"}},
         {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
         {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
     ]  # fmt: skip
@@ -144,7 +147,10 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                         "200": _json("The caller's review, updated", "Review"),
                         "400": _error("Not a JSON object, an unknown field, or a field of the wrong type"),
                         "404": _error("No such prediction"),
-                        "409": _error("The caller's first review was saved meanwhile by another request"),
+                        "409": _error(
+                            "The caller's first review was saved meanwhile by another request, or another "
+                            "clinician has claimed the film"
+                        ),
                         "422": _error(
                             "An unknown reading or status, a comment over 2000 characters, or `other` without a "
                             "comment naming the finding"
@@ -377,6 +383,13 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                             "properties": {"center": {"type": "number"}, "width": {"type": "number"}},
                             "description": "The DICOM's own WindowCenter/Width in the units of depth_url, or null",
                         },
+                        "urgent": {"type": "boolean", "description": "Flagged urgent: first on the worklist"},
+                        "claimed_by": {
+                            **nullable_text,
+                            "description": "The clinician reading it now (a claim lapses after 30 minutes); "
+                            "nobody else can save a reading meanwhile (409)",
+                        },
+                        "claimed_at": {"type": ["string", "null"], "format": "date-time"},
                         "user": {**nullable_text, "description": "Who uploaded it"},
                         "reviews": {
                             "type": "array",

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from webapp import audit
 from webapp.db import Prediction, Review, ReviewEdit, User, db, utcnow
 from webapp.readings import OTHER, READINGS, STATUSES, agrees_with_model
+from webapp.triage import refuse_if_claimed_by_another
 
 MAX_COMMENT = 2000
 
@@ -45,6 +46,7 @@ def save_review(record: Prediction, user: User, reading: str, status: str, comme
 
     An update first copies the version it replaces into the review's edit history. A first review saved
     meanwhile by the same clinician elsewhere (another tab) is refused with 409 rather than overwritten unseen."""
+    refuse_if_claimed_by_another(record, user)
     comment = (comment or "").strip() or None
     review = own_review(record, user)
     now = utcnow()
@@ -72,6 +74,8 @@ def save_review(record: Prediction, user: User, reading: str, status: str, comme
         # The relationship is ordered newest first; keep the in-memory list so for the answer.
         record.reviews.sort(key=lambda r: (r.updated_at, r.id), reverse=True)
     verdict = f"{status} {reading}, {'agrees' if agrees_with_model(reading, record.decision) else 'disagrees'}"
+    if status == "final" and record.claimed_by_id == user.id:  # a final reading ends the clinician's claim
+        record.claimed_by, record.claimed_by_id, record.claimed_at = None, None, None
     audit.record(
         audit.REVIEW,
         target=f"prediction:{record.id}",

@@ -11,6 +11,7 @@ from flask import url_for
 
 from webapp.db import Prediction, Review, ReviewEdit
 from webapp.readings import READINGS
+from webapp.triage import active_claim
 from webapp.wording import decision_label, reason_text
 
 
@@ -69,6 +70,10 @@ def stored_json(row: Prediction, reviews: bool = False) -> dict[str, Any]:
     """A stored prediction for the API: its id, the result fields, the URLs of its pages and images, the latest
     review (whose reading is the clinician label) and, with `reviews`, every clinician's review."""
     data = {"id": row.id, **prediction_json(row), "user": username(row)}
+    holder = active_claim(row)
+    data["urgent"] = row.urgent
+    data["claimed_by"] = holder.username if holder else None
+    data["claimed_at"] = timestamp(row.claimed_at) if holder else None
     data["latest_review"] = review_json(row.latest_review) if row.latest_review else None
     data["url"] = url_for("results.detail", prediction_id=row.id, _external=True)
     for kind in ("image", "overlay", "thumbnail"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Flask, request, url_for
+from flask_login import current_user
 from markupsafe import Markup
 
 from cxr.decision import Rule
@@ -12,6 +13,7 @@ from webapp.db import Prediction
 from webapp.model_service import model_service
 from webapp.readings import READINGS, STATUSES
 from webapp.serialize import image_url, timestamp
+from webapp.triage import active_claim, unread_count
 from webapp.wording import class_label, decision_label, ood_hint, reason_text
 
 
@@ -54,12 +56,20 @@ def init_app(app: Flask) -> None:
     app.add_template_global(page_url)
     app.add_template_global(image_url)
     app.add_template_global(rule_of)
+    app.add_template_global(active_claim, "claim_of")
     app.add_template_global(ood_hint)
     app.add_template_filter(decision_label)
     app.add_template_filter(reason_text)
     app.add_template_filter(class_label)
     app.add_template_global(READINGS, "READINGS")
     app.add_template_global(STATUSES, "STATUSES")
+
+    @app.context_processor
+    def worklist() -> dict[str, int | None]:
+        # The navigation's unread count: only for a signed-in user, and only on pages (not JSON or files).
+        if not current_user.is_authenticated or current_user.must_change_password:
+            return {"unread_count": None}
+        return {"unread_count": unread_count()}
 
     @app.context_processor
     def model_version() -> dict[str, str | None]:

@@ -1,6 +1,6 @@
 """reviews record the clinician's reading (RSNA categories) and whether it is preliminary or final, instead of
 agree/disagree and a class; predictions record why an indeterminate decision is indeterminate, and keep a
-DICOM's full bit depth for the viewer
+DICOM's full bit depth for the viewer, and the worklist's urgent flag and claim
 
 Revision ID: i23a_readings_and_reasons
 Revises: e3f1a7c9d402
@@ -71,6 +71,13 @@ def upgrade():
         batch_op.add_column(sa.Column("indeterminate_reasons", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("depth_path", sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column("depth_window", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("urgent", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column("claimed_by_id", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("claimed_at", sa.DateTime(), nullable=True))
+        batch_op.create_index(batch_op.f("ix_predictions_urgent"), ["urgent"], unique=False)
+        batch_op.create_foreign_key(
+            batch_op.f("fk_predictions_claimed_by_id_users"), "users", ["claimed_by_id"], ["id"]
+        )
     # NULL for the predictions stored so far: their reason was not recorded (the page says so), and their
     # DICOM's full bit depth was not kept (the viewer windows the 8-bit film).
 
@@ -119,6 +126,12 @@ def downgrade():
             batch_op.drop_column("status")
             batch_op.drop_column("reading")
     # In place rather than by copying the table: SQLite drops an unindexed column since 3.35.
+    with op.batch_alter_table("predictions", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("fk_predictions_claimed_by_id_users"), type_="foreignkey")
+        batch_op.drop_index(batch_op.f("ix_predictions_urgent"))
+        batch_op.drop_column("claimed_at")
+        batch_op.drop_column("claimed_by_id")
+        batch_op.drop_column("urgent")
     with op.batch_alter_table("predictions", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("depth_window")
         batch_op.drop_column("depth_path")

@@ -26,11 +26,12 @@ from cxr.overlay import MIME_TYPES
 from webapp import audit
 from webapp.analysis import confirm_reference
 from webapp.db import Prediction, db
-from webapp.forms import ReferenceForm, ReviewForm
+from webapp.forms import ReferenceForm, ReviewForm, TriageForm
 from webapp.model_service import model_service
 from webapp.report import prediction_pdf
 from webapp.reviews import own_review, save_review
 from webapp.templating import rule_of
+from webapp.triage import CLAIM_MINUTES, active_claim, claim, release, set_urgent
 
 bp = Blueprint("results", __name__, url_prefix="/predictions")
 IMAGE_COLUMNS = {
@@ -69,6 +70,7 @@ def _render(record: Prediction, form: ReviewForm) -> str:
         form=form,
         positive_class=POSITIVE_CLASS,
         own=own_review(record, current_user),
+        holder=active_claim(record),
         priors=priors,
         prior_count=prior_count,
     )
@@ -160,6 +162,35 @@ def review(prediction_id: int) -> Response | tuple[str, int]:
     )
     flash("Reading saved." if created else "Reading updated; the earlier version is kept below it.")
     return redirect(url_for("results.detail", prediction_id=record.id, _anchor="reviews"))
+
+
+@bp.post("/<int:prediction_id>/claim")
+def claim_film(prediction_id: int) -> Response:
+    """Claim the film to read it (so that nobody else does meanwhile), or release it (`action=release`)."""
+    record = db.get_or_404(Prediction, prediction_id)
+    form = TriageForm()
+    if not form.validate_on_submit() or form.action.data not in ("claim", "release"):
+        abort(400, "Send action=claim or action=release.")
+    user = current_user._get_current_object()
+    if form.action.data == "claim":
+        claim(record, user)
+        flash(f"You are reading this film: nobody else can save a reading for {CLAIM_MINUTES} minutes.")
+    else:
+        release(record, user)
+        flash("Released: others may read this film.")
+    return redirect(url_for("results.detail", prediction_id=record.id))
+
+
+@bp.post("/<int:prediction_id>/urgent")
+def urgent(prediction_id: int) -> Response:
+    """Flag the film urgent (first on the worklist) or not (`action=urgent` / `action=routine`)."""
+    record = db.get_or_404(Prediction, prediction_id)
+    form = TriageForm()
+    if not form.validate_on_submit() or form.action.data not in ("urgent", "routine"):
+        abort(400, "Send action=urgent or action=routine.")
+    set_urgent(record, current_user._get_current_object(), form.action.data == "urgent")
+    flash("Flagged urgent: it goes first on the worklist." if record.urgent else "No longer flagged urgent.")
+    return redirect(url_for("results.detail", prediction_id=record.id))
 
 
 @bp.post("/<int:prediction_id>/reference")
