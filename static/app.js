@@ -63,9 +63,9 @@
   });
 
   // Upload page: send the form with XMLHttpRequest to show the upload's progress. The answer is still the
-  // server's Post/Redirect/Get: the request follows the redirect, and its page (the result, or the
-  // upload page with its messages) replaces this one, at the redirected address when there was one, so
-  // that reloading it asks for the result again and never sends the upload twice.
+  // server's Post/Redirect/Get: when the request was redirected (the result, or the upload page listing
+  // several), the browser opens that address, so that reloading it never sends the upload twice and Back
+  // returns here; otherwise (nothing stored) the answer's page, with its messages, replaces this one.
   document.querySelectorAll("form[data-upload]").forEach(function (form) {
     var box = form.querySelector("[data-progress]");
     var submit = form.querySelector("[type=submit]");
@@ -88,10 +88,15 @@
       });
       request.addEventListener("load", function () {
         var address = request.responseURL;
+        if (address && address !== form.action) {
+          // Redirected (something was stored): open that page as a navigation of its own, so that Back
+          // returns to this upload page.
+          window.location.assign(address);
+          return;
+        }
         document.open();
         document.write(request.responseText);
         document.close();
-        if (address && address !== form.action) { window.history.replaceState(null, "", address); }
       });
       request.addEventListener("error", function () {
         text.textContent = "The upload did not reach the server. Check the connection and send it again.";
@@ -104,6 +109,11 @@
       request.send(new FormData(form));
     });
   });
+
+  // On a phone, the worklist's filters start folded away, so that the list itself is in view.
+  if (window.matchMedia("(max-width: 600px)").matches) {
+    document.querySelectorAll("details[data-fold-on-phone]").forEach(function (box) { box.open = false; });
+  }
 
   // Account page: copy a new API token to the clipboard.
   document.querySelectorAll("[data-copy]").forEach(function (button) {

@@ -420,3 +420,43 @@ def test_viewer_windows_a_dicoms_full_depth(live_server, page, tmp_path, chest_p
     page.locator("[data-viewport]").focus()
     page.keyboard.press("r")
     expect(viewer).to_have_attribute("data-window", f"{center}/{width}")
+
+
+def test_phone_layout_disabled_button_and_back(browser, live_server, tmp_path, chest_png):
+    """On a phone the film is above the fold and the worklist's filters are folded; a disabled Analyse
+    button looks disabled; Back from a result returns to the upload page."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        image = tmp_path / "film.png"
+        image.write_bytes(chest_png)
+        page.goto(f"{live_server}/login")
+        sign_in(page)
+        page.goto(f"{live_server}/")
+        button = page.locator("input[type=submit][value=Analyse]")
+        enabled = button.evaluate("b => getComputedStyle(b).opacity")
+        button.evaluate("b => { b.disabled = true; }")
+        assert (enabled, button.evaluate("b => getComputedStyle(b).opacity")) == ("1", "0.5")
+        assert button.evaluate("b => getComputedStyle(b).cursor") == "not-allowed"
+        button.evaluate("b => { b.disabled = false; }")
+
+        upload_through_form(page, image)
+        page.wait_for_url(re.compile(r"/predictions/\d+$"))
+        viewport = page.locator("[data-viewer][data-ready] [data-viewport]")
+        expect(viewport).to_be_visible()
+        top = viewport.bounding_box()["y"] + page.evaluate("window.scrollY")
+        assert top < 844 - 150, top  # at least 150 px of the film show without scrolling
+
+        page.go_back()
+        page.wait_for_url(f"{live_server}/")
+        expect(page.get_by_role("heading", name="Analyse chest X-rays")).to_be_visible()
+
+        page.goto(f"{live_server}/history")
+        expect(page.locator("details.filter-box")).not_to_have_attribute("open", "")
+        expect(page.locator("form.filters")).to_be_hidden()
+        page.locator("details.filter-box summary").click()
+        expect(page.locator("form.filters")).to_be_visible()
+    finally:
+        context.close()
