@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
                 page.get_by_role("button", name="Save reading").click()
                 page.wait_for_url(lambda url: url.endswith("#reviews"))
 
+                page.goto(f"{base}/predictions/{ids[2]}")
+                page.get_by_role("button", name="Flag urgent").click()
+                page.wait_for_url(lambda url: url.endswith(f"/predictions/{ids[2]}"))
+
                 page.goto(f"{base}/predictions/{ids[1]}")
                 page.locator("[data-viewer][data-ready]").wait_for()
                 page.screenshot(path=str(args.out / "result.png"), full_page=True)
