@@ -2,6 +2,11 @@
 (function () {
   "use strict";
 
+  // Back to the upload page from a result written into it (above): load the upload page afresh.
+  window.addEventListener("popstate", function (event) {
+    if (event.state && event.state.reloadOnReturn) { window.location.reload(); }
+  });
+
   // A form sent back with errors (the review form): move focus to its error summary, which scrolls it into
   // view and has screen readers read it out (it is also role=alert). Once the page's images have loaded,
   // it is scrolled back into view in case the film viewer above it changed the page's height meanwhile.
@@ -63,9 +68,10 @@
   });
 
   // Upload page: send the form with XMLHttpRequest to show the upload's progress. The answer is still the
-  // server's Post/Redirect/Get: when the request was redirected (the result, or the upload page listing
-  // several), the browser opens that address, so that reloading it never sends the upload twice and Back
-  // returns here; otherwise (nothing stored) the answer's page, with its messages, replaces this one.
+  // server's Post/Redirect/Get: the request follows the redirect, and its page (the result, or the upload
+  // page with its messages) replaces this one. When it was redirected, the result gets a history entry of
+  // its own at its address, so that reloading it asks for the result again and never sends the upload
+  // twice, and Back returns to the upload page, which is then loaded afresh (below).
   document.querySelectorAll("form[data-upload]").forEach(function (form) {
     var box = form.querySelector("[data-progress]");
     var submit = form.querySelector("[type=submit]");
@@ -88,15 +94,12 @@
       });
       request.addEventListener("load", function () {
         var address = request.responseURL;
-        if (address && address !== form.action) {
-          // Redirected (something was stored): open that page as a navigation of its own, so that Back
-          // returns to this upload page.
-          window.location.assign(address);
-          return;
-        }
+        var redirected = address && address !== form.action;
+        if (redirected) { window.history.replaceState({ reloadOnReturn: true }, ""); }
         document.open();
         document.write(request.responseText);
         document.close();
+        if (redirected) { window.history.pushState(null, "", address); }
       });
       request.addEventListener("error", function () {
         text.textContent = "The upload did not reach the server. Check the connection and send it again.";
