@@ -87,7 +87,9 @@ def measure(images: int, rounds: int, model_dir: Path) -> dict[str, Any]:
     client = app.test_client()
 
     def upload(body: bytes, content_type: str) -> None:
-        response = client.post("/api/v1/predictions", data=body, headers={**headers, "Content-Type": content_type})
+        response = client.post(
+            "/api/v1/predictions?force=1", data=body, headers={**headers, "Content-Type": content_type}
+        )
         if response.status_code != 201:
             raise RuntimeError(f"upload answered {response.status_code}: {response.get_data(as_text=True)[:300]}")
 

@@ -107,6 +107,7 @@ class ModelOutput:
     label: str
     probabilities: dict[str, float]  # the ensemble's (calibrated), which decide the label
     decision: str  # the label, or "indeterminate" where the rule withholds it (`cxr.decision.Rule`)
+    indeterminate_reasons: tuple[str, ...]  # why it is indeterminate (`Rule.reasons`); empty otherwise
     cnn_probabilities: dict[str, float]
     threshold: float | None
     heatmap: np.ndarray  # Grad-CAM of the predicted class over the crop box, in [0, 1]
@@ -237,6 +238,7 @@ class ModelBundle:
             label=self.classes[index],
             probabilities=dict(zip(self.classes, map(float, probs))),
             decision=self.rule.outcomes(probs[np.newaxis], np.array([ood_score]))[0],
+            indeterminate_reasons=self.rule.reasons(probs, ood_score),
             cnn_probabilities=dict(zip(self.classes, map(float, cnn_probs[0]))),
             threshold=self.threshold,
             heatmap=cams[0, index],

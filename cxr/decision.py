@@ -11,6 +11,10 @@ import numpy as np
 
 POSITIVE_CLASS = "covid"
 INDETERMINATE = "indeterminate"
+# Why a film is indeterminate (either or both): its p(covid) is near the threshold, or it is unlike the
+# films the model was trained on.
+NEAR_THRESHOLD = "near_threshold"
+UNLIKE_TRAINING = "unlike_training"
 
 
 def decide(probabilities: np.ndarray, classes: Sequence[str], threshold: float | None) -> np.ndarray:
@@ -58,12 +62,27 @@ class Rule:
         """ "covid", another class name, or "indeterminate" for each row of `probabilities`."""
         probabilities = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
         chosen = [self.classes[i] for i in decide(probabilities, self.classes, self.threshold)]
-        if self.threshold is None or POSITIVE_CLASS not in self.classes:
-            return chosen
-        p_covid = probabilities[:, self.classes.index(POSITIVE_CLASS)]
-        unsure = np.zeros(len(chosen), dtype=bool)
-        if self.indeterminate_below is not None:
-            unsure |= p_covid >= self.indeterminate_below
-        if self.unusual_score is not None and ood_scores is not None:
-            unsure |= np.asarray(ood_scores, dtype=np.float64) > self.unusual_score
+        near, unusual = self._flags(probabilities, ood_scores)
+        unsure = near | unusual
         return [INDETERMINATE if label != POSITIVE_CLASS and flag else label for label, flag in zip(chosen, unsure)]
+
+    def reasons(self, probabilities: np.ndarray, ood_score: float | None) -> tuple[str, ...]:
+        """Why one film (one row of class probabilities) is indeterminate: `NEAR_THRESHOLD` and/or
+        `UNLIKE_TRAINING`; empty when it is not (a COVID call is never indeterminate)."""
+        probabilities = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+        if self.classes[decide(probabilities, self.classes, self.threshold)[0]] == POSITIVE_CLASS:
+            return ()
+        near, unusual = self._flags(probabilities, None if ood_score is None else np.array([ood_score]))
+        return tuple(reason for reason, flag in ((NEAR_THRESHOLD, near[0]), (UNLIKE_TRAINING, unusual[0])) if flag)
+
+    def _flags(self, probabilities: np.ndarray, ood_scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: p(covid) in the band below the threshold; out-of-distribution score above the cut-off."""
+        near = np.zeros(len(probabilities), dtype=bool)
+        unusual = np.zeros(len(probabilities), dtype=bool)
+        if self.threshold is None or POSITIVE_CLASS not in self.classes:
+            return near, unusual
+        if self.indeterminate_below is not None:
+            near = probabilities[:, self.classes.index(POSITIVE_CLASS)] >= self.indeterminate_below
+        if self.unusual_score is not None and ood_scores is not None:
+            unusual = np.asarray(ood_scores, dtype=np.float64) > self.unusual_score
+        return near, unusual

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -69,6 +70,9 @@ class DecodedImage:
     without transparency or EXIF rotation (its metadata chunks are still in it).
     `levels` are the decoder's own 8-bit pixels when `pixels` are exactly `levels / 255` (8-bit rasters):
     then `gray` is they, not a second conversion of a 2-4k px film.
+    `depth` is a grayscale DICOM's full bit depth for the viewer to window: its modality values (rescale
+    slope and intercept applied) less their minimum, as uint16, in display polarity (MONOCHROME1 turned
+    round); `depth_window` is the DICOM's own (center, width) in those units, or None.
     """
 
     pixels: np.ndarray
@@ -78,6 +82,8 @@ class DecodedImage:
     identifiers: dict[str, str] = field(default_factory=dict, repr=False)
     source_png: bytes | None = field(default=None, repr=False)
     levels: np.ndarray | None = field(default=None, repr=False)
+    depth: np.ndarray | None = field(default=None, repr=False)
+    depth_window: tuple[float, float] | None = None
 
     @cached_property
     def gray(self) -> np.ndarray:
@@ -303,7 +309,32 @@ def _decode_dicom(data: bytes) -> DecodedImage:
         if raw.ndim != 2:
             raise NotAChestXray("This DICOM file does not hold a single 2-D grayscale image.")
         # Rescale slope/intercept (or modality LUT), then the window or VOI LUT a radiologist would see.
-        pixels = _min_max(apply_voi_lut(apply_modality_lut(raw, ds), ds).astype(np.float32))
+        values = apply_modality_lut(raw, ds)
+        pixels = _min_max(apply_voi_lut(values, ds).astype(np.float32))
+        depth, depth_window = _full_depth(values, ds, photometric == "MONOCHROME1")
     if photometric == "MONOCHROME1":  # low values are white in MONOCHROME1
         pixels = 1.0 - pixels
-    return DecodedImage(pixels=pixels, format="DICOM", metadata=metadata, identifiers=identifiers)
+    return DecodedImage(
+        pixels=pixels,
+        format="DICOM",
+        metadata=metadata,
+        identifiers=identifiers,
+        depth=depth,
+        depth_window=depth_window,
+    )
+
+
+def _full_depth(values: np.ndarray, ds, inverted: bool) -> tuple[np.ndarray | None, tuple[float, float] | None]:
+    """The modality values as uint16 from their minimum (display polarity), and the DICOM's first
+    WindowCenter/Width in the same units; (None, None) when they span more than 16 bits."""
+    low, high = float(np.min(values)), float(np.max(values))
+    if high - low > 65535:
+        return None, None
+    depth = np.rint((high - values) if inverted else (values - low)).astype(np.uint16)
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None:
+        return depth, None
+    # Multi-valued in some files: the first pair is the default view.
+    center = float(center[0] if isinstance(center, Sequence) and not isinstance(center, str) else center)
+    width = float(width[0] if isinstance(width, Sequence) and not isinstance(width, str) else width)
+    return depth, ((high - center) if inverted else (center - low), width)

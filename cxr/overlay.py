@@ -91,7 +91,7 @@ OVERLAY_MAX_SIDE = 1024
 
 # How each stored file is encoded. The film is kept lossless; the overlay and thumbnail are for looking at,
 # and JPEG encodes them in a fraction of PNG's time (bench/README.md, "In-process").
-FILE_FORMATS = {"image": "png", "overlay": "jpg", "thumbnail": "jpg"}
+FILE_FORMATS = {"image": "png", "overlay": "jpg", "thumbnail": "jpg", "depth": "png"}
 MIME_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
 JPEG_QUALITY = 90
 
@@ -99,13 +99,25 @@ JPEG_QUALITY = 90
 def stored_files(
     image: DecodedImage, heatmap: np.ndarray, box: tuple[int, int, int, int], thumbnail_size: int
 ) -> dict[str, bytes]:
-    """{"image", "overlay", "thumbnail"}: the files kept for one prediction, encoded as `FILE_FORMATS` says."""
+    """{"image", "overlay", "thumbnail"} and, for a grayscale DICOM, "depth": the files kept for one
+    prediction, encoded as `FILE_FORMATS` says."""
     gray = image.gray
-    return {
+    files = {
         "image": film_png(image),
         "overlay": jpeg_bytes(display_overlay(image.pixels, heatmap, box, gray)),
         "thumbnail": jpeg_bytes(thumbnail(gray, thumbnail_size)),
     }
+    if image.depth is not None:
+        files["depth"] = depth_png(image.depth)
+    return files
+
+
+def depth_png(depth: np.ndarray) -> bytes:
+    """A 16-bit grayscale PNG of a DICOM's full-depth values (`DecodedImage.depth`), lossless, for the viewer
+    to window on its canvas."""
+    buffer = io.BytesIO()
+    Image.fromarray(depth.astype(np.uint16, copy=False)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def film_png(image: DecodedImage) -> bytes:

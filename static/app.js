@@ -2,6 +2,22 @@
 (function () {
   "use strict";
 
+  // Back to the upload page from a result written into it (above): load the upload page afresh.
+  window.addEventListener("popstate", function (event) {
+    if (event.state && event.state.reloadOnReturn) { window.location.reload(); }
+  });
+
+  // A form sent back with errors (the review form): move focus to its error summary, which scrolls it into
+  // view and has screen readers read it out (it is also role=alert). Once the page's images have loaded,
+  // it is scrolled back into view in case the film viewer above it changed the page's height meanwhile.
+  var problem = document.querySelector("[data-focus-on-load]");
+  if (problem) {
+    problem.focus();
+    window.addEventListener("load", function () {
+      if (document.activeElement === problem) { problem.scrollIntoView({ block: "center" }); }
+    });
+  }
+
   // Upload page: drag-and-drop onto the drop zone, and a list of the chosen files.
   document.querySelectorAll("[data-dropzone]").forEach(function (zone) {
     var input = zone.querySelector("input[type=file]");
@@ -52,9 +68,10 @@
   });
 
   // Upload page: send the form with XMLHttpRequest to show the upload's progress. The answer is still the
-  // server's Post/Redirect/Get: the request follows the redirect, and its page (the result, or the
-  // upload page with its messages) replaces this one, at the redirected address when there was one, so
-  // that reloading it asks for the result again and never sends the upload twice.
+  // server's Post/Redirect/Get: the request follows the redirect, and its page (the result, or the upload
+  // page with its messages) replaces this one. When it was redirected, the result gets a history entry of
+  // its own at its address, so that reloading it asks for the result again and never sends the upload
+  // twice, and Back returns to the upload page, which is then loaded afresh (below).
   document.querySelectorAll("form[data-upload]").forEach(function (form) {
     var box = form.querySelector("[data-progress]");
     var submit = form.querySelector("[type=submit]");
@@ -77,10 +94,12 @@
       });
       request.addEventListener("load", function () {
         var address = request.responseURL;
+        var redirected = address && address !== form.action;
+        if (redirected) { window.history.replaceState({ reloadOnReturn: true }, ""); }
         document.open();
         document.write(request.responseText);
         document.close();
-        if (address && address !== form.action) { window.history.replaceState(null, "", address); }
+        if (redirected) { window.history.pushState(null, "", address); }
       });
       request.addEventListener("error", function () {
         text.textContent = "The upload did not reach the server. Check the connection and send it again.";
@@ -93,6 +112,11 @@
       request.send(new FormData(form));
     });
   });
+
+  // On a phone, the worklist's filters start folded away, so that the list itself is in view.
+  if (window.matchMedia("(max-width: 600px)").matches) {
+    document.querySelectorAll("details[data-fold-on-phone]").forEach(function (box) { box.open = false; });
+  }
 
   // Account page: copy a new API token to the clipboard.
   document.querySelectorAll("[data-copy]").forEach(function (button) {

@@ -1,6 +1,7 @@
 // The film viewer: the stored film at full resolution on a canvas, with zoom and pan (wheel, pinch, drag,
-// keyboard), window level/width and invert (a look-up table over the 8-bit film), and the Grad-CAM heatmap
-// as its own layer with an opacity. Progressive enhancement: the page shows the plain images until the
+// keyboard), window level/width and invert (a look-up table over the film's values: a DICOM's full bit
+// depth from its 16-bit PNG when there is one, else the 8-bit film), presets for lung, mediastinum and
+// bone, and the Grad-CAM heatmap as its own layer with an opacity. Progressive enhancement: the page shows the plain images until the
 // film has loaded here, and keeps them if it cannot.
 (function () {
   "use strict";
@@ -8,7 +9,69 @@
   var ZOOM_STEP = 1.25;
   var MAX_SCALE = 16;          // film pixels drawn 16 screen pixels wide at most
   var PAN_STEP = 60;           // screen pixels per arrow key
-  var WINDOW_STEP = 8;         // grey levels per key press
+  var WINDOW_STEP = 8;         // grey levels of an 8-bit film per key press (scaled to the film's range)
+  // Presets as (center, width) fractions of the film's value range in display polarity (bone white):
+  // a radiograph's pixel values are detector units, not Hounsfield units, so CT's presets do not apply.
+  var PRESETS = {
+    lung: [0.3, 0.6],
+    mediastinum: [0.6, 0.45],
+    bone: [0.8, 0.35]
+  };
+
+  // A 16-bit grayscale PNG (cxr.overlay.depth_png) as its values: the browser's own image decoding would
+  // give 8 bits, so the chunks are read here and the data inflated with DecompressionStream.
+  function decodeDepthPng(buffer) {
+    var bytes = new Uint8Array(buffer);
+    var view = new DataView(buffer);
+    var offset = 8, width = 0, height = 0, parts = [];
+    while (offset + 8 <= bytes.length) {
+      var length = view.getUint32(offset);
+      var type = String.fromCharCode(bytes[offset + 4], bytes[offset + 5], bytes[offset + 6], bytes[offset + 7]);
+      if (type === "IHDR") {
+        width = view.getUint32(offset + 8);
+        height = view.getUint32(offset + 12);
+        if (bytes[offset + 16] !== 16 || bytes[offset + 17] !== 0 || bytes[offset + 20] !== 0) {
+          return Promise.reject(new Error("not a 16-bit grayscale, non-interlaced PNG"));
+        }
+      } else if (type === "IDAT") {
+        parts.push(bytes.subarray(offset + 8, offset + 8 + length));
+      } else if (type === "IEND") {
+        break;
+      }
+      offset += 12 + length;
+    }
+    var stream = new Blob(parts).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Response(stream).arrayBuffer().then(function (inflated) {
+      return { width: width, height: height, values: unfilter(new Uint8Array(inflated), width, height) };
+    });
+  }
+
+  // PNG's per-row filters (none, sub, up, average, Paeth) undone, for 2 bytes per pixel.
+  function unfilter(data, width, height) {
+    var stride = width * 2, bpp = 2;
+    var previous = new Uint8Array(stride), row = new Uint8Array(stride);
+    var values = new Uint16Array(width * height);
+    for (var y = 0; y < height; y++) {
+      var start = y * (stride + 1), filter = data[start];
+      for (var i = 0; i < stride; i++) {
+        var raw = data[start + 1 + i];
+        var left = i >= bpp ? row[i - bpp] : 0, up = previous[i], corner = i >= bpp ? previous[i - bpp] : 0;
+        var predicted = 0;
+        if (filter === 1) { predicted = left; }
+        else if (filter === 2) { predicted = up; }
+        else if (filter === 3) { predicted = (left + up) >> 1; }
+        else if (filter === 4) {
+          var estimate = left + up - corner;
+          var pa = Math.abs(estimate - left), pb = Math.abs(estimate - up), pc = Math.abs(estimate - corner);
+          predicted = pa <= pb && pa <= pc ? left : (pb <= pc ? up : corner);
+        }
+        row[i] = (raw + predicted) & 255;
+      }
+      for (var x = 0; x < width; x++) { values[y * width + x] = (row[2 * x] << 8) | row[2 * x + 1]; }
+      var swap = previous; previous = row; row = swap;
+    }
+    return values;
+  }
   // JPEG noise in the stored overlay: differences from the film up to this are not heatmap.
   var OVERLAY_NOISE = 6;
 
@@ -94,9 +157,8 @@
       self.canvas.height = self.height;
       self.stage.style.width = self.width + "px";
       self.stage.style.height = self.height + "px";
-      var rgba = pixels(film, self.width, self.height);
-      self.film = new Uint8ClampedArray(self.width * self.height);  // one grey value per pixel
-      for (var i = 0; i < self.film.length; i++) { self.film[i] = rgba[i * 4]; }
+      return self.loadValues(film);
+    }).then(function (film) {
       self.context = self.canvas.getContext("2d", { willReadFrequently: true });
       self.shown = self.context.createImageData(self.width, self.height);
       root.hidden = false;
@@ -106,6 +168,7 @@
       self.bind();
       self.draw();
       self.fit();
+      self.ready = true;
       return loadImage(root.getAttribute("data-overlay")).then(function (overlay) {
         heatLayer(overlay, film, self.heat);
         self.showHeat();
@@ -116,13 +179,55 @@
     });
   };
 
-  // Window level/width and invert, applied through a 256-entry table.
+  // The values to window: the DICOM's full depth when the page names its 16-bit PNG (and it decodes),
+  // else the 8-bit film's grey values. The level and width controls take the values' range, and the
+  // DICOM's own window as their default.
+  Viewer.prototype.loadValues = function (film) {
+    var self = this;
+    var root = this.root;
+    function eightBit() {
+      var rgba = pixels(film, self.width, self.height);
+      self.film = new Uint8ClampedArray(self.width * self.height);  // one grey value per pixel
+      for (var i = 0; i < self.film.length; i++) { self.film[i] = rgba[i * 4]; }
+      self.maximum = 255;
+      return film;
+    }
+    var depth = root.getAttribute("data-depth");
+    if (!depth || typeof DecompressionStream === "undefined") { return Promise.resolve(eightBit()); }
+    return fetch(depth, { credentials: "same-origin" }).then(function (response) {
+      if (!response.ok) { throw new Error("could not load " + depth); }
+      return response.arrayBuffer();
+    }).then(decodeDepthPng).then(function (decoded) {
+      if (decoded.width !== self.width || decoded.height !== self.height) { throw new Error("size differs"); }
+      var maximum = 1;
+      for (var i = 0; i < decoded.values.length; i++) { if (decoded.values[i] > maximum) { maximum = decoded.values[i]; } }
+      self.film = decoded.values;
+      self.maximum = maximum;
+      var c = self.controls;
+      var center = root.getAttribute("data-window-center"), width = root.getAttribute("data-window-width");
+      center = Math.round(center !== null ? Number(center) : maximum / 2);
+      width = Math.max(1, Math.round(width !== null ? Number(width) : maximum + 1));
+      // The ranges hold the values and the DICOM's window, which may reach beyond them.
+      c.level.max = String(Math.max(maximum, center));
+      c.width.max = String(Math.max(maximum + 1, width));
+      c.level.defaultValue = String(center);
+      c.width.defaultValue = String(width);
+      c.level.value = c.level.defaultValue;
+      c.width.value = c.width.defaultValue;
+      root.setAttribute("data-bits", String(Math.ceil(Math.log2(maximum + 1))));
+      var status = root.querySelector("[data-depth-status]");
+      if (status) { status.textContent = "Full depth: " + root.getAttribute("data-bits") + " bits"; }
+      return film;
+    }).catch(function () { return eightBit(); });  // the 8-bit film still shows
+  };
+
+  // Window level/width and invert, applied through a table with one entry per value.
   Viewer.prototype.draw = function () {
     var level = Number(this.controls.level.value);
     var width = Math.max(1, Number(this.controls.width.value));
     var invert = this.controls.invert.checked;
-    var table = new Uint8ClampedArray(256);
-    for (var v = 0; v < 256; v++) {
+    var table = new Uint8ClampedArray(this.maximum + 1);
+    for (var v = 0; v <= this.maximum; v++) {
       var shown = clamp(Math.round(((v - (level - width / 2)) / width) * 255), 0, 255);
       table[v] = invert ? 255 - shown : shown;
     }
@@ -138,6 +243,7 @@
     this.context.putImageData(this.shown, 0, 0);
     this.root.setAttribute("data-window", level + "/" + width + (invert ? "/inverted" : ""));
     this.report();
+    this.share();
   };
 
   Viewer.prototype.showHeat = function () {
@@ -149,6 +255,47 @@
     this.stage.style.transform = "translate(" + this.x + "px, " + this.y + "px) scale(" + this.scale + ")";
     this.root.setAttribute("data-scale", this.scale.toFixed(4));
     this.report();
+    this.share();
+  };
+
+  // Linked viewers (the compare page): what one shows, in terms that fit films of other sizes and depths —
+  // zoom relative to fitting the film, the film point at the viewport's centre as fractions of the film,
+  // and the window as fractions of the values' range.
+  Viewer.prototype.view = function () {
+    var fit = this.fitScale();
+    return {
+      zoom: this.scale / fit,
+      fitted: this.fitted,
+      cx: (this.viewport.clientWidth / 2 - this.x) / this.scale / this.width,
+      cy: (this.viewport.clientHeight / 2 - this.y) / this.scale / this.height,
+      level: Number(this.controls.level.value) / this.maximum,
+      width: Number(this.controls.width.value) / this.maximum,
+      invert: this.controls.invert.checked
+    };
+  };
+
+  Viewer.prototype.show = function (view) {
+    this.applying = true;  // what it shows now is not shared back
+    this.scale = view.zoom * this.fitScale();
+    this.x = this.viewport.clientWidth / 2 - view.cx * this.width * this.scale;
+    this.y = this.viewport.clientHeight / 2 - view.cy * this.height * this.scale;
+    this.fitted = view.fitted;
+    this.controls.level.value = String(Math.round(view.level * this.maximum));
+    this.controls.width.value = String(Math.max(1, Math.round(view.width * this.maximum)));
+    this.controls.invert.checked = view.invert;
+    this.place();
+    this.draw();
+    this.applying = false;
+  };
+
+  Viewer.prototype.share = function () {
+    var group = this.group;
+    if (!group || !group.linked || this.applying || !this.ready) { return; }
+    var view = this.view();
+    var self = this;
+    group.viewers.forEach(function (other) {
+      if (other !== self && other.ready) { other.show(view); }
+    });
   };
 
   Viewer.prototype.report = function () {
@@ -199,9 +346,18 @@
     this.place();
   };
 
+  // `step` in grey levels of an 8-bit film; scaled to the values' range.
   Viewer.prototype.nudgeWindow = function (control, step) {
     var input = this.controls[control];
-    input.value = String(clamp(Number(input.value) + step, Number(input.min), Number(input.max)));
+    var scaled = Math.round(step * (this.maximum + 1) / 256) || Math.sign(step);
+    input.value = String(clamp(Number(input.value) + scaled, Number(input.min), Number(input.max)));
+    this.draw();
+  };
+
+  Viewer.prototype.preset = function (name) {
+    var fractions = PRESETS[name];
+    this.controls.level.value = String(Math.round(fractions[0] * this.maximum));
+    this.controls.width.value = String(Math.max(1, Math.round(fractions[1] * this.maximum)));
     this.draw();
   };
 
@@ -230,6 +386,9 @@
         if (action === "actual") { self.actualSize(); }
         if (action === "reset-window") { self.resetWindow(); }
       });
+    });
+    this.root.querySelectorAll("[data-preset]").forEach(function (button) {
+      button.addEventListener("click", function () { self.preset(button.getAttribute("data-preset")); });
     });
     [c.level, c.width, c.invert].forEach(function (input) {
       input.addEventListener("input", function () { self.draw(); });
@@ -299,6 +458,9 @@
         ".": function () { self.nudgeWindow("level", WINDOW_STEP); },
         "[": function () { self.nudgeWindow("width", -WINDOW_STEP); },
         "]": function () { self.nudgeWindow("width", WINDOW_STEP); },
+        "l": function () { self.preset("lung"); },
+        "m": function () { self.preset("mediastinum"); },
+        "b": function () { self.preset("bone"); },
         "i": function () { c.invert.checked = !c.invert.checked; self.draw(); },
         "o": function () { c.overlay.checked = !c.overlay.checked; self.showHeat(); },
         "r": function () { self.resetWindow(); }
@@ -315,7 +477,22 @@
     });
   };
 
+  var viewers = [];
   document.querySelectorAll("[data-viewer]").forEach(function (root) {
-    new Viewer(root).start();
+    var viewer = new Viewer(root);
+    viewers.push(viewer);
+    viewer.start();
   });
+
+  // The compare page's toggle links zoom, pan and window across its viewers; turning it on brings the
+  // others to what the first shows.
+  var link = document.querySelector("[data-link-viewers]");
+  if (link && viewers.length > 1) {
+    var group = { linked: link.checked, viewers: viewers };
+    viewers.forEach(function (viewer) { viewer.group = group; });
+    link.addEventListener("change", function () {
+      group.linked = link.checked;
+      if (link.checked && viewers[0].ready) { viewers[0].share(); }
+    });
+  }
 })();

@@ -225,10 +225,12 @@ def runner(app):
 
 @pytest.fixture
 def upload(client, chest_png):
-    """Store one prediction through the JSON API and return its JSON."""
+    """Store one prediction through the JSON API and return its JSON (force=1: the same film is stored again)."""
 
     def post(data: bytes | None = None, name: str = "chest.png", **fields):
-        response = client.post("/api/v1/predictions", data={"file": (io.BytesIO(data or chest_png), name), **fields})
+        response = client.post(
+            "/api/v1/predictions?force=1", data={"file": (io.BytesIO(data or chest_png), name), **fields}
+        )
         assert response.status_code == 201, response.get_json()
         return response.get_json()
 

@@ -10,7 +10,9 @@ from typing import NoReturn
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
+
+from tools.films import png_bytes, synthetic_chest  # noqa: F401 (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IMAGES = ROOT.parent / "shared" / "data" / "cxr"
@@ -39,31 +41,15 @@ def shared_manifest() -> Path:
     return manifest
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def synthetic_chest(seed: int = 0, size: int = 320) -> np.ndarray:
-    """A chest-like 8-bit radiograph: dark lung fields and a bright spine in a bright body on a dark background."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    image = np.full((size, size), 0.05)
-    body = ((x - 0.5) / 0.47) ** 2 + ((y - 0.6) / 0.55) ** 2 < 1
-    image[body] = 0.7
-    for centre in (0.3, 0.7):
-        lung = ((x - centre) / 0.16) ** 2 + ((y - 0.5) / 0.32) ** 2 < 1
-        image[lung] = 0.2 + 0.15 * (y[lung] - 0.2)
-    image += 0.08 * (np.sin(y * 60 + 4 * np.abs(x - 0.5)) > 0.6) * body  # ribs
-    image[(np.abs(x - 0.5) < 0.05) & (y > 0.05)] = 0.85  # spine
-    image += rng.normal(0, 0.04, image.shape)
-    gray = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
-    return np.asarray(gray.filter(ImageFilter.GaussianBlur(8)))
-
-
-def dicom_bytes(gray: np.ndarray, modality: str = "DX", body_part: str = "CHEST") -> bytes:
-    """A 12-bit MONOCHROME2 DICOM file (with preamble) holding the 8-bit `gray` image."""
+def dicom_bytes(
+    gray: np.ndarray,
+    modality: str = "DX",
+    body_part: str = "CHEST",
+    fine: np.ndarray | None = None,
+    window: tuple[float, float] | None = None,
+) -> bytes:
+    """A 12-bit MONOCHROME2 DICOM file (with preamble) holding the 8-bit `gray` image × 16, plus `fine` (0-15
+    per pixel: detail below 8 bits) when given, with the WindowCenter/Width `window` when given."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -78,7 +64,10 @@ def dicom_bytes(gray: np.ndarray, modality: str = "DX", body_part: str = "CHEST"
     ds.Rows, ds.Columns = gray.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (gray.astype(np.uint16) * 16).tobytes()
+    values = gray.astype(np.uint16) * 16 + (0 if fine is None else fine.astype(np.uint16))
+    ds.PixelData = values.tobytes()
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

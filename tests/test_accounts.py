@@ -414,7 +414,7 @@ def test_malformed_or_unknown_tokens_get_401(anon, header):
 def test_predictions_and_reviews_record_their_user(app, client, upload):
     record = upload()
     assert record["user"] == "clinician"
-    client.post(f"/predictions/{record['id']}/reviews", data={"verdict": "agree"})
+    client.post(f"/predictions/{record['id']}/reviews", data={"reading": "negative", "status": "final"})
     detail = client.get(f"/predictions/{record['id']}").get_data(as_text=True)
     assert "by clinician" in detail and "· clinician" in detail
     history = client.get("/history").get_data(as_text=True)
@@ -433,7 +433,7 @@ def test_audit_trail_records_each_action(app, client, admin_client, upload):
     client.get(f"/api/v1/predictions/{record['id']}")
     client.post(
         f"/predictions/{record['id']}/reviews",
-        data={"verdict": "disagree", "correct_class": "normal" if record["class"] == "covid" else "covid"},
+        data={"reading": "typical", "status": "preliminary"},
     )
     client.get("/history.csv?q=R-1")
     admin_client.post("/admin/users", data={"username": "dave", "role": "admin"})

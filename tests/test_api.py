@@ -35,7 +35,40 @@ def test_create_read_and_fetch_images(client, chest_png, bundle):
     assert client.get(created["image_url"]).data.startswith(b"\x89PNG")
     assert client.get(created["overlay_url"]).data.startswith(b"\xff\xd8")
     read = client.get(f"/api/v1/predictions/{created['id']}")
+    assert created.pop("duplicate") is False  # only in the answer to an upload
     assert read.status_code == 200 and read.get_json() == created
+    # The human label beside the kept value; "normal" is never shown as such.
+    labels = {"covid": "COVID-19 features", "indeterminate": "Indeterminate — read it yourself"}
+    assert created["decision_label"] == labels.get(created["decision"], "No COVID-19 features")
+    if created["decision"] == "indeterminate":
+        assert created["indeterminate_reasons"] and created["indeterminate_reason_text"]
+    else:
+        assert created["indeterminate_reasons"] == [] and created["indeterminate_reason_text"] is None
+
+
+def test_the_same_file_again_links_to_its_prediction(app, client, chest_png):
+    """A file stored before is answered with its existing prediction (200), nothing stored; force=1 stores it."""
+    from webapp.db import Prediction
+
+    first = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png"), "reference": "R1"})
+    assert first.status_code == 201
+    again = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "renamed.png")})
+    assert again.status_code == 200
+    body = again.get_json()
+    assert body["id"] == first.get_json()["id"] and body["duplicate"] is True and body["filename"] == "a.png"
+    assert again.headers["Location"].endswith(f"/api/v1/predictions/{body['id']}")
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Prediction.id))) == 1
+    forced = client.post("/api/v1/predictions?force=1", data={"file": (io.BytesIO(chest_png), "b.png")})
+    assert forced.status_code == 201 and forced.get_json()["id"] != body["id"]
+    assert forced.get_json()["duplicate"] is False
+    # A later duplicate links to the newest of them.
+    latest = client.post("/api/v1/predictions?force=0", data={"file": (io.BytesIO(chest_png), "c.png")})
+    assert latest.status_code == 200 and latest.get_json()["id"] == forced.get_json()["id"]
+    refused = client.post("/api/v1/predictions?force=yes", data={"file": (io.BytesIO(chest_png), "d.png")})
+    assert refused.status_code == 400 and "'force' must be 1" in refused.get_json()["error"]
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Prediction.id))) == 2
 
 
 def test_an_upload_writes_its_rows_and_reads_nothing_back(app, client, chest_png):
@@ -59,13 +92,15 @@ def test_an_upload_writes_its_rows_and_reads_nothing_back(app, client, chest_png
         "INSERT INTO PREDICTIONS",
         "INSERT INTO AUDIT_EVENTS",
     ]
-    assert not [sql for sql in statements if sql.startswith("SELECT") and ("PREDICTIONS" in sql or "REVIEWS" in sql)]
+    # One look-up before the analysis (is this file stored already?), and nothing read back after the commit.
+    reads = [sql for sql in statements if sql.startswith("SELECT") and ("PREDICTIONS" in sql or "REVIEWS" in sql)]
+    assert len(reads) == 1 and "WHERE PREDICTIONS.SHA256 = " in reads[0]
 
 
 def test_list_is_paginated(make_app, chest_png):
     client = clinician_client(make_app(PER_PAGE=2))
     ids = [
-        client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "x.png")}).get_json()["id"]
+        client.post("/api/v1/predictions?force=1", data={"file": (io.BytesIO(chest_png), "x.png")}).get_json()["id"]
         for _ in range(3)
     ]
     first = client.get("/api/v1/predictions").get_json()

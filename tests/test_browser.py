@@ -105,10 +105,13 @@ def test_anonymous_visit_lands_on_sign_in_then_returns(live_server, page):
     expect(page.get_by_role("link", name=USER, exact=True)).to_be_visible()  # signed in, in the header
 
 
-def upload_through_form(page, image: Path, reference: str = "") -> None:
-    """Choose `image` on the upload page and send the form (app.js sends it with its progress shown)."""
+def upload_through_form(page, image: Path, reference: str = "", force: bool = False) -> None:
+    """Choose `image` on the upload page and send the form (app.js sends it with its progress shown);
+    `force` stores it again even if the same file was uploaded before."""
     page.set_input_files("input[name=files]", str(image))
     page.fill("input[name=reference]", reference)
+    if force:
+        page.check("input[name=force]")
     page.click("input[type=submit]")
 
 
@@ -147,12 +150,20 @@ def test_upload_result_and_history(live_server, page, page_errors, tmp_path, che
     page.wait_for_url(re.compile(r"/predictions/\d+$"))  # the redirect, followed
     prediction_id = page.url.rsplit("/", 1)[1]
 
-    label = page.locator("h1 .label").inner_text()  # the decision
-    assert label in [*bundle.classes, "indeterminate"]
-    expect(page.locator("table.probabilities").first.locator("tbody tr")).to_have_count(len(bundle.classes))
-    for cls in bundle.classes:
-        expect(page.locator(f'progress[aria-label="p({cls})"]').first).to_be_visible()
-    expect(page.locator(".probability")).to_have_text(re.compile(r"\d+\.\d %"))
+    label = page.locator("h1 .label").inner_text()  # the decision, in words
+    assert label in ("COVID-19 features", "No COVID-19 features", "Indeterminate — read it yourself")
+    # The calibrated p(COVID-19) on its bar, with the threshold marked: the bar agrees with the badge.
+    meter = page.locator(".covid-meter")
+    expect(meter).to_be_visible()
+    p_covid, threshold = float(meter.get_attribute("data-p")), float(meter.get_attribute("data-threshold"))
+    fill = page.locator("[data-meter-fill]").bounding_box()
+    line = page.locator("[data-meter-threshold]").bounding_box()
+    track = page.locator(".covid-meter svg").bounding_box()
+    assert fill["width"] == pytest.approx(track["width"] * p_covid, abs=1.5)
+    assert line["x"] + line["width"] / 2 - track["x"] == pytest.approx(track["width"] * threshold, abs=2)
+    assert (fill["width"] >= line["x"] + line["width"] / 2 - track["x"]) == (label == "COVID-19 features")
+    page.locator(".all-probabilities summary").click()
+    expect(page.locator(".all-probabilities tbody tr")).to_have_count(len(bundle.classes))
     expect(page.get_by_role("complementary", name="Research use notice")).to_contain_text(
         "Research use only, not a diagnosis"
     )
@@ -227,7 +238,7 @@ def test_upload_result_and_history(live_server, page, page_errors, tmp_path, che
     expect(page.locator("p.count")).to_have_text("0 predictions match the filters.")
 
 
-def test_priors_compare_print_theme_and_token_copy(live_server, page, tmp_path, chest_png):
+def test_priors_compare_print_theme_and_token_copy(live_server, page, page_errors, tmp_path, chest_png):
     from playwright.sync_api import expect
 
     image = tmp_path / "chest.png"
@@ -235,26 +246,51 @@ def test_priors_compare_print_theme_and_token_copy(live_server, page, tmp_path, 
     page.goto(f"{live_server}/login")
     sign_in(page)
     ids = []
-    for _ in range(2):
+    for again in (False, True):
         page.goto(f"{live_server}/")
-        upload_through_form(page, image, reference="PRIOR-1")
+        upload_through_form(page, image, reference="PRIOR-1", force=again)
         page.wait_for_url(re.compile(r"/predictions/\d+$"))
         ids.append(page.url.rsplit("/", 1)[1])
     first, second = ids
+    assert first != second
+
+    # The same file again, without "store it again": its existing prediction opens, and says so.
+    page.goto(f"{live_server}/")
+    upload_through_form(page, image, reference="PRIOR-1")
+    page.wait_for_url(re.compile(rf"/predictions/{second}$"))
+    expect(page.locator(".flash-info")).to_contain_text(f"was uploaded before: prediction #{second}")
 
     compare = page.locator("#priors a.compare")
     expect(compare).to_have_count(1)
     expect(compare).to_have_attribute("href", f"/predictions/{second}/compare/{first}")
     expect(page.locator("#priors img.thumb")).to_have_attribute("src", f"/predictions/{first}/thumbnail.jpg")
 
-    # Print, with a review: one A4 page, without navigation, priors or forms.
-    page.check("input[name=verdict][value=agree]")
-    page.fill("textarea[name=comment]", "Agreed on the browser's page.")
-    page.get_by_role("button", name="Save review").click()
+    # A reading that cannot be saved: its errors are focused (so scrolled to) and announced.
+    page.check("input[name=reading][value=other]")
+    page.check("input[name=status][value=preliminary]")
+    page.get_by_role("button", name="Save reading").click()
+    summary = page.locator("#review-errors")
+    expect(summary).to_have_attribute("role", "alert")
+    expect(summary).to_contain_text("Name the other finding in the comment.")
+    page.wait_for_function("document.readyState === 'complete'")  # the viewer above it has loaded too
+    expect(summary).to_be_focused()
+    expect(summary).to_be_in_viewport()
+    assert page_errors == ["Failed to load resource: the server responded with a status of 400 (BAD REQUEST)"]
+    page_errors.clear()  # Chromium reports the refused form's status; expected here
+
+    # Print, with a reading: one A4 page, without navigation, priors or forms.
+    page.check("input[name=reading][value=negative]")
+    page.check("input[name=status][value=final]")
+    page.fill("textarea[name=comment]", "Read on the browser's page.")
+    page.get_by_role("button", name="Save reading").click()
     page.wait_for_url(re.compile(rf"/predictions/{second}#reviews$"))
+    expect(page.locator(".reviews")).to_contain_text("Negative for pneumonia")
     page.emulate_media(media="print")
     expect(page.locator(".site-header")).to_be_hidden()
     expect(page.locator("#priors")).to_be_hidden()
+    expect(page.locator("#own-review")).to_be_hidden()  # no empty "Edit your reading" heading or its hint
+    expect(page.locator(".review-edit .hint")).to_be_hidden()
+    expect(page.locator(".reviews")).to_be_visible()
     expect(page.locator(".images")).to_be_visible()
     pdf = page.pdf(format="A4", print_background=True)
     assert len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf)) == 1
@@ -263,6 +299,31 @@ def test_priors_compare_print_theme_and_token_copy(live_server, page, tmp_path, 
     compare.click()
     page.wait_for_url(re.compile(rf"/predictions/{second}/compare/{first}$"))
     expect(page.locator("[data-viewer][data-ready]")).to_have_count(2)
+
+    # Linked: zoom, pan and window in one viewer move the other; unlinked, they do not.
+    link = page.locator("[data-link-viewers]")
+    expect(link).to_be_checked()
+    one, other = page.locator("[data-viewer]").nth(0), page.locator("[data-viewer]").nth(1)
+    one.locator("[data-viewport]").focus()
+    page.keyboard.press("+")
+    page.keyboard.press("ArrowLeft")
+    expect(other).to_have_attribute("data-scale", one.get_attribute("data-scale"))
+    assert other.locator("[data-stage]").evaluate("s => s.style.transform") == one.locator("[data-stage]").evaluate(
+        "s => s.style.transform"
+    )
+    one.locator("[data-control=level]").fill("100")
+    expect(other).to_have_attribute("data-window", "100/255")
+    link.uncheck()
+    linked_scale = other.get_attribute("data-scale")
+    one.locator("[data-viewport]").focus()
+    page.keyboard.press("+")
+    expect(one).not_to_have_attribute("data-scale", linked_scale)
+    expect(other).to_have_attribute("data-scale", linked_scale)
+    one.locator("[data-control=level]").fill("90")
+    expect(other).to_have_attribute("data-window", "100/255")
+    link.check()  # linking again brings the other to the first
+    expect(other).to_have_attribute("data-scale", one.get_attribute("data-scale"))
+    expect(other).to_have_attribute("data-window", "90/255")
 
     # The reading-room theme: chosen with the toggle, kept across pages.
     toggle = page.locator("[data-theme-toggle]")
@@ -284,3 +345,119 @@ def test_priors_compare_print_theme_and_token_copy(live_server, page, tmp_path, 
     page.get_by_role("button", name="Copy").click()
     expect(page.locator("#copy-status")).to_have_text("Copied.")
     assert page.evaluate("navigator.clipboard.readText()") == token
+
+
+PLOT_PIXELS = """img => {
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(img, 0, 0);
+    const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    const legend = context.getImageData(58, 4, 100, 14).data;  // the first legend entry's text
+    let dark = 0; for (let i = 0; i < legend.length; i += 4) { if (legend[i] < 100 && legend[i + 2] < 100) dark++; }
+    return {corner: Array.from(data.slice(0, 3)), legendDark: dark};
+}"""
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_monitoring_plot_is_readable_in_both_themes(live_server, page, tmp_path, chest_png, theme):
+    from playwright.sync_api import expect
+
+    image = tmp_path / "film.png"
+    image.write_bytes(chest_png)
+    page.goto(f"{live_server}/login")
+    sign_in(page)
+    upload_through_form(page, image)
+    page.wait_for_url(re.compile(r"/predictions/\d+$"))
+    page.goto(f"{live_server}/monitoring")
+    page.evaluate(f"localStorage.setItem('cxr-theme', '{theme}')")
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-theme", theme)
+    plot = page.locator(".monitoring-plot img")
+    expect(plot).to_be_visible()
+    page.wait_for_function("document.querySelector('.monitoring-plot img').complete")
+    assert plot.evaluate("img => getComputedStyle(img).backgroundColor") == "rgb(255, 255, 255)"
+    pixels = plot.evaluate(PLOT_PIXELS)
+    assert pixels["corner"] == [255, 255, 255]  # its own white paper, not the page's black image background
+    assert pixels["legendDark"] > 20  # the legend's label, in dark ink on it
+    expect(page.locator(".monitoring-plot figcaption")).to_contain_text("reviewed share (blue)")
+
+
+def test_viewer_windows_a_dicoms_full_depth(live_server, page, tmp_path, chest_png):
+    """The viewer windows the DICOM's 12 bits, not the 8-bit film: two neighbours one unit apart (the same
+    grey in the 8-bit film) come apart under a one-unit window; the DICOM's window is the default."""
+    from playwright.sync_api import expect
+
+    from tests.test_full_depth import chest_dicom
+
+    data, values = chest_dicom(chest_png)
+    depth = values.astype(int) - int(values.min())
+    film = tmp_path / "study.dcm"
+    film.write_bytes(data)
+    page.goto(f"{live_server}/login")
+    sign_in(page)
+    upload_through_form(page, film)
+    page.wait_for_url(re.compile(r"/predictions/\d+$"))
+    viewer = page.locator("[data-viewer][data-ready]")
+    expect(viewer).to_have_attribute("data-bits", "12")
+    center, width = 2100 - int(values.min()), 4000
+    expect(viewer).to_have_attribute("data-window", f"{center}/{width}")  # the DICOM's own window
+    expect(page.locator("[data-depth-status]")).to_have_text("Full depth: 12 bits")
+
+    rows, columns = np.nonzero((depth[:, 1:] == depth[:, :-1] + 1) & (values[:, 1:] // 16 == values[:, :-1] // 16))
+    y, x = int(rows[len(rows) // 2]), int(columns[len(columns) // 2])
+    level = depth[y, x]
+    page.locator("[data-control=level]").fill(str(level))
+    page.locator("[data-control=width]").fill("1")
+    expect(viewer).to_have_attribute("data-window", f"{level}/1")
+    shown = page.locator("[data-film-canvas]").evaluate(
+        f"c => Array.from(c.getContext('2d').getImageData({x}, {y}, 2, 1).data.filter((_, i) => i % 4 === 0))"
+    )
+    assert shown == [128, 255]  # one unit apart, two greys apart on screen
+
+    page.get_by_role("button", name="Bone").click()
+    maximum = int(depth.max())
+    expect(viewer).to_have_attribute("data-window", f"{round(0.8 * maximum)}/{round(0.35 * maximum)}")
+    page.locator("[data-viewport]").focus()
+    page.keyboard.press("r")
+    expect(viewer).to_have_attribute("data-window", f"{center}/{width}")
+
+
+def test_phone_layout_disabled_button_and_back(browser, live_server, tmp_path, chest_png):
+    """On a phone the film is above the fold and the worklist's filters are folded; a disabled Analyse
+    button looks disabled; Back from a result returns to the upload page."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        image = tmp_path / "film.png"
+        image.write_bytes(chest_png)
+        page.goto(f"{live_server}/login")
+        sign_in(page)
+        page.goto(f"{live_server}/")
+        button = page.locator("input[type=submit][value=Analyse]")
+        enabled = button.evaluate("b => getComputedStyle(b).opacity")
+        button.evaluate("b => { b.disabled = true; }")
+        assert (enabled, button.evaluate("b => getComputedStyle(b).opacity")) == ("1", "0.5")
+        assert button.evaluate("b => getComputedStyle(b).cursor") == "not-allowed"
+        button.evaluate("b => { b.disabled = false; }")
+
+        upload_through_form(page, image)
+        page.wait_for_url(re.compile(r"/predictions/\d+$"))
+        viewport = page.locator("[data-viewer][data-ready] [data-viewport]")
+        expect(viewport).to_be_visible()
+        top = viewport.bounding_box()["y"] + page.evaluate("window.scrollY")
+        assert top < 844 - 150, top  # at least 150 px of the film show without scrolling
+
+        page.go_back()
+        page.wait_for_url(f"{live_server}/")
+        expect(page.get_by_role("heading", name="Analyse chest X-rays")).to_be_visible()
+
+        page.goto(f"{live_server}/history")
+        expect(page.locator("details.filter-box")).not_to_have_attribute("open", "")
+        expect(page.locator("form.filters")).to_be_hidden()
+        page.locator("details.filter-box summary").click()
+        expect(page.locator("form.filters")).to_be_visible()
+    finally:
+        context.close()

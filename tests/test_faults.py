@@ -31,7 +31,8 @@ MODEL_FILES = ("cnn.keras", "ensemble.joblib", "ood.npz", "model_card.json")
 
 
 def post(client, data: bytes, name: str = "chest.png"):
-    return client.post("/api/v1/predictions", data={"file": (io.BytesIO(data), name)})
+    """Upload `data`; force=1 analyses and stores it even when the same film was stored before."""
+    return client.post("/api/v1/predictions?force=1", data={"file": (io.BytesIO(data), name)})
 
 
 def stored(app) -> tuple[int, list[Path]]:

@@ -24,9 +24,18 @@ def refuse(client) -> None:
     assert response.status_code == 422
 
 
-def review(client, prediction: dict, label: str) -> None:
-    body = {"agree": True} if label == prediction["class"] else {"agree": False, "correct_class": label}
+def review(client, prediction: dict, reading: str, status: str = "final") -> None:
+    body = {"reading": reading, "status": status}
     assert client.post(f"/api/v1/predictions/{prediction['id']}/reviews", json=body).status_code == 201
+
+
+def agreeing(decision: str) -> str:
+    """A reading that agrees with the model's decision."""
+    return {"covid": "typical", "indeterminate": "indeterminate"}.get(decision, "negative")
+
+
+def disagreeing(decision: str) -> str:
+    return "negative" if decision == "covid" else "typical"
 
 
 # -- monitoring --------------------------------------------------------------------------------------------
@@ -34,9 +43,9 @@ def review(client, prediction: dict, label: str) -> None:
 
 def test_monitoring_counts_per_model_version_and_month(app, client, upload, bundle):
     agreed, disagreed, unreviewed = upload(), upload(), upload()
-    review(client, agreed, agreed["class"])
-    other = next(c for c in bundle.classes if c != disagreed["class"])
-    review(client, disagreed, other)
+    review(client, agreed, agreeing(agreed["decision"]))
+    other = disagreeing(disagreed["decision"])
+    review(client, disagreed, other, "preliminary")
     refuse(client)
     response = client.get("/api/v1/monitoring")
     assert response.status_code == 200
@@ -46,29 +55,35 @@ def test_monitoring_counts_per_model_version_and_month(app, client, upload, bund
     month = agreed["created"][:7]
     assert (period["model_version"], period["month"]) == (bundle.version, month)
     assert (period["predictions"], period["reviewed"], period["agreed"], period["ood_refusals"]) == (3, 2, 1, 1)
+    assert period["final"] == 1  # the other reading is preliminary
     assert period["reviewed_share"] == pytest.approx(2 / 3) and period["agreement_rate"] == 0.5
     indeterminate = sum(p["decision"] == "indeterminate" for p in (agreed, disagreed, unreviewed))
     assert period["indeterminate"] == indeterminate and period["indeterminate_rate"] == pytest.approx(indeterminate / 3)
     decision = agreed["decision"]  # one film: the same decision each time
-    assert period["confusion"] == {decision: {agreed["class"]: 1, other: 1}}
+    assert period["confusion"] == {decision: {agreeing(decision): 1, other: 1}}
 
     page = client.get("/monitoring")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    assert f"<code>{bundle.version}</code>" in html and "Model decision against clinician label" in html
+    assert f"<code>{bundle.version}</code>" in html and "Model decision against the clinician's reading" in html
     assert 'href="/monitoring" aria-current="page">Monitoring</a>' in html
     assert '<img src="/monitoring.svg"' in html
     plot = client.get("/monitoring.svg")
     assert plot.status_code == 200 and plot.mimetype == "image/svg+xml"
-    assert plot.get_data(as_text=True).startswith("<svg") and f">{month}</text>" in plot.get_data(as_text=True)
+    svg = plot.get_data(as_text=True)
+    assert svg.startswith("<svg") and f">{month}</text>" in svg
+    # Its own white paper and dark ink, whatever the page's theme; each legend square is labelled.
+    assert 'fill="#1d2733">' in svg.split("<rect", 1)[0] and '<rect x="0" y="0"' in svg and 'fill="#ffffff"/>' in svg
+    for name in ("Reviewed share", "Agreement rate", "Indeterminate rate"):
+        assert f'class="legend">{name}</text>' in svg
 
 
 def test_monitoring_uses_each_predictions_latest_review(app, client, upload, bundle):
     from tests.accounts import add_user, signed_in
 
     prediction = upload()
-    other = next(c for c in bundle.classes if c != prediction["class"])
-    review(client, prediction, prediction["class"])
+    other = disagreeing(prediction["decision"])
+    review(client, prediction, agreeing(prediction["decision"]))
     add_user(app, "dana")
     review(signed_in(app, "dana"), prediction, other)  # saved later: the clinician label
     [period] = client.get("/api/v1/monitoring").get_json()["periods"]
@@ -133,7 +148,9 @@ def test_api_offers_dicom_identifiers_and_stores_only_the_confirmed_one(app, cli
         assert not any("PID-77" in (e.detail or "") + (e.target or "") for e in events)
         assert [e.detail for e in events if e.action == "reference_set"] == ["confirmed after upload"]
     assert "PID-77" not in caplog.text and "Doe" not in caplog.text
-    given = client.post("/api/v1/predictions", data={"file": (io.BytesIO(tagged_dicom), "s.dcm"), "reference": "R1"})
+    given = client.post(
+        "/api/v1/predictions?force=1", data={"file": (io.BytesIO(tagged_dicom), "s.dcm"), "reference": "R1"}
+    )
     assert given.status_code == 201 and "suggested_reference" not in given.get_json()
 
 
@@ -169,21 +186,30 @@ def another_film(png: bytes, seed: int) -> bytes:
     return png_bytes(pixels)
 
 
-def test_export_reviewed_writes_films_and_manifest(app, client, upload, runner, bundle, tmp_path, chest_png):
+def test_export_reviewed_writes_films_and_manifest(app, client, upload, runner, tmp_path, chest_png):
     first, second, unreviewed = upload(reference="P-1"), upload(another_film(chest_png, 1)), upload()
-    other = next(c for c in bundle.classes if c != second["class"])
-    review(client, first, first["class"])
-    review(client, second, second["class"])
-    client.post(f"/api/v1/predictions/{second['id']}/reviews", json={"agree": False, "correct_class": other})
+    preliminary, indeterminate, atypical = (upload(another_film(chest_png, k)) for k in (2, 3, 4))
+    review(client, first, "typical")
+    review(client, second, "negative")
+    client.post(
+        f"/api/v1/predictions/{second['id']}/reviews",
+        json={"reading": "other", "status": "final", "comment": "effusion"},
+    )
+    review(client, preliminary, "typical", "preliminary")
+    review(client, indeterminate, "indeterminate")
+    review(client, atypical, "atypical")
     out = tmp_path / "export"
     result = runner.invoke(args=["export-reviewed", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "Wrote 2 reviewed film(s)" in result.output
+    assert "Wrote 3 reviewed film(s)" in result.output
+    assert "Left out 2 reviewed film(s) whose latest reading is preliminary or indeterminate." in result.output
     rows = list(csv.DictReader((out / "manifest.csv").open()))
     assert list(rows[0]) == ["file", "label", "patient_id", "source"]
+    # Labels from the latest reading: typical covid, another finding and atypical "other" (trained as non-COVID).
     assert [(r["label"], r["patient_id"], r["source"]) for r in rows] == [
-        (first["class"], "P-1", "local"),
-        (other, f"prediction:{second['id']}", "local"),
+        ("covid", "P-1", "local"),
+        ("other", f"prediction:{second['id']}", "local"),
+        ("other", f"prediction:{atypical['id']}", "local"),
     ]
     stored = Path(app.config["UPLOAD_FOLDER"])
     with app.app_context():
@@ -206,13 +232,13 @@ def test_export_reviewed_writes_films_and_manifest(app, client, upload, runner, 
             )
         ]
     assert details == [
-        "2 reviewed films, on the command line",
-        "2 reviewed films, on the command line",
+        "3 reviewed films, on the command line",
+        "3 reviewed films, on the command line",
         "0 reviewed films since 2999-01-01, on the command line",
     ]
 
 
-def test_export_reviewed_writes_each_film_once_in_one_patient(app, client, upload, runner, bundle, tmp_path, chest_png):
+def test_export_reviewed_writes_each_film_once_in_one_patient(app, client, upload, runner, tmp_path, chest_png):
     """A film uploaded twice would otherwise be two rows that training may put in two splits."""
     film_x, film_y, film_z = chest_png, another_film(chest_png, 1), another_film(chest_png, 2)
     x_as_p1, y_as_p2, x_as_p2 = (
@@ -221,24 +247,23 @@ def test_export_reviewed_writes_each_film_once_in_one_patient(app, client, uploa
         upload(film_x, reference="P-2"),
     )
     z_first, z_again = upload(film_z), upload(film_z)
-    first_class, other = x_as_p1["class"], next(c for c in bundle.classes if c != x_as_p1["class"])
-    review(client, x_as_p1, first_class)
+    review(client, x_as_p1, "typical")
     for prediction in (y_as_p2, x_as_p2, z_first, z_again):  # x's later review disagrees with its first
-        review(client, prediction, other)
+        review(client, prediction, "negative")
     out = tmp_path / "export"
     result = runner.invoke(args=["export-reviewed", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [(r["file"], r["label"], r["patient_id"]) for r in csv.DictReader((out / "manifest.csv").open())]
     assert rows == [
-        (f"images/{x_as_p1['id']}.png", other, "P-1"),  # the latest review's class
-        (f"images/{y_as_p2['id']}.png", other, "P-1"),  # P-2 shares film x with P-1: one patient
-        (f"images/{z_first['id']}.png", other, f"prediction:{z_first['id']}"),
+        (f"images/{x_as_p1['id']}.png", "normal", "P-1"),  # the latest review's reading, negative
+        (f"images/{y_as_p2['id']}.png", "normal", "P-1"),  # P-2 shares film x with P-1: one patient
+        (f"images/{z_first['id']}.png", "normal", f"prediction:{z_first['id']}"),
     ]
     assert sorted(path.name for path in (out / "images").iterdir()) == sorted(Path(r[0]).name for r in rows)
     assert "Wrote 3 reviewed film(s)" in result.output
     assert "2 film(s) were uploaded more than once: each is written once, as one patient" in result.output
     assert (
-        f"The reviews of predictions {x_as_p1['id']}, {x_as_p2['id']} (the same film) disagree; exported as '{other}'."
+        f"The reviews of predictions {x_as_p1['id']}, {x_as_p2['id']} (the same film) disagree; exported as 'normal'."
         in result.output
     )
 
@@ -295,7 +320,7 @@ def test_round_trip_upload_review_export_train_evaluate(app, client, runner, tmp
         if response.status_code == 422:  # the gate refuses some films; others stand in
             continue
         assert response.status_code == 201, response.get_json()
-        review(client, response.get_json(), row["label"])
+        review(client, response.get_json(), {"covid": "typical", "normal": "negative"}[row["label"]])
         wanted[row["label"]] -= 1
     if any(wanted.values()):
         missing(f"The gate accepted too few shared films: {wanted} still missing.")

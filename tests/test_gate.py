@@ -33,6 +33,7 @@ def stand_in(score: float = 0.0) -> ModelOutput:
         label="normal",
         probabilities={},
         decision="normal",
+        indeterminate_reasons=(),
         cnn_probabilities={},
         threshold=None,
         heatmap=np.zeros((1, 1)),

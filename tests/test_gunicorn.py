@@ -23,7 +23,7 @@ from tests.dicom_bombs import (
     more_frames_in_the_offset_table,
     rle_longer_than_its_frame,
 )
-from tools.load import exchange, multipart, request, sign_in, sign_in_attempt, upload
+from tools.load import UPLOAD_PATH, exchange, multipart, request, sign_in, sign_in_attempt, upload
 from tools.server import Gunicorn
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ def test_gunicorn_serves_uploads_from_two_workers(server, chest_png):
     for _ in range(2 * WORKERS):
         status, page, _ = request(server.url, "GET", "/history", headers=session)
         assert status == 200 and b"GUNI-3" in page
-    assert '"POST /api/v1/predictions HTTP/1.1" 201' in server.log_text()
+    assert f'"POST {UPLOAD_PATH} HTTP/1.1" 201' in server.log_text()
 
 
 def test_concurrent_retries_with_one_idempotency_key_store_one_film(server, chest_png):
@@ -107,7 +107,7 @@ def test_gunicorn_refuses_anonymous_and_bad_tokens(server, chest_png):
     status, body, _ = request(server.url, "GET", "/api/v1/predictions", headers={"Authorization": "Basic eDp5"})
     assert status == 401 and json.loads(body)["error"], body[:300]
     assert server.get_json("/api/v1/predictions")[1]["total"] == before  # the refused uploads stored nothing
-    assert '"POST /api/v1/predictions HTTP/1.1" 401' in server.log_text()
+    assert f'"POST {UPLOAD_PATH} HTTP/1.1" 401' in server.log_text()
     status, _, _, headers = exchange(server.url, "GET", "/history")  # a page: to the sign-in form
     assert status == 302 and "/login?next=" in headers["Location"], (status, dict(headers or {}))
     with pytest.raises(RuntimeError, match="answered 401"):

@@ -45,7 +45,7 @@ def test_history_pagination(make_app, chest_png):
     client = clinician_client(app)
     ids = [
         client.post(
-            "/api/v1/predictions", data={"file": (io.BytesIO(chest_png), f"{i}.png"), "reference": "P"}
+            "/api/v1/predictions?force=1", data={"file": (io.BytesIO(chest_png), f"{i}.png"), "reference": "P"}
         ).get_json()["id"]
         for i in range(3)
     ]
@@ -112,38 +112,53 @@ def test_csv_export_follows_filters(app, client, upload, bundle):
     assert len(header) == 1 and header[0].startswith("id,created_utc")
 
 
-def test_agree_review(app, client, upload):
+def test_a_reading_is_saved_with_its_status_and_agreement(app, client, upload):
     prediction = upload()
     response = client.post(
-        f"/predictions/{prediction['id']}/reviews", data={"verdict": "agree", "comment": "Looks right."}
+        f"/predictions/{prediction['id']}/reviews",
+        data={"reading": "typical", "status": "preliminary", "comment": "Looks right."},
     )
     assert response.status_code == 302 and response.location.endswith(f"/predictions/{prediction['id']}#reviews")
     html = client.get(response.location).get_data(as_text=True)
-    assert "Review saved." in html and "Agrees" in html and "Looks right." in html
+    assert "Reading saved." in html and "Typical appearance for COVID-19 pneumonia" in html and "Looks right." in html
+    assert '<span class="review-status review-status-preliminary">Preliminary</span>' in html
+    agrees = prediction["decision"] == "covid"  # a typical reading agrees with a COVID-19 call only
+    assert ("agrees with the model" if agrees else "disagrees with the model") in html
     with app.app_context():
         review = db.session.scalars(db.select(Review)).one()
-        assert review.agrees and review.correct_class == prediction["class"] and review.created_at is not None
+        assert (review.reading, review.status, review.agrees) == ("typical", "preliminary", agrees)
     api = client.get(f"/api/v1/predictions/{prediction['id']}").get_json()
-    assert api["reviews"][0]["agrees"] is True and api["reviews"][0]["comment"] == "Looks right."
-    assert "agree" in client.get("/history").get_data(as_text=True)
+    assert api["reviews"][0]["reading"] == "typical" and api["reviews"][0]["status"] == "preliminary"
+    assert api["reviews"][0]["agrees_with_model"] is agrees and api["reviews"][0]["comment"] == "Looks right."
+    rows = list(csv.DictReader(io.StringIO(client.get("/history.csv").get_data(as_text=True))))
+    assert (rows[0]["latest_reading"], rows[0]["latest_review_status"]) == ("typical", "preliminary")
+    assert rows[0]["latest_review_agrees_with_model"] == ("yes" if agrees else "no")
+    assert rows[0]["decision_label"] == prediction["decision_label"]
 
 
-def test_disagree_review_needs_another_class(app, client, upload, bundle):
+def test_review_errors_are_listed_focused_and_announced(app, client, upload):
     prediction = upload()
     url = f"/predictions/{prediction['id']}/reviews"
-    other = next(c for c in bundle.classes if c != prediction["class"])
-    for data in ({"verdict": "disagree"}, {"verdict": "disagree", "correct_class": prediction["class"]}, {}):
+    for data, message in (
+        ({}, "Choose your reading."),
+        ({"reading": "typical"}, "Choose whether the review is preliminary or final."),
+        ({"reading": "other", "status": "final"}, "Name the other finding in the comment."),
+        ({"reading": "normal", "status": "final"}, "Not a valid choice."),
+    ):
         response = client.post(url, data=data)
-        assert response.status_code == 400
-        assert 'class="field-error"' in response.get_data(as_text=True)
+        assert response.status_code == 400, data
+        html = response.get_data(as_text=True)
+        # The summary at the form is an alert that app.js focuses (which scrolls it into view).
+        summary = html[html.index('<div class="error-summary"') : html.index("</div>", html.index("error-summary"))]
+        assert 'role="alert"' in summary and 'tabindex="-1"' in summary and "data-focus-on-load" in summary
+        assert f"<li>{message}</li>" in summary, (data, summary)
     assert (
-        client.post(url, data={"verdict": "disagree", "correct_class": other, "comment": "<b>no</b>"}).status_code
+        client.post(url, data={"reading": "other", "status": "final", "comment": "<b>rib fracture</b>"}).status_code
         == 302
     )
     html = client.get(f"/predictions/{prediction['id']}").get_data(as_text=True)
-    assert f"correct class: {other}" in html and "&lt;b&gt;no&lt;/b&gt;" in html
-    rows = list(csv.DictReader(io.StringIO(client.get("/history.csv").get_data(as_text=True))))
-    assert rows[0]["latest_review"] == "disagree" and rows[0]["latest_review_class"] == other
+    assert "Other finding (name it in the comment)" in html and "&lt;b&gt;rib fracture&lt;/b&gt;" in html
+    assert "error-summary" not in html
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(Review.id))) == 1
 
@@ -151,7 +166,7 @@ def test_disagree_review_needs_another_class(app, client, upload, bundle):
 def test_missing_prediction_pages(client):
     assert client.get("/predictions/999").status_code == 404
     assert client.get("/predictions/999/image.png").status_code == 404
-    assert client.post("/predictions/999/reviews", data={"verdict": "agree"}).status_code == 404
+    assert client.post("/predictions/999/reviews", data={"reading": "negative", "status": "final"}).status_code == 404
     assert client.get("/predictions/1/secret.png").status_code == 404
     response = client.get("/no-such-page")
     assert response.status_code == 404 and "Nothing was found" in response.get_data(as_text=True)

@@ -22,12 +22,16 @@ def undecided(bundle, monkeypatch):
 def test_indeterminate_film_in_api_page_history_and_csv(undecided, client, upload):
     stored = upload(reference="IND-1")
     assert stored["decision"] == INDETERMINATE and stored["class"] == "normal"
+    assert stored["indeterminate_reasons"] == ["near_threshold"]
     assert client.get(f"/api/v1/predictions/{stored['id']}").get_json()["decision"] == INDETERMINATE
 
     page = client.get(f"/predictions/{stored['id']}")
     assert page.status_code == 200
-    heading = re.search(r'<span class="label label-[a-z]+" id="decision">([a-z]+)</span>', page.get_data(as_text=True))
-    assert heading is not None and heading.group(1) == INDETERMINATE
+    heading = re.search(
+        r'<span class="label label-[a-z]+" id="decision" data-decision="([a-z]+)">([^<]+)</span>',
+        page.get_data(as_text=True),
+    )
+    assert heading is not None and heading.groups() == (INDETERMINATE, "Indeterminate — read it yourself")
 
     listed = client.get("/history?decision=indeterminate")
     assert listed.status_code == 200 and f'href="/predictions/{stored["id"]}"' in listed.get_data(as_text=True)

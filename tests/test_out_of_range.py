@@ -25,7 +25,10 @@ def test_ids_and_pages_beyond_any_row_are_not_found(client, path):
 
 
 def test_a_review_of_a_too_large_id_is_not_found(client):
-    assert client.post(f"/predictions/{TOO_BIG}/reviews", data={"verdict": "agree"}).status_code == 404
+    assert (
+        client.post(f"/predictions/{TOO_BIG}/reviews", data={"reading": "negative", "status": "final"}).status_code
+        == 404
+    )
 
 
 @pytest.mark.parametrize("path", ["/history", "/history.csv", "/api/v1/predictions"])

@@ -70,7 +70,7 @@ def test_every_form_post_needs_its_csrf_token(csrf_app, chest_png):
     client = signed_in(csrf_app, "boss")  # with the form's token
     posts = {
         "/": {"files": (io.BytesIO(chest_png), "a.png")},
-        "/predictions/1/reviews": {"verdict": "agree"},
+        "/predictions/1/reviews": {"reading": "negative", "status": "final"},
         "/account/password": {"current": "a", "new": "b", "repeat": "b"},
         "/account/tokens": {"label": "x"},
         "/account/tokens/1/revoke": {},
@@ -113,7 +113,9 @@ def test_script_in_file_name_note_and_reference_is_shown_escaped(app, client, ad
             "reference": SCRIPT,
         },
     ).get_json()
-    client.post(f"/predictions/{created['id']}/reviews", data={"verdict": "agree", "comment": SCRIPT})
+    client.post(
+        f"/predictions/{created['id']}/reviews", data={"reading": "other", "status": "final", "comment": SCRIPT}
+    )
     pages = [
         client.get(f"/predictions/{created['id']}"),
         client.get("/history"),

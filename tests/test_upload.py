@@ -12,6 +12,7 @@ from PIL import Image
 from tests.accounts import clinician_client, csrf_token
 from tests.helpers import dicom_bytes, gray_pixels, png_bytes
 from webapp.db import Prediction, db
+from webapp.wording import class_label, decision_label
 
 UNIFORM_PNG = png_bytes(np.full((256, 256), 128, dtype=np.uint8))  # decodes, but the gate refuses it
 
@@ -38,12 +39,11 @@ def test_single_upload_shows_result(client, app, chest_png, bundle):
         record = db.session.scalars(db.select(Prediction)).one()
         assert record.reference == "STUDY-1" and record.note == "cough" and record.filename == "chest.png"
         assert set(record.probabilities) == set(bundle.classes) == set(record.cnn_probabilities)
-    assert f">{record.label}<" in html
-    for cls, value in record.probabilities.items():  # the ensemble's probability of every class
-        assert f'aria-label="p({cls})"' in html and f"{value * 100:.1f} %" in html
-    assert f"{record.cnn_probabilities[record.label] * 100:.1f} %" in html  # the CNN's own
-    if bundle.threshold is not None:
-        assert "Operating threshold" in html and f"{bundle.threshold:.3f}" in html
+    assert f'data-decision="{record.decision}">{decision_label(record.decision)}</span>' in html
+    for cls, value in record.probabilities.items():  # the ensemble's and the CNN's probability of every class
+        assert f'<th scope="row">{class_label(cls)}</th><td class="num">{value * 100:.1f} %</td>' in html
+        assert f"{record.cnn_probabilities[cls] * 100:.1f} %" in html
+    assert f'data-p="{record.positive_probability:.4f}" data-threshold="{bundle.threshold:.4f}"' in html
     assert bundle.version in html and "Processing time" in html
     assert "Out-of-distribution score" in html and f"{record.ood_score:.2f}" in html
     assert "Research use only, not a diagnosis" in html
@@ -95,7 +95,7 @@ def _count(app) -> int:
 def test_several_files_keep_the_good_ones(client, app, chest_png):
     response = client.post(
         "/",
-        data=_files((chest_png, "good.png"), (b"not an image", "bad.png"), (chest_png, "good2.png")),
+        data={**_files((chest_png, "good.png"), (b"not an image", "bad.png"), (chest_png, "good2.png")), "force": "y"},
         follow_redirects=False,
     )
     assert response.status_code == 303  # Post/Redirect/Get: a reload of what follows stores nothing again
@@ -116,7 +116,9 @@ def test_several_files_keep_the_good_ones(client, app, chest_png):
 
 
 def test_the_form_after_a_multi_file_upload_is_empty(client, app, chest_png):
-    response = client.post("/", data={**_files((chest_png, "a.png"), (chest_png, "b.png")), "reference": "PATIENT-1"})
+    response = client.post(
+        "/", data={**_files((chest_png, "a.png"), (chest_png, "b.png")), "reference": "PATIENT-1", "force": "y"}
+    )
     page = client.get(response.location).get_data(as_text=True)
     assert 'id="reference" maxlength="128" name="reference" type="text" value=""' in page
     assert "PATIENT-1" not in page.split("<form", 1)[1]
@@ -196,11 +198,13 @@ def test_csrf_protects_the_forms(make_app, chest_png):
     accepted = client.post("/", data={**_files((chest_png, "a.png")), "csrf_token": token})
     assert accepted.status_code == 303
     # The review form needs its token too; so does the JSON API when the browser session signs it.
-    assert client.post(f"{accepted.location}/reviews", data={"verdict": "agree"}).status_code == 400
+    assert (
+        client.post(f"{accepted.location}/reviews", data={"reading": "negative", "status": "final"}).status_code == 400
+    )
     api = client.post("/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")})
     assert api.status_code == 400 and "Reload the page" in api.get_json()["error"]
     api = client.post(
-        "/api/v1/predictions", data={"file": (io.BytesIO(chest_png), "a.png")}, headers={"X-CSRFToken": token}
+        "/api/v1/predictions?force=1", data={"file": (io.BytesIO(chest_png), "a.png")}, headers={"X-CSRFToken": token}
     )
     assert api.status_code == 201
 
@@ -225,3 +229,25 @@ def test_pages_need_no_inline_script_or_external_resource(admin_client, anon, up
     assert anon.get("/static/app.js").status_code == 200
     assert anon.get("/static/style.css").status_code == 200
     assert anon.get("/static/theme.js").status_code == 200 and anon.get("/static/viewer.js").status_code == 200
+
+
+def test_the_same_file_again_opens_its_prediction(client, app, chest_png):
+    """A file uploaded before is not stored again: one file redirects to its prediction, with a message;
+    in a batch it is listed with the others; "store it again" stores it."""
+    first = client.post("/", data=_files((chest_png, "a.png")))
+    assert first.status_code == 303 and _count(app) == 1
+    again = client.post("/", data={**_files((chest_png, "renamed.png")), "reference": "R-2"})
+    assert again.status_code == 303 and again.location == first.location and _count(app) == 1
+    html = client.get(again.location).get_data(as_text=True)
+    prediction_id = first.location.rsplit("/", 1)[1]
+    assert f'class="flash flash-info" role="status">a.png was uploaded before: prediction #{prediction_id} of ' in html
+    assert "upload it with “Analyse and store it again” ticked." in html
+    batch = client.post(
+        "/", data=_files((chest_png, "b.png"), (png_bytes(np.flipud(gray_pixels(chest_png))), "new.png"))
+    )
+    assert batch.status_code == 303 and _count(app) == 2
+    with app.app_context():
+        new_id = db.session.scalars(db.select(Prediction.id).order_by(Prediction.id.desc())).first()
+    assert batch.location == f"/?stored={new_id},{prediction_id}"
+    forced = client.post("/", data={**_files((chest_png, "c.png")), "force": "y"})
+    assert forced.status_code == 303 and forced.location != first.location and _count(app) == 3

@@ -111,15 +111,16 @@ def test_compare_refuses_what_cannot_be_compared(client, upload):
 def test_report_pdf_is_one_a4_page_downloaded_and_audited(app, client, upload):
     prediction = upload(reference="MRN-11", note="cough")
     url = f"/predictions/{prediction['id']}/report.pdf"
-    for verdict in ("agree", "disagree"):  # reviews with long comments and "$" signs still fit, as text
-        client.post(
+    for reading in ("typical", "other"):  # readings with long comments and "$" signs still fit, as text
+        saved = client.post(
             f"/predictions/{prediction['id']}/reviews",
             data={
-                "verdict": verdict,
-                "correct_class": "normal" if prediction["class"] != "normal" else "covid",
+                "reading": reading,
+                "status": "final",
                 "comment": "Costs $5 and $\\frac{1}{0}$ " + "very long comment " * 80,
             },
         )
+        assert saved.status_code == 302
     response = client.get(url)
     assert response.status_code == 200
     assert response.mimetype == "application/pdf"

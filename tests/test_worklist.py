@@ -18,13 +18,12 @@ from sqlalchemy.orm import Session
 
 from tests.accounts import add_user, signed_in
 from webapp.db import MIGRATIONS, Prediction, Review, ReviewEdit, db
+from webapp.readings import READINGS, agrees_with_model
 
 # The same tests on PostgreSQL (the several-hosts deployment) as on SQLite: see `databases` in tests/conftest.py.
 pytestmark = pytest.mark.databases("sqlite", "postgres")
 
-
-def other_class(bundle, prediction: dict) -> str:
-    return next(c for c in bundle.classes if c != prediction["class"])
+READ = {"reading": "negative", "status": "final"}
 
 
 def set_p_covid(app, values: dict[int, float]) -> None:
@@ -42,8 +41,8 @@ def test_history_filters_by_review_state_and_reviewer(app, client, upload):
     first, second, third = upload(), upload(), upload()
     add_user(app, "dana")
     dana = signed_in(app, "dana")
-    assert client.post(f"/api/v1/predictions/{first['id']}/reviews", json={"agree": True}).status_code == 201
-    assert dana.post(f"/api/v1/predictions/{second['id']}/reviews", json={"agree": True}).status_code == 201
+    assert client.post(f"/api/v1/predictions/{first['id']}/reviews", json=READ).status_code == 201
+    assert dana.post(f"/api/v1/predictions/{second['id']}/reviews", json=READ).status_code == 201
 
     def ids(query: str) -> list[int]:
         response = client.get(f"/api/v1/predictions?{query}")
@@ -62,7 +61,7 @@ def test_history_filters_by_review_state_and_reviewer(app, client, upload):
     rows = list(csv.DictReader(io.StringIO(client.get("/history.csv?reviewer=dana").get_data(as_text=True))))
     assert [int(r["id"]) for r in rows] == [second["id"]]
     item = client.get("/api/v1/predictions?reviewer=dana").get_json()["items"][0]
-    assert item["latest_review"]["user"] == "dana" and item["latest_review"]["agrees"] is True
+    assert item["latest_review"]["user"] == "dana" and item["latest_review"]["reading"] == "negative"
 
 
 @pytest.mark.parametrize(
@@ -109,43 +108,41 @@ def test_upload_stores_the_ensembles_p_covid(app, upload):
 # -- one review per clinician, editable, with its history --------------------------------------------------
 
 
-def test_second_web_review_edits_the_first_and_keeps_it(app, client, upload, bundle):
+def test_second_web_review_edits_the_first_and_keeps_it(app, client, upload):
     prediction = upload()
     url = f"/predictions/{prediction['id']}/reviews"
-    assert client.post(url, data={"verdict": "agree", "comment": "first look"}).status_code == 302
+    first = {"reading": "negative", "status": "preliminary", "comment": "first look"}
+    assert client.post(url, data=first).status_code == 302
     form = client.get(f"/predictions/{prediction['id']}").get_data(as_text=True)
-    assert '<input checked id="verdict-0" name="verdict" required type="radio" value="agree">' in form
-    assert "first look</textarea>" in form and "Edit your review" in form
-    other = other_class(bundle, prediction)
-    response = client.post(url, data={"verdict": "disagree", "correct_class": other, "comment": "second look"})
+    assert '<input checked id="reading-3" name="reading" required type="radio" value="negative">' in form
+    assert '<input checked id="status-0" name="status" required type="radio" value="preliminary">' in form
+    assert "first look</textarea>" in form and "Edit your reading" in form
+    response = client.post(url, data={"reading": "atypical", "status": "final", "comment": "second look"})
     assert response.status_code == 302
     html = client.get(response.location).get_data(as_text=True)
-    assert "Review updated" in html and f"correct class: {other}" in html
-    assert "1 earlier version" in html and "Agreed" in html and "first look" in html
+    assert "Reading updated" in html and "Atypical appearance for COVID-19 pneumonia" in html
+    assert "1 earlier version" in html and "Negative for pneumonia (preliminary)" in html and "first look" in html
     with app.app_context():
         review = db.session.scalars(db.select(Review)).one()
-        assert (review.agrees, review.correct_class, review.comment) == (False, other, "second look")
-        assert [(e.agrees, e.correct_class, e.comment) for e in review.edits] == [
-            (True, prediction["class"], "first look")
-        ]
+        assert (review.reading, review.status, review.comment) == ("atypical", "final", "second look")
+        assert [(e.reading, e.status, e.comment) for e in review.edits] == [("negative", "preliminary", "first look")]
         assert review.updated_at >= review.created_at
     api = client.get(f"/api/v1/predictions/{prediction['id']}").get_json()
     assert len(api["reviews"]) == 1 and api["reviews"][0]["edits"][0]["comment"] == "first look"
-    assert api["latest_review"]["correct_class"] == other
+    assert api["latest_review"]["reading"] == "atypical" and api["latest_review"]["status"] == "final"
 
 
-def test_each_clinician_has_their_own_review(app, client, upload, bundle):
+def test_each_clinician_has_their_own_review(app, client, upload):
     prediction = upload()
     add_user(app, "dana")
     dana = signed_in(app, "dana")
     url = f"/api/v1/predictions/{prediction['id']}/reviews"
-    assert client.post(url, json={"agree": True}).status_code == 201
-    other = other_class(bundle, prediction)
-    assert dana.post(url, json={"agree": False, "correct_class": other}).status_code == 201
+    assert client.post(url, json={"reading": "negative", "status": "final"}).status_code == 201
+    assert dana.post(url, json={"reading": "typical", "status": "final"}).status_code == 201
     form = dana.get(f"/predictions/{prediction['id']}").get_data(as_text=True)
-    assert f'<option selected value="{other}">' in form
+    assert '<input checked id="reading-0" name="reading" required type="radio" value="typical">' in form
     reviews = client.get(f"/api/v1/predictions/{prediction['id']}").get_json()["reviews"]
-    assert [(r["user"], r["agrees"]) for r in reviews] == [("dana", False), ("clinician", True)]
+    assert [(r["user"], r["reading"]) for r in reviews] == [("dana", "typical"), ("clinician", "negative")]
 
 
 def test_one_clinicians_simultaneous_first_reviews_make_one_review(app, client, upload):
@@ -167,7 +164,7 @@ def test_one_clinicians_simultaneous_first_reviews_make_one_review(app, client, 
         if n == 1:
             assert first_inserted.wait(10)
         try:
-            return windows[n].post(url, json={"agree": True, "comment": f"window {n}"}).status_code
+            return windows[n].post(url, json=READ | {"comment": f"window {n}"}).status_code
         finally:
             if n == 1:
                 second_done.set()
@@ -183,20 +180,30 @@ def test_one_clinicians_simultaneous_first_reviews_make_one_review(app, client, 
         assert [r.comment for r in db.session.scalars(db.select(Review))] == ["window 0"]
 
 
-def test_review_api_creates_then_updates(app, client, upload, bundle):
+@pytest.mark.parametrize(
+    "decision, agreeing",
+    [("covid", {"typical"}), ("indeterminate", {"indeterminate"}), ("normal", {"atypical", "negative", "other"})],
+)
+def test_agreement_is_computed_from_the_reading(decision, agreeing):
+    assert {reading for reading in READINGS if agrees_with_model(reading, decision)} == agreeing
+
+
+def test_review_api_creates_then_updates(app, client, upload):
     prediction = upload()
     url = f"/api/v1/predictions/{prediction['id']}/reviews"
-    created = client.post(url, json={"agree": True, "comment": " fine "})
+    created = client.post(url, json={"reading": "negative", "status": "preliminary", "comment": " fine "})
     assert created.status_code == 201
     body = created.get_json()
-    assert body["agrees"] is True and body["correct_class"] == prediction["class"] and body["comment"] == "fine"
+    assert (body["reading"], body["status"], body["comment"]) == ("negative", "preliminary", "fine")
+    assert body["reading_label"] == "Negative for pneumonia"
+    assert body["agrees_with_model"] is (prediction["decision"] == "normal")
     assert body["user"] == "clinician" and body["edits"] == []
-    other = other_class(bundle, prediction)
-    updated = client.post(url, json={"agree": False, "correct_class": other, "comment": None})
+    updated = client.post(url, json={"reading": "indeterminate", "status": "final", "comment": None})
     assert updated.status_code == 200
     body = updated.get_json()
-    assert body["correct_class"] == other and body["comment"] is None
-    assert [(e["agrees"], e["comment"]) for e in body["edits"]] == [(True, "fine")]
+    assert (body["reading"], body["status"], body["comment"]) == ("indeterminate", "final", None)
+    assert body["agrees_with_model"] is (prediction["decision"] == "indeterminate")
+    assert [(e["reading"], e["status"], e["comment"]) for e in body["edits"]] == [("negative", "preliminary", "fine")]
     assert body["created"] == created.get_json()["created"]
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(Review.id))) == 1
@@ -208,26 +215,23 @@ def test_review_api_creates_then_updates(app, client, upload, bundle):
     [
         ("not json", 400, "Send a JSON object"),
         ([1, 2], 400, "Send a JSON object"),
-        ({}, 400, "'agree' must be true or false."),
-        ({"agree": "yes"}, 400, "'agree' must be true or false."),
-        ({"agree": True, "agrees": True}, 400, "Unknown field(s): agrees"),
-        ({"agree": False, "correct_class": 3}, 400, "'correct_class' must be a string or null."),
-        ({"agree": True, "comment": "x" * 2001}, 400, "longer than 2000"),
-        ({"agree": False}, 422, "Choose the correct class."),
-        ({"agree": False, "correct_class": "flu"}, 422, "Unknown class 'flu'"),
-        ({"agree": False, "correct_class": "PREDICTED"}, 422, "must differ from the predicted one"),
-        ({"agree": True, "correct_class": "OTHER"}, 422, "To agree, the correct class is the predicted one"),
+        ({}, 400, "'reading' must be a string"),
+        ({"reading": ["typical"], "status": "final"}, 400, "'reading' must be a string"),
+        ({"reading": {"a": 1}, "status": "final"}, 400, "'reading' must be a string"),
+        ({"reading": "typical"}, 400, "'status' must be a string: preliminary or final."),
+        ({"reading": "typical", "status": True}, 400, "'status' must be a string"),
+        ({"reading": "typical", "status": "final", "agree": True}, 400, "Unknown field(s): agree"),
+        ({"reading": "typical", "status": "final", "comment": 3}, 400, "'comment' must be a string or null."),
+        ({"reading": "typical", "status": "final", "comment": ["x"]}, 400, "'comment' must be a string or null."),
+        ({"reading": "typical", "status": "final", "comment": "x" * 2001}, 422, "longer than 2000"),
+        ({"reading": "normal", "status": "final"}, 422, "Unknown reading 'normal'"),
+        ({"reading": "typical", "status": "done"}, 422, "Unknown status 'done'"),
+        ({"reading": "other", "status": "final"}, 422, "Name the other finding in the comment."),
+        ({"reading": "other", "status": "final", "comment": "  "}, 422, "Name the other finding in the comment."),
     ],
 )
-def test_review_api_refuses_bad_input(client, upload, bundle, body, status, message):
+def test_review_api_refuses_bad_input(client, upload, body, status, message):
     prediction = upload()
-    if isinstance(body, dict) and body.get("correct_class") in ("PREDICTED", "OTHER"):
-        body = {
-            **body,
-            "correct_class": prediction["class"]
-            if body["correct_class"] == "PREDICTED"
-            else other_class(bundle, prediction),
-        }
     url = f"/api/v1/predictions/{prediction['id']}/reviews"
     if isinstance(body, str):
         response = client.post(url, data=body, content_type="application/json")
@@ -239,7 +243,7 @@ def test_review_api_refuses_bad_input(client, upload, bundle, body, status, mess
 
 
 def test_review_api_of_a_missing_prediction_is_404(client):
-    response = client.post("/api/v1/predictions/999/reviews", json={"agree": True})
+    response = client.post("/api/v1/predictions/999/reviews", json={"reading": "typical", "status": "final"})
     assert response.status_code == 404 and "error" in response.get_json()
 
 
@@ -249,7 +253,16 @@ def test_openapi_describes_the_worklist_and_reviews(client):
     assert {"reviewed", "reviewer", "sort", "decision"} <= names
     review = document["paths"]["/predictions/{id}/reviews"]["post"]
     assert {"200", "201", "400", "401", "404", "409", "422"} == set(review["responses"])
-    assert document["components"]["schemas"]["ReviewInput"]["required"] == ["agree"]
+    review_input = document["components"]["schemas"]["ReviewInput"]
+    assert review_input["required"] == ["reading", "status"]
+    assert review_input["properties"]["reading"]["enum"] == [
+        "typical",
+        "indeterminate",
+        "atypical",
+        "negative",
+        "other",
+    ]
+    assert review_input["properties"]["status"]["enum"] == ["preliminary", "final"]
     assert "edits" in document["components"]["schemas"]["Review"]["properties"]
     prediction = document["components"]["schemas"]["Prediction"]["properties"]
     assert {"latest_review", "suggested_reference", "reviews"} <= set(prediction)
@@ -294,6 +307,7 @@ def test_migration_merges_duplicate_reviews_and_backfills_p_covid(make_app, tmp_
             (3, 1, "2026-01-04 00:00:00", 1, "covid", "second"),
             (4, None, "2026-01-01 00:00:00", 1, "covid", None),
             (5, None, "2026-01-01 00:00:00", 0, "normal", None),
+            (6, None, "2026-01-01 00:00:00", 0, "viral_pneumonia", "odd"),  # a class of a 3-class model
         ]
         for review_id, user_id, created, agrees, label, comment in reviews:
             run(
@@ -309,22 +323,37 @@ def test_migration_merges_duplicate_reviews_and_backfills_p_covid(make_app, tmp_
         assert db.session.get(Prediction, 1).positive_probability == 0.8
         assert db.session.get(Prediction, 2).positive_probability is None
         kept = db.session.scalars(db.select(Review).order_by(Review.id)).all()
-        assert [r.id for r in kept] == [2, 4, 5]
+        assert [r.id for r in kept] == [2, 4, 5, 6]
         ann = kept[0]
         assert (ann.comment, ann.created_at, ann.updated_at) == ("third", datetime(2026, 1, 3), datetime(2026, 1, 5))
-        assert [(e.comment, e.saved_at) for e in ann.edits] == [
-            ("second", datetime(2026, 1, 4)),
-            ("first", datetime(2026, 1, 3)),
+        # Old reviews became readings (revision i23a): covid typical, normal negative, another class "other"
+        # with the class kept in the comment; all of them final. Their earlier versions too.
+        assert [(r.reading, r.status, r.comment) for r in kept] == [
+            ("negative", "final", "third"),
+            ("typical", "final", None),
+            ("negative", "final", None),
+            ("other", "final", "Earlier review: correct class viral_pneumonia. odd"),
         ]
+        assert [(e.comment, e.saved_at, e.reading, e.status) for e in ann.edits] == [
+            ("second", datetime(2026, 1, 4), "typical", "final"),
+            ("first", datetime(2026, 1, 3), "typical", "final"),
+        ]
+        assert db.session.get(Prediction, 1).indeterminate_reasons is None  # not recorded for older predictions
         with pytest.raises(Exception, match="UNIQUE"):
             run(
                 text(
-                    "INSERT INTO reviews (prediction_id, created_at, updated_at, agrees, correct_class, user_id) "
-                    "VALUES (1, '2026-02-01', '2026-02-01', 1, 'covid', 1)"
+                    "INSERT INTO reviews (prediction_id, created_at, updated_at, reading, status, user_id) "
+                    "VALUES (1, '2026-02-01', '2026-02-01', 'typical', 'final', 1)"
                 )
             )
         db.session.rollback()
         flask_migrate.downgrade(directory=str(MIGRATIONS), revision="c5d8e1f40b22")
-        restored = run(text("SELECT comment FROM reviews WHERE user_id = 1 ORDER BY created_at")).scalars().all()
-        assert restored == ["first", "second", "third"]
+        restored = run(
+            text("SELECT comment, agrees, correct_class FROM reviews WHERE user_id = 1 ORDER BY created_at")
+        ).all()
+        assert [tuple(row) for row in restored] == [
+            ("first", 1, "covid"),
+            ("second", 1, "covid"),
+            ("third", 0, "normal"),
+        ]
         db.engine.dispose()

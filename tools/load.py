@@ -29,6 +29,9 @@ from urllib.parse import urlencode, urlsplit
 from cxr.overlay import FILE_FORMATS
 from tools.common import percentile, table
 
+# The load sends the same films again and again: force=1 stores each one, as a new film would be (without it
+# the app links a repeated file to its first prediction and analyses nothing).
+UPLOAD_PATH = "/api/v1/predictions?force=1"
 UPLOAD = "upload"
 LIST = "list"
 DETAIL = "detail"
@@ -180,7 +183,7 @@ def upload(
     token: str | None = None,
 ):
     body, content_type = multipart(filename, data, fields)
-    return request(base, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, timeout, token)
+    return request(base, "POST", UPLOAD_PATH, body, {"Content-Type": content_type}, timeout, token)
 
 
 def sign_in(base: str, username: str, password: str, timeout: float = 30.0) -> dict[str, str]:
@@ -266,7 +269,7 @@ class Client:
             body, content_type = self.bodies[(self.number * 7919 + step) % len(self.bodies)]
             started = time.perf_counter()
             status, payload, error = request(
-                target, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, self.timeout, self.token
+                target, "POST", UPLOAD_PATH, body, {"Content-Type": content_type}, self.timeout, self.token
             )
         latency = time.perf_counter() - started
         prediction_id = None
@@ -307,7 +310,7 @@ def run_load(
     bodies = [multipart(name, data) for name, data in images]
     for target in targets:
         for body, content_type in bodies[:warmup]:
-            request(target, "POST", "/api/v1/predictions", body, {"Content-Type": content_type}, timeout, token)
+            request(target, "POST", UPLOAD_PATH, body, {"Content-Type": content_type}, timeout, token)
     known: list[int] = []
     lock = threading.Lock()
     run = Run()

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from flask import abort, current_app, has_request_context, request
 from flask_login import current_user
+from sqlalchemy import select
 
 from cxr.bundle import ModelOutput
 from cxr.decision import POSITIVE_CLASS
@@ -56,6 +57,8 @@ def build_record(
         thumbnail_path="",
         label=output.label,
         decision=output.decision,
+        indeterminate_reasons=list(output.indeterminate_reasons),
+        depth_window=_window(analysis.image.depth_window),
         probabilities=output.probabilities,
         positive_probability=output.probabilities.get(POSITIVE_CLASS),
         cnn_probabilities=output.cnn_probabilities,
@@ -67,6 +70,10 @@ def build_record(
         note=(note or "").strip() or None,
         reviews=[],  # known to be none: the answer's review list needs no query
     )
+
+
+def _window(window: tuple[float, float] | None) -> dict[str, float] | None:
+    return None if window is None else {"center": window[0], "width": window[1]}
 
 
 def create_prediction(
@@ -101,7 +108,7 @@ def create_prediction(
         record.suggested_reference = dict(analysis.image.identifiers)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
     stem = f"{record.created_at:%Y/%m}/{uuid.uuid4().hex}"
-    suffixes = {"image": "", "overlay": "-overlay", "thumbnail": "-thumb"}
+    suffixes = {"image": "", "overlay": "-overlay", "thumbnail": "-thumb", "depth": "-depth"}
     written: list[Path] = []
     try:
         for kind, content in files.items():
@@ -123,6 +130,20 @@ def create_prediction(
             path.unlink(missing_ok=True)
         raise
     return record
+
+
+def find_duplicate(data: bytes) -> Prediction | None:
+    """The newest stored prediction of exactly these bytes (the same SHA-256), if any: an upload of a film
+    already analysed links to it instead of storing a silent copy (unless the clinician forces a new one)."""
+    digest = hashlib.sha256(data).hexdigest()
+    query = select(Prediction).where(Prediction.sha256 == digest).order_by(Prediction.id.desc()).limit(1)
+    return db.session.scalars(query).first()
+
+
+def record_duplicate(record: Prediction) -> None:
+    """Audit an upload that led to the existing `record` (nothing stored): a view of it, and commit."""
+    audit.record(audit.VIEW, target=f"prediction:{record.id}", detail=f"duplicate upload via {_via()}")
+    db.session.commit()
 
 
 MAX_REFERENCE = 128

@@ -26,6 +26,7 @@ VIEW = "view"
 LIST = "list"  # a page of the history (browser or API), or the upload page's list of what was just stored
 IMAGE = "image"  # an image file fetched, with an API token or in a browser (its viewer, a thumbnail)
 REVIEW = "review"
+TRIAGE = "triage"  # a prediction flagged urgent or not, claimed or released
 EXPORT = "export"
 USER_CREATED = "user_created"
 USER_DISABLED = "user_disabled"
@@ -37,7 +38,7 @@ SITE_CHECK = "site_check"  # known-negative films run through the model before g
 
 ACTIONS = (
     SIGN_IN, SIGN_IN_FAILED, SIGN_IN_THROTTLED, SIGN_OUT, PASSWORD_CHANGED, UPLOAD, UPLOAD_REFUSED, REFERENCE_SET,
-    VIEW, LIST, IMAGE, REVIEW, EXPORT,
+    VIEW, LIST, IMAGE, REVIEW, TRIAGE, EXPORT,
     USER_CREATED, USER_DISABLED, USER_ENABLED, PASSWORD_RESET, TOKEN_CREATED, TOKEN_REVOKED, SITE_CHECK,
 )  # fmt: skip
 

@@ -138,7 +138,9 @@ def create_token_command(name: str, label: str) -> None:
 def export_reviewed_command(out: Path, since: datetime | None, force: bool) -> None:
     """Write the reviewed films and OUT/manifest.csv (file,label,patient_id,source) for training and evaluation.
 
-    Each film (sha256) is written once. The label is the class of its latest review; patient_id is its
+    Each film (sha256) is written once. Its label comes from the reading of its latest review (typical:
+    covid, negative: normal, atypical or another finding: other, which training takes as non-COVID); films
+    whose latest reading is preliminary or indeterminate are left out and counted. patient_id is its
     reference, or `prediction:<id>` for a film without one (each such film then counts as its own patient);
     references that share a film are one patient (webapp/export.py)."""
     if out.exists() and any(out.iterdir()) and not force:
@@ -166,6 +168,11 @@ def export_reviewed_command(out: Path, since: datetime | None, force: bool) -> N
         )
     if summary.missing:
         click.echo(f"Left out {summary.missing} reviewed film(s) whose stored file is missing.", err=True)
+    if summary.unlabelled:
+        click.echo(
+            f"Left out {summary.unlabelled} reviewed film(s) whose latest reading is preliminary or indeterminate.",
+            err=True,
+        )
 
 
 @click.command("site-check")

@@ -28,7 +28,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from webapp.readings import agrees_with_model
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # What a database that does not answer raises: answered 503 (webapp/errors.py), never a 500.
@@ -82,9 +85,16 @@ class Prediction(db.Model):
     image_path: Mapped[str] = mapped_column(String(255))
     overlay_path: Mapped[str] = mapped_column(String(255))
     thumbnail_path: Mapped[str] = mapped_column(String(255))
+    # A grayscale DICOM's full bit depth as a 16-bit PNG (cxr.overlay.depth_png), which the viewer windows;
+    # NULL for other uploads. `depth_window` is the DICOM's own {"center", "width"} in its units, or NULL.
+    depth_path: Mapped[str | None] = mapped_column(String(255))
+    depth_window: Mapped[dict[str, float] | None] = mapped_column(JSON)
     label: Mapped[str] = mapped_column(String(64), index=True)  # the class the threshold rule gives
     # What is reported: the label, or "indeterminate" where the model's rule withholds it (cxr.decision.Rule).
     decision: Mapped[str] = mapped_column(String(64), index=True)
+    # Why an indeterminate decision is so (cxr.decision.NEAR_THRESHOLD / UNLIKE_TRAINING); [] for other
+    # decisions, NULL for predictions stored before it was recorded.
+    indeterminate_reasons: Mapped[list[str] | None] = mapped_column(JSON)
     probabilities: Mapped[dict[str, float]] = mapped_column(JSON)  # the ensemble's
     # The ensemble's p(covid), copied out of `probabilities` so that the worklist can sort on it in SQL
     # (JSON extraction differs between SQLite and PostgreSQL); NULL for a model without that class.
@@ -96,10 +106,16 @@ class Prediction(db.Model):
     ood_score: Mapped[float]  # feature distance / its threshold; ≤ 1 resembles the training X-rays
     reference: Mapped[str | None] = mapped_column(String(128), index=True)
     note: Mapped[str | None] = mapped_column(Text)
+    # The worklist: a clinician may flag a film urgent (it goes first), and claim it while reading it so that
+    # nobody else reads it meanwhile (webapp/triage.py); a claim lapses after CLAIM_MINUTES.
+    urgent: Mapped[bool] = mapped_column(default=False, server_default=sa_false(), index=True)
+    claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id], lazy="joined")
     # Who uploaded it; NULL for rows from before accounts existed. Users are disabled, never deleted.
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(128))  # the API client's, when it sent one
-    user: Mapped[User | None] = relationship(lazy="joined")
+    user: Mapped[User | None] = relationship(foreign_keys=[user_id], lazy="joined")
     reviews: Mapped[list[Review]] = relationship(
         back_populates="prediction",
         cascade="all, delete-orphan",
@@ -112,7 +128,7 @@ class Prediction(db.Model):
 
     @property
     def latest_review(self) -> Review | None:
-        """The most recently saved review of any clinician: its class is the prediction's clinician label."""
+        """The most recently saved review of any clinician: its reading is the prediction's clinician label."""
         return self.reviews[0] if self.reviews else None
 
     @property
@@ -133,8 +149,8 @@ class Review(db.Model):
     prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)  # the first version
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)  # this version
-    agrees: Mapped[bool]
-    correct_class: Mapped[str] = mapped_column(String(64))  # the predicted class when the reviewer agrees
+    reading: Mapped[str] = mapped_column(String(16))  # a key of webapp.readings.READINGS
+    status: Mapped[str] = mapped_column(String(16))  # preliminary or final
     comment: Mapped[str | None] = mapped_column(Text)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     user: Mapped[User | None] = relationship(lazy="joined")
@@ -142,6 +158,11 @@ class Review(db.Model):
     edits: Mapped[list[ReviewEdit]] = relationship(
         back_populates="review", cascade="all, delete-orphan", order_by="ReviewEdit.saved_at.desc()", lazy="selectin"
     )
+
+    @property
+    def agrees(self) -> bool:
+        """Whether the reading agrees with the model's decision (`webapp.readings.agrees_with_model`)."""
+        return agrees_with_model(self.reading, self.prediction.decision)
 
 
 class ReviewEdit(db.Model):
@@ -152,8 +173,8 @@ class ReviewEdit(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id", ondelete="CASCADE"), index=True)
     saved_at: Mapped[datetime] = mapped_column(DateTime)  # when this version was written
-    agrees: Mapped[bool]
-    correct_class: Mapped[str] = mapped_column(String(64))
+    reading: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str | None] = mapped_column(Text)
     review: Mapped[Review] = relationship(back_populates="edits")
 

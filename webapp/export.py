@@ -4,8 +4,9 @@ Training splits by `patient_id` (training/data.py), so the export keeps two inva
 land in exactly one split of a retrain:
 
 * one row per distinct film: predictions of the same upload bytes (sha256) are one film, written once and
-  labelled with the class of the most recently saved review among them (the clinician label, as for one
-  prediction);
+  labelled by the reading of the most recently saved review among them (typical: covid, negative: normal,
+  atypical or another finding: other; `webapp.readings.TRAINING_LABELS`); a film whose latest review is
+  preliminary or reads "indeterminate" has no training label and is left out;
 * one patient per connected group: a film uploaded under two references joins those references into one
   patient, so that its other films follow it into the same split.
 """
@@ -26,6 +27,7 @@ from typing import BinaryIO
 from sqlalchemy import Select, func, select
 
 from webapp.db import Prediction, Review, db, within_dates
+from webapp.readings import FINAL, TRAINING_LABELS
 
 # What `python -m training.train --data DIR/manifest.csv` and `training.evaluate` read (training/data.py).
 EXPORT_COLUMNS = ["file", "label", "patient_id", "source"]
@@ -40,20 +42,22 @@ class Film:
     predictions: list[Prediction] = field(default_factory=list)
 
     @property
-    def label(self) -> str:
-        """The class of the most recently saved review of any of its predictions."""
+    def label(self) -> str | None:
+        """The training label of the most recently saved review of any of its predictions; None when that
+        review is preliminary or its reading gives no label."""
         latest = max((p.latest_review for p in self.predictions), key=lambda review: (review.updated_at, review.id))
-        return latest.correct_class
+        return TRAINING_LABELS.get(latest.reading) if latest.status == FINAL else None
 
     @property
     def labels_disagree(self) -> bool:
-        return len({p.latest_review.correct_class for p in self.predictions}) > 1
+        return len({TRAINING_LABELS.get(p.latest_review.reading) for p in self.predictions}) > 1
 
 
 @dataclass
 class ExportSummary:
     films: int = 0
     missing: int = 0  # films none of whose predictions has its stored file any more
+    unlabelled: int = 0  # films whose latest review is preliminary or reads "indeterminate"
     repeated: list[Film] = field(default_factory=list)  # films uploaded more than once, each written once
 
     @property
@@ -115,6 +119,9 @@ def export_reviewed(out: Path, upload_folder: Path, since: date | None) -> Expor
     (out / "images").mkdir(parents=True, exist_ok=True)
     summary, rows = ExportSummary(), []
     for film in films:
+        if film.label is None:
+            summary.unlabelled += 1
+            continue
         on_disk = [upload_folder / p.image_path for p in film.predictions if (upload_folder / p.image_path).is_file()]
         if not on_disk:
             summary.missing += 1

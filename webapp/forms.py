@@ -9,14 +9,16 @@ from datetime import date
 from flask import current_app
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired, MultipleFileField
-from wtforms import Form, RadioField, SelectChoice, SelectField, StringField, SubmitField, TextAreaField
+from wtforms import BooleanField, Form, RadioField, SelectChoice, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.fields import DateField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from cxr.decision import INDETERMINATE
 from webapp.accounts import find_user
 from webapp.analysis import reference_problem
+from webapp.readings import READINGS, STATUSES
 from webapp.reviews import MAX_COMMENT, review_problem
+from webapp.wording import class_label, decision_label
 
 ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.dcm,.dicom,image/png,image/jpeg,image/tiff,application/dicom"
 
@@ -39,6 +41,7 @@ class UploadForm(DetailsMixin, FlaskForm):
         validators=[FileRequired("Choose at least one image.")],
         render_kw={"accept": ACCEPT},
     )
+    force = BooleanField("Analyse and store it again even if the same file was uploaded before")
     submit = SubmitField("Analyse")
 
     def validate_files(self, field: MultipleFileField) -> None:
@@ -60,30 +63,38 @@ class ReferenceForm(FlaskForm):
     reference = StringField("Reference", validators=[DataRequired("Choose the reference."), usable_reference])
 
 
+class TriageForm(FlaskForm):
+    """A worklist button: claim or release a film, flag it urgent or routine (the button's value)."""
+
+    action = StringField(validators=[DataRequired()])
+
+
 class ReviewForm(FlaskForm):
-    verdict = RadioField(
+    """The clinician's own reading (`webapp.readings.READINGS`), preliminary or final, and a comment."""
+
+    reading = RadioField(
         "Your reading",
-        choices=[SelectChoice("agree", "Agree with the prediction"), SelectChoice("disagree", "Disagree")],
-        validators=[DataRequired("Choose agree or disagree.")],
+        choices=[SelectChoice(key, text) for key, text in READINGS.items()],
+        validators=[DataRequired("Choose your reading.")],
     )
-    correct_class = SelectField("Correct class (when you disagree)", choices=[], validate_choice=False)
+    status = RadioField(
+        "Status",
+        choices=[SelectChoice(key, text) for key, text in STATUSES.items()],
+        validators=[DataRequired("Choose whether the review is preliminary or final.")],
+    )
     comment = TextAreaField("Comment", validators=[Optional(), Length(max=MAX_COMMENT)])
     submit = SubmitField("Save review")
 
-    def __init__(self, classes: list[str], predicted: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.classes = classes
-        self.predicted_class = predicted
-        self.correct_class.choices = [SelectChoice("", "—")] + [SelectChoice(c) for c in classes]
-
-    def validate_correct_class(self, field: SelectField) -> None:
-        if self.verdict.data not in ("agree", "disagree"):
-            return  # the verdict's own error says what is missing
-        agrees = self.verdict.data == "agree"
-        # Agreeing leaves the class as the prediction's, whatever the select still shows.
-        problem = review_problem(self.classes, self.predicted_class, agrees, None if agrees else field.data)
+    def validate(self, extra_validators=None) -> bool:
+        """The fields' own checks, then the rules of a review as a whole (`review_problem`), reported at the
+        comment. Not an inline `validate_comment`: `Optional` stops a blank comment's checks before it."""
+        if not super().validate(extra_validators):
+            return False
+        problem = review_problem(self.reading.data, self.status.data, self.comment.data)
         if problem:
-            raise ValidationError(problem)
+            self.comment.errors = [*self.comment.errors, problem]
+            return False
+        return True
 
 
 class FilterForm(Form):
@@ -125,9 +136,11 @@ def known(values: list[str], what: str):
     return check
 
 
-# The worklist's orders: `probability` is the ensemble's p(covid), so `-probability` puts the films most
-# likely to be COVID first.
+# The worklist's orders: `triage` (the default) puts urgent films first, then the unreviewed ones, COVID-19
+# calls before indeterminate ones before the rest, newest first; `probability` is the ensemble's p(covid), so
+# `-probability` puts the films most likely to be COVID first.
 SORTS = {
+    "triage": "Triage: urgent, then unreviewed COVID-19 calls first",
     "-date": "Newest first",
     "date": "Oldest first",
     "-probability": "Likeliest COVID first",
@@ -138,7 +151,7 @@ REVIEWED = {"no": "Not yet reviewed", "yes": "Reviewed"}
 
 class HistoryFilter(FilterForm):
     """GET parameters: `decision`, `class`, `date_from`, `date_to`, `q` (reference), `reviewed` (yes|no),
-    `reviewer` (a username) and `sort` (see `SORTS`)."""
+    `reviewer` (a username) and `sort` (see `SORTS`; `triage` by default)."""
 
     decision = SelectField("Decision", choices=[], validate_choice=False)
     predicted = SelectField("Class", choices=[], validate_choice=False, name="class")
@@ -152,7 +165,7 @@ class HistoryFilter(FilterForm):
     reviewer = StringField("Reviewed by", validators=[Optional(), Length(max=64)])
     sort = SelectField(
         "Order",
-        default="-date",
+        default="triage",
         choices=[SelectChoice(k, v) for k, v in SORTS.items()],
         validators=[known(list(SORTS), "order")],
         validate_choice=False,
@@ -162,9 +175,11 @@ class HistoryFilter(FilterForm):
         super().__init__(formdata)
         self.classes = classes
         self.reviewer_id: int | None = None  # set by validation
-        self.predicted.choices = [SelectChoice("", "All classes")] + [SelectChoice(c) for c in classes]
+        self.predicted.choices = [SelectChoice("", "All classes")] + [SelectChoice(c, class_label(c)) for c in classes]
         self.decisions = [*classes, INDETERMINATE]
-        self.decision.choices = [SelectChoice("", "All decisions")] + [SelectChoice(d) for d in self.decisions]
+        self.decision.choices = [SelectChoice("", "All decisions")] + [
+            SelectChoice(d, f"{decision_label(d)} ({d})") for d in self.decisions
+        ]
 
     def validate_decision(self, field: SelectField) -> None:
         known(self.decisions, "decision")(self, field)

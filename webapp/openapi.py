@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cxr.decision import POSITIVE_CLASS
+from cxr.decision import NEAR_THRESHOLD, POSITIVE_CLASS, UNLIKE_TRAINING
+from webapp.readings import READINGS, STATUSES
+from webapp.wording import COVID_FEATURES, NO_COVID_FEATURES, READ_IT_YOURSELF
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -28,6 +30,12 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
         "required": classes,
     }
     nullable_text = {"type": ["string", "null"]}
+    reading = {
+        "type": "string",
+        "enum": list(READINGS),
+        "description": "; ".join(f"{key}: {text}" for key, text in READINGS.items()),
+    }
+    status = {"type": "string", "enum": list(STATUSES)}
     day = {"type": "string", "format": "date"}
     dates = [
         {"name": "date_from", "in": "query", "description": "First day (UTC), inclusive", "schema": day},
@@ -44,9 +52,12 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
          "yes: reviewed at least once", "schema": {"type": "string", "enum": ["no", "yes"]}},
         {"name": "reviewer", "in": "query", "description": "Reviewed by this user (username)",
          "schema": {"type": "string"}},
-        {"name": "sort", "in": "query", "description": "date: by upload time; probability: by the ensemble's "
-         f"p({POSITIVE_CLASS}); a leading '-' sorts descending (-probability: likeliest {POSITIVE_CLASS} first)",
-         "schema": {"type": "string", "enum": ["-date", "date", "-probability", "probability"], "default": "-date"}},
+        {"name": "sort", "in": "query", "description": "triage (default): urgent first, then unreviewed, "
+         f"{POSITIVE_CLASS} calls before indeterminate before the rest, newest first; date: by upload time; "
+         f"probability: by the ensemble's p({POSITIVE_CLASS}); a leading '-' sorts descending (-probability: "
+         f"likeliest {POSITIVE_CLASS} first)",
+         "schema": {"type": "string", "enum": ["triage", "-date", "date", "-probability", "probability"],
+                    "default": "triage"}},
         {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
         {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
     ]  # fmt: skip
@@ -62,8 +73,15 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
         "paths": {
             "/predictions": {
                 "post": {
-                    "summary": "Analyse and store one chest X-ray",
+                    "summary": "Analyse and store one chest X-ray; a file stored before (same SHA-256) is not "
+                    "stored again: the answer is its existing prediction (200), unless force=1",
                     "parameters": [
+                        {
+                            "name": "force",
+                            "in": "query",
+                            "description": "1: analyse and store the file even if the same file was stored before",
+                            "schema": {"type": "string", "enum": ["0", "1"], "default": "0"},
+                        },
                         {
                             "name": "Idempotency-Key",
                             "in": "header",
@@ -72,7 +90,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                             "the same user with the same key returns the prediction stored first (200) instead "
                             "of storing the film again; send it whenever a lost answer may be retried.",
                             "schema": {"type": "string", "pattern": "^[!-~]{1,128}$"},
-                        }
+                        },
                     ],
                     "requestBody": {
                         "required": True,
@@ -95,11 +113,15 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "201": _json("Stored prediction", "Prediction"),
+                        "201": _json("Stored prediction (`duplicate`: false)", "Prediction"),
                         "200": _json(
-                            "Stored before with this Idempotency-Key: the first answer's prediction", "Prediction"
+                            "The same file was stored before (`duplicate`: true), or a retry with the same "
+                            "Idempotency-Key: the existing prediction, nothing stored",
+                            "Prediction",
                         ),
-                        "400": _error("Missing field, corrupt image, or a malformed Idempotency-Key"),
+                        "400": _error(
+                            "Missing field, corrupt image, a `force` other than 0 or 1, or a malformed Idempotency-Key"
+                        ),
                         "413": _error("Upload or image too large"),
                         "415": _error("Not a supported image format"),
                         "422": _error("Not a chest X-ray the model may judge (out-of-distribution gate)"),
@@ -138,8 +160,8 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
             },
             "/predictions/{id}/reviews": {
                 "post": {
-                    "summary": "Save the caller's review: one per user and prediction; a second call edits it, "
-                    "keeping the earlier version in `edits`",
+                    "summary": "Save the caller's reading of the film (RSNA categories), preliminary or final: "
+                    "one per user and prediction; a second call edits it, keeping the earlier version in `edits`",
                     "parameters": [prediction_id],
                     "requestBody": {
                         "required": True,
@@ -150,8 +172,14 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                         "200": _json("The caller's review, updated", "Review"),
                         "400": _error("Not a JSON object, an unknown field, or a field of the wrong type"),
                         "404": _error("No such prediction"),
-                        "409": _error("The caller's first review was saved meanwhile by another request"),
-                        "422": _error("An unknown class, or a class that contradicts `agree`"),
+                        "409": _error(
+                            "The caller's first review was saved meanwhile by another request, or another "
+                            "clinician has claimed the film"
+                        ),
+                        "422": _error(
+                            "An unknown reading or status, a comment over 2000 characters, or `other` without a "
+                            "comment naming the finding"
+                        ),
                     },
                 }
             },
@@ -219,8 +247,15 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                     "properties": {
                         "created": {"type": "string", "format": "date-time", "description": "The first version"},
                         "updated": {"type": "string", "format": "date-time", "description": "This version"},
-                        "agrees": {"type": "boolean"},
-                        "correct_class": {"type": "string", "enum": classes},
+                        "reading": reading,
+                        "reading_label": {"type": "string", "description": "The reading in words"},
+                        "status": status,
+                        "agrees_with_model": {
+                            "type": "boolean",
+                            "description": "Computed from the reading: typical agrees with a COVID-19 call, "
+                            "indeterminate with an indeterminate decision, atypical, negative and other with no "
+                            "COVID-19 call",
+                        },
                         "comment": nullable_text,
                         "user": {**nullable_text, "description": "The reviewer"},
                         "edits": {
@@ -230,8 +265,8 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     "saved": {"type": "string", "format": "date-time"},
-                                    "agrees": {"type": "boolean"},
-                                    "correct_class": {"type": "string", "enum": classes},
+                                    "reading": reading,
+                                    "status": status,
                                     "comment": nullable_text,
                                 },
                             },
@@ -240,17 +275,16 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                 },
                 "ReviewInput": {
                     "type": "object",
-                    "required": ["agree"],
+                    "required": ["reading", "status"],
                     "additionalProperties": False,
                     "properties": {
-                        "agree": {"type": "boolean", "description": "Whether the model's class is right"},
-                        "correct_class": {
+                        "reading": reading,
+                        "status": status,
+                        "comment": {
                             "type": ["string", "null"],
-                            "enum": [*classes, None],
-                            "description": "Required to disagree (another class); when agreeing, "
-                            "absent or the predicted class",
+                            "maxLength": 2000,
+                            "description": "Free text; required (the finding) when the reading is other",
                         },
-                        "comment": {"type": ["string", "null"], "maxLength": 2000},
                     },
                 },
                 "Monitoring": {
@@ -267,6 +301,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                                     "predictions": {"type": "integer"},
                                     "reviewed": {"type": "integer"},
                                     "reviewed_share": {"type": ["number", "null"]},
+                                    "final": {"type": "integer"},
                                     "agreed": {"type": "integer"},
                                     "agreement_rate": {"type": ["number", "null"]},
                                     "indeterminate": {"type": "integer"},
@@ -307,6 +342,26 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                             "too close to the threshold or unlike the training films to call it "
                             f"{' or '.join(c for c in classes if c != 'covid')}",
                         },
+                        "decision_label": {
+                            "type": "string",
+                            "enum": [COVID_FEATURES, NO_COVID_FEATURES, READ_IT_YOURSELF],
+                            "description": "The decision in the words shown to clinicians",
+                        },
+                        "indeterminate_reasons": {
+                            "type": ["array", "null"],
+                            "items": {"type": "string", "enum": [NEAR_THRESHOLD, UNLIKE_TRAINING]},
+                            "description": "Why an indeterminate decision is so (empty for other decisions; null "
+                            "for predictions stored before it was recorded)",
+                        },
+                        "indeterminate_reason_text": {
+                            **nullable_text,
+                            "description": "The reason in words; null unless indeterminate",
+                        },
+                        "duplicate": {
+                            "type": "boolean",
+                            "description": "Only in the answer to an upload: true when the same file was stored "
+                            "before and this is its existing prediction",
+                        },
                         "class": {"type": "string", "enum": classes},
                         "probability": {
                             "type": "number",
@@ -342,6 +397,24 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                             "format": "uri",
                             "description": "JPEG (PNG for predictions stored before 2026-11-23)",
                         },
+                        "depth_url": {
+                            "type": ["string", "null"],
+                            "format": "uri",
+                            "description": "A grayscale DICOM's full bit depth as a 16-bit PNG (its modality values "
+                            "less their minimum, MONOCHROME1 turned round); null for other uploads",
+                        },
+                        "depth_window": {
+                            "type": ["object", "null"],
+                            "properties": {"center": {"type": "number"}, "width": {"type": "number"}},
+                            "description": "The DICOM's own WindowCenter/Width in the units of depth_url, or null",
+                        },
+                        "urgent": {"type": "boolean", "description": "Flagged urgent: first on the worklist"},
+                        "claimed_by": {
+                            **nullable_text,
+                            "description": "The clinician reading it now (a claim lapses after 30 minutes); "
+                            "nobody else can save a reading meanwhile (409)",
+                        },
+                        "claimed_at": {"type": ["string", "null"], "format": "date-time"},
                         "user": {**nullable_text, "description": "Who uploaded it"},
                         "reviews": {
                             "type": "array",
@@ -350,7 +423,7 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                         },
                         "latest_review": {
                             "oneOf": [{"$ref": "#/components/schemas/Review"}, {"type": "null"}],
-                            "description": "The most recently saved review: its class is the clinician label",
+                            "description": "The most recently saved review: its reading is the clinician label",
                         },
                         "suggested_reference": {
                             "type": "object",

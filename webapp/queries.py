@@ -1,11 +1,12 @@
-"""The history query, newest first, narrowed by a validated `HistoryFilter`, and its pagination."""
+"""The history query (in triage order unless told otherwise), narrowed by a validated `HistoryFilter`; pagination."""
 
 from __future__ import annotations
 
 from flask import abort, current_app, request
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import Select, select
+from sqlalchemy import Select, case, select
 
+from cxr.decision import INDETERMINATE, POSITIVE_CLASS
 from webapp.db import Prediction, Review, db, within_dates
 from webapp.forms import HistoryFilter
 
@@ -14,6 +15,13 @@ PAGE_PARAMETERS = {"page", "per_page"}  # read by `paginate`
 # Each order ends on the id so that pages never overlap; predictions of a model without a COVID class
 # (no p(covid)) come last either way.
 ORDERS = {
+    "triage": (
+        Prediction.urgent.desc(),
+        case((Prediction.reviews.any(), 1), else_=0),
+        case((Prediction.decision == POSITIVE_CLASS, 0), (Prediction.decision == INDETERMINATE, 1), else_=2),
+        Prediction.created_at.desc(),
+        Prediction.id.desc(),
+    ),
     "-date": (Prediction.created_at.desc(), Prediction.id.desc()),
     "date": (Prediction.created_at.asc(), Prediction.id.asc()),
     "-probability": (Prediction.positive_probability.desc().nulls_last(), Prediction.id.desc()),
@@ -23,7 +31,7 @@ ORDERS = {
 
 def history_select(filters: HistoryFilter) -> Select:
     """The validated filters' predictions, in their order (newest first by default)."""
-    query = select(Prediction).order_by(*ORDERS[filters.sort.data or "-date"])
+    query = select(Prediction).order_by(*ORDERS[filters.sort.data or "triage"])
     if filters.reviewed.data == "no":
         query = query.where(~Prediction.reviews.any())
     elif filters.reviewed.data == "yes":

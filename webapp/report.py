@@ -14,7 +14,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from webapp.db import Prediction
+from webapp.readings import READINGS, STATUSES
 from webapp.serialize import username
+from webapp.wording import class_label, decision_label, ood_hint, reason_text
 
 A4_INCHES = (8.27, 11.69)
 # The PDF embeds the images at this many pixels on their long side at most: sharper than a printer
@@ -57,8 +59,26 @@ def _utc(value: datetime) -> str:
     return f"{value:%Y-%m-%d %H:%M} UTC"
 
 
-def prediction_pdf(record: Prediction, film: Path, overlay: Path, positive_class: str, loaded_version: str) -> bytes:
-    """The report as PDF bytes: one A4 page."""
+def _reading_status(record: Prediction) -> str:
+    """Whether a clinician's reading is final: the report says so at the top."""
+    final = [review for review in record.reviews if review.status == "final"]
+    if final:
+        return f"Clinician reading: FINAL ({READINGS[final[0].reading]})."
+    if record.reviews:
+        return f"Clinician reading: PRELIMINARY ({READINGS[record.reviews[0].reading]}); no final reading yet."
+    return "Clinician reading: none yet."
+
+
+def prediction_pdf(
+    record: Prediction,
+    film: Path,
+    overlay: Path,
+    positive_class: str,
+    loaded_version: str,
+    unusual_score: float | None = None,
+) -> bytes:
+    """The report as PDF bytes: one A4 page. `unusual_score` is the indeterminate cut-off of the model that
+    made the prediction, when it is known."""
     figure = Figure(figsize=A4_INCHES)
     page = _Page(figure)
     page.line(f"Chest X-ray triage: prediction #{record.id}", size=15, weight="bold")
@@ -70,23 +90,26 @@ def prediction_pdf(record: Prediction, film: Path, overlay: Path, positive_class
         bbox={"facecolor": "#fff4d6", "edgecolor": "#f0d98a", "boxstyle": "round,pad=0.4"},
     )
     page.space(0.08)
-    page.line(f"Decision: {record.decision}", size=13, weight="bold")
-    if record.decision == "indeterminate":
+    page.line(f"Model: {decision_label(record.decision)}", size=13, weight="bold")
+    reason = reason_text(record.decision, record.indeterminate_reasons)
+    if reason:
+        page.line(f"Indeterminate because the film is {reason}: read the film yourself.")
+    elif record.decision != positive_class:
+        page.line("No COVID-19 features does not mean normal: films with other findings get this outcome too.")
+    if record.positive_probability is not None and record.threshold is not None:
         page.line(
-            f"The model does not call this film {positive_class} but cannot call it {record.label} either: "
-            "read the film yourself."
+            f"Calibrated p(COVID-19): {record.positive_probability * 100:.1f} %; COVID-19 features from "
+            f"{record.threshold * 100:.1f} % (the threshold)."
         )
-    page.line(f"Most likely class: {record.label}, ensemble probability {record.probability * 100:.1f} %.")
-    if record.threshold is not None:
-        page.line(f"Operating threshold: {record.threshold:.3f} on p({positive_class}).")
     else:
-        page.line("No operating threshold: the most probable class is predicted.")
+        page.line(f"No operating threshold: the most probable class ({record.label}) is predicted.")
+    page.line(_reading_status(record), weight="bold")
     page.space(0.05)
-    page.line(f"{'class':<16}{'ensemble':>10}{'CNN':>10}", family="monospace", weight="bold")
+    page.line(f"{'class':<34}{'ensemble':>10}{'CNN':>10}", family="monospace", weight="bold")
     for cls, value in sorted(record.probabilities.items()):
         cnn = record.cnn_probabilities.get(cls)
         cnn_text = "—" if cnn is None else f"{cnn * 100:.1f} %"
-        page.line(f"{cls[:16]:<16}{value * 100:>8.1f} %{cnn_text:>10}", family="monospace")
+        page.line(f"{class_label(cls)[:34]:<34}{value * 100:>8.1f} %{cnn_text:>10}", family="monospace")
     page.space(0.05)
     uploader = username(record)
     version = record.model_version + ("" if record.model_version == loaded_version else " (not the model now loaded)")
@@ -95,7 +118,7 @@ def prediction_pdf(record: Prediction, film: Path, overlay: Path, positive_class
         ("File", record.filename),
         ("Analysed", _utc(record.created_at) + (f" by {uploader}" if uploader else "")),
         ("Model version", version),
-        ("Out-of-distribution score", f"{record.ood_score:.2f} (at most 1.00: resembles the training X-rays)"),
+        ("Out-of-distribution score", f"{record.ood_score:.2f} ({ood_hint(unusual_score, record.model_version)})"),
         ("SHA-256", record.sha256),
     ):
         text = f"{label}: {' '.join(value.split())}"
@@ -113,13 +136,14 @@ def prediction_pdf(record: Prediction, film: Path, overlay: Path, positive_class
         page.line(text, size=8, color="#5b6775")
 
     page.space(0.1)
-    page.line("Clinician reviews", size=11, weight="bold")
+    page.line("Clinician readings", size=11, weight="bold")
     if not record.reviews:
-        page.line("No review yet.")
+        page.line("No reading yet.")
     for review in record.reviews[:REVIEWS_SHOWN]:
-        verdict = "Agrees" if review.agrees else f"Disagrees (correct class: {review.correct_class})"
+        agreement = "agrees" if review.agrees else "disagrees"
+        verdict = f"{STATUSES[review.status]}: {READINGS[review.reading]} ({agreement} with the model)"
         reviewer = username(review)
-        page.line(f"{verdict} · {_utc(review.created_at)}" + (f" · {reviewer}" if reviewer else ""), weight="bold")
+        page.line(f"{verdict} · {_utc(review.updated_at)}" + (f" · {reviewer}" if reviewer else ""), weight="bold")
         if review.comment:
             for text in textwrap.wrap(
                 " ".join(review.comment.split()), WRAP, max_lines=COMMENT_LINES, placeholder=" …"

@@ -1,7 +1,10 @@
 """Clinician reviews: one per clinician per prediction, editable, each edit keeping the version it replaces.
 
-The review form (`webapp.forms.ReviewForm`) and the JSON API check a reading with `review_problem` and save
-it with `save_review`, so both follow the same rules.
+A review is the clinician's own reading of the film in the RSNA consensus categories for COVID-19 on chest
+radiographs (typical, indeterminate or atypical appearance, negative for pneumonia), or another finding,
+with a comment, and is preliminary or final. Whether it agrees with the model is computed from the reading.
+The review form (`webapp.forms.ReviewForm`) and the JSON API check a review with `review_problem` and save it
+with `save_review`, so both follow the same rules.
 """
 
 from __future__ import annotations
@@ -11,24 +14,26 @@ from sqlalchemy.exc import IntegrityError
 
 from webapp import audit
 from webapp.db import Prediction, Review, ReviewEdit, User, db, utcnow
+from webapp.readings import OTHER, READINGS, STATUSES, agrees_with_model
+from webapp.triage import refuse_if_claimed_by_another
 
 MAX_COMMENT = 2000
 
 
-def review_problem(classes: list[str], predicted: str, agrees: bool, correct_class: str | None) -> str | None:
-    """Why this reading cannot be saved, or None. `correct_class` is needed only to disagree."""
-    if agrees:
-        if correct_class and correct_class not in classes:
-            return f"Unknown class '{correct_class}' (expected one of {', '.join(classes)})."
-        if correct_class and correct_class != predicted:
-            return f"To agree, the correct class is the predicted one ({predicted}); disagree to name another."
-        return None
-    if not correct_class:
-        return "Choose the correct class."
-    if correct_class not in classes:
-        return f"Unknown class '{correct_class}' (expected one of {', '.join(classes)})."
-    if correct_class == predicted:
-        return "The correct class must differ from the predicted one when you disagree."
+def review_problem(reading: str | None, status: str | None, comment: str | None) -> str | None:
+    """Why this review cannot be saved, or None."""
+    if not reading:
+        return f"Choose your reading: {', '.join(READINGS)}."
+    if reading not in READINGS:
+        return f"Unknown reading '{reading}' (expected one of {', '.join(READINGS)})."
+    if not status:
+        return "Choose whether the review is preliminary or final."
+    if status not in STATUSES:
+        return f"Unknown status '{status}' (expected preliminary or final)."
+    if reading == OTHER and not (comment or "").strip():
+        return "Name the other finding in the comment."
+    if comment is not None and len(comment) > MAX_COMMENT:
+        return f"The comment is longer than {MAX_COMMENT} characters."
     return None
 
 
@@ -36,43 +41,41 @@ def own_review(record: Prediction, user: User) -> Review | None:
     return next((review for review in record.reviews if review.user_id == user.id), None)
 
 
-def save_review(record: Prediction, user: User, agrees: bool, correct_class: str | None, comment: str | None) -> bool:
+def save_review(record: Prediction, user: User, reading: str, status: str, comment: str | None) -> bool:
     """Add or update `user`'s review of `record` and commit it with its audit entry; True if it is new.
 
     An update first copies the version it replaces into the review's edit history. A first review saved
     meanwhile by the same clinician elsewhere (another tab) is refused with 409 rather than overwritten unseen."""
+    refuse_if_claimed_by_another(record, user)
     comment = (comment or "").strip() or None
-    correct_class = record.label if agrees else correct_class
     review = own_review(record, user)
     now = utcnow()
     if review is None:
         record.reviews.insert(
             0,
             Review(
-                agrees=agrees,
-                correct_class=correct_class,
+                reading=reading,
+                status=status,
                 comment=comment,
                 user_id=user.id,
                 user=user,
+                prediction=record,
                 created_at=now,
                 updated_at=now,
                 edits=[],
             ),
         )
     else:
-        review.edits.insert(
-            0,
-            ReviewEdit(
-                saved_at=review.updated_at,
-                agrees=review.agrees,
-                correct_class=review.correct_class,
-                comment=review.comment,
-            ),
+        earlier = ReviewEdit(
+            saved_at=review.updated_at, reading=review.reading, status=review.status, comment=review.comment
         )
-        review.agrees, review.correct_class, review.comment, review.updated_at = agrees, correct_class, comment, now
+        review.edits.insert(0, earlier)
+        review.reading, review.status, review.comment, review.updated_at = reading, status, comment, now
         # The relationship is ordered newest first; keep the in-memory list so for the answer.
         record.reviews.sort(key=lambda r: (r.updated_at, r.id), reverse=True)
-    verdict = "agrees" if agrees else "disagrees"
+    verdict = f"{status} {reading}, {'agrees' if agrees_with_model(reading, record.decision) else 'disagrees'}"
+    if status == "final" and record.claimed_by_id == user.id:  # a final reading ends the clinician's claim
+        record.claimed_by, record.claimed_by_id, record.claimed_at = None, None, None
     audit.record(
         audit.REVIEW,
         target=f"prediction:{record.id}",

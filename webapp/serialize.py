@@ -10,6 +10,9 @@ from typing import Any
 from flask import url_for
 
 from webapp.db import Prediction, Review, ReviewEdit
+from webapp.readings import READINGS
+from webapp.triage import active_claim
+from webapp.wording import decision_label, reason_text
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -20,6 +23,9 @@ def prediction_json(row: Prediction) -> dict[str, Any]:
     """The result fields; the CLI prints these for files it does not store."""
     return {
         "decision": row.decision,
+        "decision_label": decision_label(row.decision),
+        "indeterminate_reasons": row.indeterminate_reasons,
+        "indeterminate_reason_text": reason_text(row.decision, row.indeterminate_reasons),
         "class": row.label,
         "probability": row.probability,
         "probabilities": row.probabilities,
@@ -41,8 +47,10 @@ def review_json(review: Review) -> dict[str, Any]:
     return {
         "created": timestamp(review.created_at),
         "updated": timestamp(review.updated_at),
-        "agrees": review.agrees,
-        "correct_class": review.correct_class,
+        "reading": review.reading,
+        "reading_label": READINGS[review.reading],
+        "status": review.status,
+        "agrees_with_model": review.agrees,
         "comment": review.comment,
         "user": username(review),
         "edits": [edit_json(edit) for edit in review.edits],
@@ -52,20 +60,26 @@ def review_json(review: Review) -> dict[str, Any]:
 def edit_json(edit: ReviewEdit) -> dict[str, Any]:
     return {
         "saved": timestamp(edit.saved_at),
-        "agrees": edit.agrees,
-        "correct_class": edit.correct_class,
+        "reading": edit.reading,
+        "status": edit.status,
         "comment": edit.comment,
     }
 
 
 def stored_json(row: Prediction, reviews: bool = False) -> dict[str, Any]:
     """A stored prediction for the API: its id, the result fields, the URLs of its pages and images, the latest
-    review (whose class is the clinician label) and, with `reviews`, every clinician's review."""
+    review (whose reading is the clinician label) and, with `reviews`, every clinician's review."""
     data = {"id": row.id, **prediction_json(row), "user": username(row)}
+    holder = active_claim(row)
+    data["urgent"] = row.urgent
+    data["claimed_by"] = holder.username if holder else None
+    data["claimed_at"] = timestamp(row.claimed_at) if holder else None
     data["latest_review"] = review_json(row.latest_review) if row.latest_review else None
     data["url"] = url_for("results.detail", prediction_id=row.id, _external=True)
     for kind in ("image", "overlay", "thumbnail"):
         data[f"{kind}_url"] = image_url(row, kind, _external=True)
+    data["depth_url"] = image_url(row, "depth", _external=True) if row.depth_path else None
+    data["depth_window"] = row.depth_window
     if reviews:
         data["reviews"] = [review_json(review) for review in row.reviews]
     return data
@@ -91,24 +105,27 @@ def csv_safe(value: Any) -> Any:
 
 
 def csv_rows(rows: Iterable[Prediction], classes: list[str]) -> Iterator[list[Any]]:
-    """A header, then one row per prediction with every class's probabilities and the latest review."""
+    """A header, then one row per prediction with every class's probabilities and the latest review's reading."""
     yield [
-        "id", "created_utc", "user", "filename", "reference", "decision", "predicted_class", "probability",
+        "id", "created_utc", "user", "filename", "reference", "decision", "decision_label", "indeterminate_reasons",
+        "predicted_class", "probability",
         *(f"p_{c}" for c in classes), *(f"cnn_p_{c}" for c in classes),
         "threshold", "ood_score", "model_version", "elapsed_ms", "sha256", "note",
-        "reviews", "latest_review", "latest_review_class",
+        "reviews", "latest_reading", "latest_review_status", "latest_review_agrees_with_model",
     ]  # fmt: skip
     for row in rows:
         latest = row.latest_review
         yield [
             row.id, timestamp(row.created_at), username(row) or "", csv_safe(row.filename),
-            csv_safe(row.reference or ""), row.decision, row.label, round(row.probability, 4),
+            csv_safe(row.reference or ""), row.decision, decision_label(row.decision),
+            " ".join(row.indeterminate_reasons or ()), row.label, round(row.probability, 4),
             *(_rounded(row.probabilities.get(c)) for c in classes),
             *(_rounded(row.cnn_probabilities.get(c)) for c in classes),
             _rounded(row.threshold), round(row.ood_score, 4), row.model_version, row.elapsed_ms, row.sha256,
             csv_safe(row.note or ""), len(row.reviews),
-            "" if latest is None else ("agree" if latest.agrees else "disagree"),
-            "" if latest is None else latest.correct_class,
+            "" if latest is None else latest.reading,
+            "" if latest is None else latest.status,
+            "" if latest is None else ("yes" if latest.agrees else "no"),
         ]  # fmt: skip
 
 

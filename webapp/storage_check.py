@@ -30,6 +30,7 @@ from webapp.cli import needs_schema
 from webapp.db import Prediction, db
 
 FILE_COLUMNS = ("image_path", "overlay_path", "thumbnail_path")
+OPTIONAL_FILE_COLUMNS = ("depth_path",)  # NULL when the upload has no such file (not a grayscale DICOM)
 
 
 @dataclass
@@ -78,13 +79,14 @@ def check_storage(clean: bool = False, min_age: float = 300.0, app: Flask | None
     folder = Path(app.config["UPLOAD_FOLDER"])
     report = StorageReport(upload_folder=str(folder))
     referenced: set[str] = set()
-    columns = [getattr(Prediction, name) for name in FILE_COLUMNS]
+    columns = [getattr(Prediction, name) for name in (*FILE_COLUMNS, *OPTIONAL_FILE_COLUMNS)]
     for row in db.session.execute(select(Prediction.id, *columns)):
         report.rows += 1
         missing = []
-        for relative in row[1:]:
+        for index, relative in enumerate(row[1:]):
             if not relative:
-                missing.append("(no path recorded)")
+                if index < len(FILE_COLUMNS):
+                    missing.append("(no path recorded)")
                 continue
             referenced.add(relative)
             if not (folder / relative).is_file():

@@ -5,10 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Flask, request, url_for
+from flask_login import current_user
 from markupsafe import Markup
 
+from cxr.decision import Rule
+from webapp.db import Prediction
 from webapp.model_service import model_service
+from webapp.readings import READINGS, STATUSES
 from webapp.serialize import image_url, timestamp
+from webapp.triage import active_claim, unread_count
+from webapp.wording import class_label, decision_label, ood_hint, reason_text
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -34,6 +40,13 @@ def page_url(page: int, **params: str) -> str:
     return url_for(request.endpoint, **{**request.view_args, **params, "page": page})
 
 
+def rule_of(record: Prediction) -> Rule | None:
+    """The decision rule that made `record` (its threshold and indeterminate cut-offs), when that model is the
+    one loaded; None for a prediction of another model version."""
+    bundle = model_service.loaded
+    return bundle.rule if bundle is not None and bundle.version == record.model_version else None
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
@@ -42,6 +55,21 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(utc)
     app.add_template_global(page_url)
     app.add_template_global(image_url)
+    app.add_template_global(rule_of)
+    app.add_template_global(active_claim, "claim_of")
+    app.add_template_global(ood_hint)
+    app.add_template_filter(decision_label)
+    app.add_template_filter(reason_text)
+    app.add_template_filter(class_label)
+    app.add_template_global(READINGS, "READINGS")
+    app.add_template_global(STATUSES, "STATUSES")
+
+    @app.context_processor
+    def worklist() -> dict[str, int | None]:
+        # The navigation's unread count: only for a signed-in user, and only on pages (not JSON or files).
+        if not current_user.is_authenticated or current_user.must_change_password:
+            return {"unread_count": None}
+        return {"unread_count": unread_count()}
 
     @app.context_processor
     def model_version() -> dict[str, str | None]:

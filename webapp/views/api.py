@@ -15,14 +15,15 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from webapp import audit
-from webapp.analysis import confirm_reference, create_prediction, display_name
+from webapp.analysis import confirm_reference, create_prediction, display_name, find_duplicate, record_duplicate
 from webapp.db import Prediction, db
 from webapp.forms import ApiUploadForm, HistoryFilter, MonitoringFilter
 from webapp.model_service import model_service
 from webapp.monitoring import monitoring_report
 from webapp.openapi import openapi_document
 from webapp.queries import PAGE_PARAMETERS, history_select, paginate
-from webapp.reviews import MAX_COMMENT, own_review, review_problem, save_review
+from webapp.readings import READINGS, STATUSES
+from webapp.reviews import own_review, review_problem, save_review
 from webapp.serialize import review_json, stored_json
 from webapp.views.results import report_download, viewed
 
@@ -34,9 +35,16 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII without s
 
 @bp.post("/predictions")
 def create() -> tuple[dict, int, dict[str, str]]:
-    """Analyse and store an upload (201). With an `Idempotency-Key` header, a retry by the same user with
-    the same key returns the prediction stored first (200) instead of storing the film again: a client
-    that lost the answer (a dropped connection, a restarted worker) may simply send the request again."""
+    """Analyse and store an upload (201).
+
+    A file already stored (same SHA-256) is not stored again: the answer is its existing prediction (200,
+    `"duplicate": true`), unless `?force=1` asks for a new one. With an `Idempotency-Key` header, a retry by
+    the same user with the same key returns the prediction stored first (200) instead of storing the film
+    again: a client that lost the answer (a dropped connection, a restarted worker) may simply send the
+    request again, with or without `force`."""
+    force = request.args.get("force", "0")
+    if force not in ("0", "1"):
+        abort(400, "'force' must be 1 (store a file uploaded before again) or 0.")
     key = request.headers.get("Idempotency-Key")
     if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
         abort(400, "The Idempotency-Key header must be 1 to 128 printable ASCII characters without spaces.")
@@ -46,9 +54,15 @@ def create() -> tuple[dict, int, dict[str, str]]:
     if not form.validate():
         abort(400, " ".join(" ".join(errors) for errors in form.errors.values()))
     storage = form.file.data
+    data = storage.read()
+    existing = None if force == "1" else find_duplicate(data)
+    if existing is not None:
+        record_duplicate(existing)
+        location = url_for("api.read", prediction_id=existing.id, _external=True)
+        return {**stored_json(existing, reviews=True), "duplicate": True}, 200, {"Location": location}
     try:
         record = create_prediction(
-            storage.read(), display_name(storage.filename), form.reference.data, form.note.data, idempotency_key=key
+            data, display_name(storage.filename), form.reference.data, form.note.data, idempotency_key=key
         )
     except IntegrityError:  # the same key's concurrent request stored first (its files were removed)
         first = _stored_with_key(key) if key is not None else None
@@ -66,7 +80,7 @@ def _stored_with_key(key: str) -> Prediction | None:
 
 def _created(record: Prediction, status: int) -> tuple[dict, int, dict[str, str]]:
     location = url_for("api.read", prediction_id=record.id, _external=True)
-    answer = stored_json(record, reviews=True)
+    answer = {**stored_json(record, reviews=True), "duplicate": False}
     if record.suggested_reference:  # a DICOM header's identifiers, offered and not stored (POST .../reference)
         answer["suggested_reference"] = record.suggested_reference
     return answer, status, {"Location": location}
@@ -83,7 +97,7 @@ def report(prediction_id: int) -> Response:
     return report_download(prediction_id)
 
 
-REVIEW_FIELDS = {"agree", "correct_class", "comment"}
+REVIEW_FIELDS = ("reading", "status", "comment")
 
 
 def _json_object() -> dict[str, Any]:
@@ -104,26 +118,25 @@ def _json_object() -> dict[str, Any]:
 
 @bp.post("/predictions/<int:prediction_id>/reviews")
 def review(prediction_id: int) -> tuple[dict, int]:
-    """The caller's review of the prediction: created (201), or updated with its earlier version kept (200)."""
+    """The caller's reading of the film: created (201), or updated with its earlier version kept (200)."""
     record = db.get_or_404(Prediction, prediction_id)
     body = _json_object()
-    unknown = sorted(set(body) - REVIEW_FIELDS)
+    unknown = sorted(set(body) - set(REVIEW_FIELDS))
     if unknown:
-        abort(400, f"Unknown field(s): {', '.join(unknown)}; send agree, correct_class and comment.")
-    agrees = body.get("agree")
-    if not isinstance(agrees, bool):
-        abort(400, "'agree' must be true or false.")
-    correct_class, comment = body.get("correct_class"), body.get("comment")
-    for name, value in (("correct_class", correct_class), ("comment", comment)):
-        if value is not None and not isinstance(value, str):
-            abort(400, f"'{name}' must be a string or null.")
-    if comment is not None and len(comment) > MAX_COMMENT:
-        abort(400, f"'comment' is longer than {MAX_COMMENT} characters.")
-    problem = review_problem(model_service.bundle.classes, record.label, agrees, (correct_class or "").strip() or None)
+        abort(400, f"Unknown field(s): {', '.join(unknown)}; send {', '.join(REVIEW_FIELDS)}.")
+    # Each value's type is checked before it is used, so that a list or an object gets 400, never a 500.
+    for name in ("reading", "status"):
+        if not isinstance(body.get(name), str):
+            abort(400, f"'{name}' must be a string: {' or '.join(READINGS if name == 'reading' else STATUSES)}.")
+    comment = body.get("comment")
+    if comment is not None and not isinstance(comment, str):
+        abort(400, "'comment' must be a string or null.")
+    reading, status = body["reading"].strip(), body["status"].strip()
+    problem = review_problem(reading, status, comment)
     if problem:
         abort(422, problem)
     user = current_user._get_current_object()
-    created = save_review(record, user, agrees, (correct_class or "").strip() or None, comment)
+    created = save_review(record, user, reading, status, comment)
     return review_json(own_review(record, user)), 201 if created else 200
 
 

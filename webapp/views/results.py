@@ -26,13 +26,20 @@ from webapp import audit
 from webapp.accounts import current_session
 from webapp.analysis import confirm_reference
 from webapp.db import Prediction, db
-from webapp.forms import ReferenceForm, ReviewForm
+from webapp.forms import ReferenceForm, ReviewForm, TriageForm
 from webapp.model_service import model_service
 from webapp.report import prediction_pdf
 from webapp.reviews import own_review, save_review
+from webapp.templating import rule_of
+from webapp.triage import CLAIM_MINUTES, active_claim, claim, release, set_urgent
 
 bp = Blueprint("results", __name__, url_prefix="/predictions")
-IMAGE_COLUMNS = {"image": "image_path", "overlay": "overlay_path", "thumbnail": "thumbnail_path"}
+IMAGE_COLUMNS = {
+    "image": "image_path",
+    "overlay": "overlay_path",
+    "thumbnail": "thumbnail_path",
+    "depth": "depth_path",  # a DICOM's full bit depth (16-bit PNG), for the viewer
+}
 PRIORS_SHOWN = 20  # the newest; the history's reference search finds the rest
 # A DICOM header's identifiers, offered as the reference until the clinician picks one. They are not
 # stored with the study: they live in the uploading browser's server-side session (UserSession), for its
@@ -66,6 +73,7 @@ def _render(record: Prediction, form: ReviewForm) -> str:
         form=form,
         positive_class=POSITIVE_CLASS,
         own=own_review(record, current_user),
+        holder=active_claim(record),
         priors=priors,
         prior_count=prior_count,
     )
@@ -96,12 +104,8 @@ def _review_form(record: Prediction) -> ReviewForm:
     mine = own_review(record, current_user)
     data = None
     if mine is not None:
-        data = {
-            "verdict": "agree" if mine.agrees else "disagree",
-            "correct_class": "" if mine.agrees else mine.correct_class,
-            "comment": mine.comment or "",
-        }
-    return ReviewForm(classes=model_service.bundle.classes, predicted=record.label, data=data)
+        data = {"reading": mine.reading, "status": mine.status, "comment": mine.comment or ""}
+    return ReviewForm(data=data)
 
 
 @bp.get("/<int:prediction_id>")
@@ -140,8 +144,14 @@ def report_download(prediction_id: int) -> Response:
     recorded in the audit trail like any export."""
     record = db.get_or_404(Prediction, prediction_id)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
+    rule = rule_of(record)
     pdf = prediction_pdf(
-        record, folder / record.image_path, folder / record.overlay_path, POSITIVE_CLASS, model_service.bundle.version
+        record,
+        folder / record.image_path,
+        folder / record.overlay_path,
+        POSITIVE_CLASS,
+        model_service.bundle.version,
+        rule.unusual_score if rule else None,
     )
     via_api = request.blueprint == "api"
     audit.record(
@@ -159,14 +169,39 @@ def review(prediction_id: int) -> Response | tuple[str, int]:
     if not form.validate_on_submit():
         return _render(record, form), 400
     created = save_review(
-        record,
-        current_user._get_current_object(),
-        form.verdict.data == "agree",
-        form.correct_class.data,
-        form.comment.data,
+        record, current_user._get_current_object(), form.reading.data, form.status.data, form.comment.data
     )
-    flash("Review saved." if created else "Review updated; the earlier version is kept below it.")
+    flash("Reading saved." if created else "Reading updated; the earlier version is kept below it.")
     return redirect(url_for("results.detail", prediction_id=record.id, _anchor="reviews"))
+
+
+@bp.post("/<int:prediction_id>/claim")
+def claim_film(prediction_id: int) -> Response:
+    """Claim the film to read it (so that nobody else does meanwhile), or release it (`action=release`)."""
+    record = db.get_or_404(Prediction, prediction_id)
+    form = TriageForm()
+    if not form.validate_on_submit() or form.action.data not in ("claim", "release"):
+        abort(400, "Send action=claim or action=release.")
+    user = current_user._get_current_object()
+    if form.action.data == "claim":
+        claim(record, user)
+        flash(f"You are reading this film: nobody else can save a reading for {CLAIM_MINUTES} minutes.")
+    else:
+        release(record, user)
+        flash("Released: others may read this film.")
+    return redirect(url_for("results.detail", prediction_id=record.id))
+
+
+@bp.post("/<int:prediction_id>/urgent")
+def urgent(prediction_id: int) -> Response:
+    """Flag the film urgent (first on the worklist) or not (`action=urgent` / `action=routine`)."""
+    record = db.get_or_404(Prediction, prediction_id)
+    form = TriageForm()
+    if not form.validate_on_submit() or form.action.data not in ("urgent", "routine"):
+        abort(400, "Send action=urgent or action=routine.")
+    set_urgent(record, current_user._get_current_object(), form.action.data == "urgent")
+    flash("Flagged urgent: it goes first on the worklist." if record.urgent else "No longer flagged urgent.")
+    return redirect(url_for("results.detail", prediction_id=record.id))
 
 
 @bp.post("/<int:prediction_id>/reference")
@@ -184,11 +219,11 @@ def reference(prediction_id: int) -> Response:
     return redirect(url_for("results.detail", prediction_id=record.id))
 
 
-@bp.get("/<int:prediction_id>/<any(image, overlay, thumbnail):kind>.<any(png, jpg):extension>")
+@bp.get("/<int:prediction_id>/<any(image, overlay, thumbnail, depth):kind>.<any(png, jpg):extension>")
 def image_file(prediction_id: int, kind: str, extension: str) -> Response:
     record = db.get_or_404(Prediction, prediction_id)
     stored = getattr(record, IMAGE_COLUMNS[kind])
-    if not stored.endswith(f".{extension}"):
+    if not stored or not stored.endswith(f".{extension}"):
         abort(404)
     # Every read of a film is recorded, whoever reads it: a copy of a session cookie fetches films without
     # opening any recorded page.
