@@ -10,6 +10,7 @@ import io
 import warnings
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 
 import numpy as np
@@ -40,6 +41,19 @@ SIGNATURES = {
 RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT"}
 CHEST_BODY_PARTS = ("CHEST", "THORAX", "TORAX", "LUNG", "TORSO")
 UNINFORMATIVE_BODY_PARTS = {"", "UNKNOWN", "OTHER", "NONE"}
+# The study metadata a prediction keeps (webapp.db.Prediction), by DICOM keyword, and the longest value
+# each may have (the VR's limit); nothing else from a header is stored. Laterality: the image's, else the series'.
+STUDY_FIELDS = {
+    "study_instance_uid": ("StudyInstanceUID", 64),
+    "series_instance_uid": ("SeriesInstanceUID", 64),
+    "sop_instance_uid": ("SOPInstanceUID", 64),
+    "accession_number": ("AccessionNumber", 16),
+    "view_position": ("ViewPosition", 16),
+    "laterality": ("ImageLaterality", 1),
+    "modality": ("Modality", 16),
+    "study_date": ("StudyDate", 8),
+}
+CODED_FIELDS = {"view_position", "laterality", "modality"}
 NON_FRONTAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLO", "RLO"}  # DICOM ViewPosition: laterals, obliques
 
 # A deflated DICOM data set (transfer syntax 1.2.840.10008.1.2.1.99) is inflated whole by pydicom before
@@ -70,6 +84,8 @@ class DecodedImage:
     `metadata` holds only what the history shows (DICOM modality, body part, view): never patient data.
     `identifiers` holds a DICOM file's PatientID and AccessionNumber (when present) so that the app can
     offer them as the reference for the clinician to confirm; nothing stores or logs them by itself.
+    `study` holds the DICOM study metadata a prediction keeps (`STUDY_FIELDS`: its UIDs, accession number,
+    view position, laterality, modality and study date); empty for other formats.
     `source_png` is the upload itself when it already holds exactly `gray`: an 8-bit grayscale PNG
     without transparency or EXIF rotation (its metadata chunks are still in it).
     """
@@ -79,6 +95,7 @@ class DecodedImage:
     colourfulness: float = 0.0
     metadata: dict[str, str] = field(default_factory=dict)
     identifiers: dict[str, str] = field(default_factory=dict, repr=False)
+    study: dict[str, str] = field(default_factory=dict, repr=False)
     source_png: bytes | None = field(default=None, repr=False)
 
     @cached_property
@@ -324,16 +341,36 @@ def _decode_dicom(data: bytes) -> DecodedImage:
             )
             if value
         }
+        study = study_metadata(ds)
         if photometric == "PALETTE COLOR":
             raw = apply_color_lut(raw, ds)
         if raw.ndim == 3 and raw.shape[-1] == 3:  # RGB (pydicom has already converted YBR to RGB)
             rgb = _min_max(raw.astype(np.float32))
             gray = _min_max(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
-            return DecodedImage(gray, "DICOM", colourfulness(rgb * 255.0), metadata, identifiers)
+            return DecodedImage(gray, "DICOM", colourfulness(rgb * 255.0), metadata, identifiers, study)
         if raw.ndim != 2:
             raise NotAChestXray("This DICOM file does not hold a single 2-D grayscale image.")
         # Rescale slope/intercept (or modality LUT), then the window or VOI LUT a radiologist would see.
         pixels = _min_max(apply_voi_lut(apply_modality_lut(raw, ds), ds).astype(np.float32))
     if photometric == "MONOCHROME1":  # low values are white in MONOCHROME1
         pixels = 1.0 - pixels
-    return DecodedImage(pixels=pixels, format="DICOM", metadata=metadata, identifiers=identifiers)
+    return DecodedImage(pixels=pixels, format="DICOM", metadata=metadata, identifiers=identifiers, study=study)
+
+
+def study_metadata(ds) -> dict[str, str]:
+    """`STUDY_FIELDS` of a pydicom data set that are present and fit their length, stripped (codes
+    upper-cased); a study date only when it is a real YYYYMMDD date."""
+    values = {}
+    for name, (keyword, longest) in STUDY_FIELDS.items():
+        value = ds.get(keyword) or (ds.get("Laterality") if name == "laterality" else None)
+        value = str(value or "").strip()
+        if name in CODED_FIELDS:
+            value = value.upper()
+        if value and len(value) <= longest:
+            values[name] = value
+    if "study_date" in values:
+        try:
+            datetime.strptime(values["study_date"], "%Y%m%d")
+        except ValueError:
+            del values["study_date"]
+    return values

@@ -6,6 +6,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from flask import abort, current_app, has_request_context, request
@@ -17,7 +18,7 @@ from cxr.gate import GateResult, Refused, assess
 from cxr.imaging import DecodedImage, decode_image
 from cxr.overlay import FILE_FORMATS, stored_files
 from webapp import audit
-from webapp.db import Prediction, db, utcnow
+from webapp.db import UPLOAD_ORIGIN, Prediction, db, utcnow
 from webapp.model_service import model_service
 
 
@@ -69,8 +70,20 @@ def build_record(
     )
 
 
-def create_prediction(data: bytes, filename: str, reference: str | None = None, note: str | None = None) -> Prediction:
-    """Analyse an upload and store it: its three files under generated names, then the row.
+def create_prediction(
+    data: bytes,
+    filename: str,
+    reference: str | None = None,
+    note: str | None = None,
+    *,
+    origin: str = UPLOAD_ORIGIN,
+    typed: dict[str, object] | None = None,
+) -> Prediction:
+    """Analyse an upload (or an instance from the PACS, `origin` naming where it came from) and store it:
+    its three files under generated names, then the row.
+
+    The study metadata comes from a DICOM header; `typed` (view_position, study_date: what a clinician
+    typed for a PNG or JPEG) fills what the header does not say.
 
     On any failure the files written so far are removed and the session rolled back. A refusal by the
     out-of-distribution gate is counted in the audit trail (per model version) for monitoring.
@@ -87,6 +100,8 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
             analysis.image, analysis.output.heatmap, analysis.output.box, int(current_app.config["THUMBNAIL_SIZE"])
         )
     record = build_record(analysis, filename, reference, note)
+    record.origin = origin
+    set_study(record, analysis.image.study, typed or {})
     if record.reference is None and analysis.image.identifiers:
         record.suggested_reference = dict(analysis.image.identifiers)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
@@ -113,6 +128,16 @@ def create_prediction(data: bytes, filename: str, reference: str | None = None, 
             path.unlink(missing_ok=True)
         raise
     return record
+
+
+def set_study(record: Prediction, header: dict[str, str], typed: dict[str, object]) -> None:
+    """Copy a DICOM header's study metadata (cxr.imaging.STUDY_FIELDS) onto `record`; what the header
+    lacks is taken from `typed` (a view position and a study date given at upload)."""
+    for name, value in header.items():
+        setattr(record, name, datetime.strptime(value, "%Y%m%d").date() if name == "study_date" else value)
+    for name in ("view_position", "study_date"):
+        if getattr(record, name) is None and typed.get(name):
+            setattr(record, name, typed[name])
 
 
 MAX_REFERENCE = 128

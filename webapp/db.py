@@ -11,7 +11,20 @@ from flask import Flask
 from flask_login import UserMixin
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, Select, String, Text, UniqueConstraint, event
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    Select,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    text,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -54,8 +67,24 @@ def within_dates(query: Select, column, date_from: date | None, date_to: date | 
     return query
 
 
+UPLOAD_ORIGIN = "upload"
+VIEW_POSITIONS = ("PA", "AP", "LL", "RL", "LATERAL")  # DICOM ViewPosition values a clinician may type
+PORTABLE_VIEW = "AP"  # portable (bedside) films: where COVID-19 models err most
+
+
 class Prediction(db.Model):
     __tablename__ = "predictions"
+    # A PACS instance is analysed once, however often it is sent or its job retried: the second row is
+    # refused here (uploads may repeat an instance, e.g. a clinician uploading the exported file).
+    __table_args__ = (
+        Index(
+            "uq_predictions_pacs_instance",
+            "sop_instance_uid",
+            unique=True,
+            sqlite_where=text("origin != 'upload'"),
+            postgresql_where=text("origin != 'upload'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
@@ -79,6 +108,19 @@ class Prediction(db.Model):
     ood_score: Mapped[float]  # feature distance / its threshold; ≤ 1 resembles the training X-rays
     reference: Mapped[str | None] = mapped_column(String(128), index=True)
     note: Mapped[str | None] = mapped_column(Text)
+    # Study metadata (cxr.imaging.STUDY_FIELDS) from a DICOM header, or typed at upload (view, study date).
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    accession_number: Mapped[str | None] = mapped_column(String(16))
+    view_position: Mapped[str | None] = mapped_column(String(16))
+    laterality: Mapped[str | None] = mapped_column(String(1))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    study_date: Mapped[date | None] = mapped_column(Date, index=True)
+    # "upload", or where a PACS instance came from: the calling AE title (C-STORE) or "DICOMweb" (pull).
+    origin: Mapped[str] = mapped_column(String(64), default=UPLOAD_ORIGIN, server_default=UPLOAD_ORIGIN)
+    # When the SR and the secondary capture reached the PACS (webapp.pacs.results); NULL until then.
+    results_sent_at: Mapped[datetime | None] = mapped_column(DateTime)
     # Who uploaded it; NULL for rows from before accounts existed. Users are disabled, never deleted.
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     user: Mapped[User | None] = relationship(lazy="joined")
@@ -91,6 +133,11 @@ class Prediction(db.Model):
 
     # Never stored: what an uploaded DICOM's header offers as the reference, for the answer to that upload only.
     suggested_reference = None  # dict[str, str] | None; a plain attribute, unmapped
+
+    @property
+    def portable(self) -> bool:
+        """An AP film: usually taken at the bedside, where COVID-19 models err most."""
+        return self.view_position == PORTABLE_VIEW
 
     @property
     def latest_review(self) -> Review | None:
