@@ -285,6 +285,31 @@ def _check_decoded_size(ds, rows: int, columns: int) -> None:
         )
 
 
+NO_IMAGE = "This DICOM file holds no image (it may be a report or a structured document)."
+
+
+def check_chest_header(ds, modalities: set[str]) -> tuple[str, str, str]:
+    """Raise `NotAChestXray` unless a DICOM header (pixels not needed) may be a frontal chest radiograph
+    of one of `modalities` (an absent modality passes); returns its modality, body part and view."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if modality and modality not in modalities:
+        raise NotAChestXray(
+            f"This DICOM file's modality is {modality}, not a radiograph; only chest X-rays (CR or DX) can be analysed."
+        )
+    if body_part not in UNINFORMATIVE_BODY_PARTS and not any(part in body_part for part in CHEST_BODY_PARTS):
+        raise NotAChestXray(
+            f"This DICOM file shows the body part '{body_part.title()}'; only chest radiographs can be analysed."
+        )
+    if view in NON_FRONTAL_VIEWS:
+        raise NotAChestXray(
+            f"This DICOM file is a lateral or oblique view ({view}); "
+            "only frontal (PA or AP) chest X-rays can be analysed."
+        )
+    return modality, body_part, view
+
+
 def _decode_dicom(data: bytes) -> DecodedImage:
     import pydicom
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
@@ -294,26 +319,10 @@ def _decode_dicom(data: bytes) -> DecodedImage:
         # pydicom warns about invalid values by quoting them, which could put a patient name in a log.
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(io.BytesIO(data))
-        modality = str(ds.get("Modality", "") or "").strip().upper()
-        body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
-        view = str(ds.get("ViewPosition", "") or "").strip().upper()
-        if modality and modality not in RADIOGRAPH_MODALITIES:
-            raise NotAChestXray(
-                f"This DICOM file's modality is {modality}, not a radiograph; "
-                "only chest X-rays (CR or DX) can be analysed."
-            )
-        if body_part not in UNINFORMATIVE_BODY_PARTS and not any(part in body_part for part in CHEST_BODY_PARTS):
-            raise NotAChestXray(
-                f"This DICOM file shows the body part '{body_part.title()}'; only chest radiographs can be analysed."
-            )
-        if view in NON_FRONTAL_VIEWS:
-            raise NotAChestXray(
-                f"This DICOM file is a lateral or oblique view ({view}); "
-                "only frontal (PA or AP) chest X-rays can be analysed."
-            )
+        modality, body_part, view = check_chest_header(ds, RADIOGRAPH_MODALITIES)
         rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         if "PixelData" not in ds or not rows or not columns:
-            raise NotAChestXray("This DICOM file holds no image (it may be a report or a structured document).")
+            raise NotAChestXray(NO_IMAGE)
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise NotAChestXray("This DICOM file holds several frames; upload a single radiograph.")
         _check_geometry(columns, rows)

@@ -20,6 +20,7 @@ from webapp import audit
 from webapp.accounts import AccountError, create_user, find_user, issue_token
 from webapp.analysis import analyse, build_record
 from webapp.db import ROLES, Prediction, Review, db, within_dates
+from webapp.pacs.cli import COMMANDS as PACS_COMMANDS
 from webapp.serialize import prediction_json
 from webapp.startup import prepare_database
 
@@ -157,5 +158,6 @@ def init_app(app: Flask) -> None:
         create_user_command,
         create_token_command,
         export_reviewed_command,
+        *PACS_COMMANDS,
     ):
         app.cli.add_command(command)
