@@ -194,6 +194,8 @@ def test_forwarded_by_orthanc_analysed_and_results_back(listening, pacs, chest_p
         assert job["FailedInstancesCount"] == 0 and job["InstancesCount"] == 1
         record = wait_for(lambda: predictions(listening), what="the prediction")[0]
         check_results(pacs, source, record)
+        wait_for(lambda: queue_empty(listening), what="the job to finish")
+    [record] = predictions(listening)
     assert record.origin == pacs.aet
     assert (record.study_instance_uid, record.series_instance_uid, record.sop_instance_uid) == (
         source.StudyInstanceUID,
