@@ -9,6 +9,7 @@ from markupsafe import Markup
 
 from webapp.model_service import model_service
 from webapp.serialize import image_url, timestamp
+from webapp.study import PORTABLE_WARNING, origin_text, study_facts, view_name, viewer_url
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -42,6 +43,9 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(utc)
     app.add_template_global(page_url)
     app.add_template_global(image_url)
+    for function in (origin_text, study_facts, view_name, viewer_url):
+        app.add_template_global(function)
+    app.add_template_global(PORTABLE_WARNING, "portable_warning")
 
     @app.context_processor
     def model_version() -> dict[str, str | None]:

@@ -69,8 +69,11 @@ def analysis_worker_command(burst: bool) -> None:
         def get_heartbeat_ttl(self, job) -> int:
             return int(job.timeout or app.config["QUEUE_JOB_TIMEOUT"]) + ABANDONED_AFTER_SECONDS
 
+    maintenance = int(app.config["QUEUE_MAINTENANCE_SECONDS"])
+    # An idle worker waits on Redis for worker_ttl - 15 s before it looks at the registries again: so that
+    # jobs of dead workers are retried within the maintenance interval even when the queue is otherwise empty.
     worker = AnalysisWorker(
-        [queue.queue], connection=queue.connection, maintenance_interval=int(app.config["QUEUE_MAINTENANCE_SECONDS"])
+        [queue.queue], connection=queue.connection, maintenance_interval=maintenance, worker_ttl=maintenance + 15
     )
     worker.work(burst=burst, logging_level="INFO")
 
