@@ -68,7 +68,6 @@ def within_dates(query: Select, column, date_from: date | None, date_to: date | 
 
 
 UPLOAD_ORIGIN = "upload"
-VIEW_POSITIONS = ("PA", "AP", "LL", "RL", "LATERAL")  # DICOM ViewPosition values a clinician may type
 PORTABLE_VIEW = "AP"  # portable (bedside) films: where COVID-19 models err most
 
 

@@ -20,9 +20,39 @@ from webapp.reviews import MAX_COMMENT, review_problem
 ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.dcm,.dicom,image/png,image/jpeg,image/tiff,application/dicom"
 
 
+def known(values: list[str], what: str):
+    """A validator: the field is empty or one of `values` (read when validating, so it may be set later)."""
+
+    def check(form: Form, field) -> None:
+        if field.data and field.data not in values:
+            raise ValidationError(f"Unknown {what} '{field.data}'.")
+
+    return check
+
+
 class DetailsMixin:
     reference = StringField("Patient or study reference", validators=[Optional(), Length(max=128)])
     note = TextAreaField("Note", validators=[Optional(), Length(max=2000)])
+    # For PNG/JPEG films, which carry no DICOM header; a DICOM file's own header wins (webapp.analysis.set_study).
+    view_position = SelectField(
+        "View",
+        choices=[
+            SelectChoice("", "Not given"),
+            SelectChoice("PA", "PA (posteroanterior)"),
+            SelectChoice("AP", "AP (anteroposterior, portable)"),
+        ],
+        validators=[known(["PA", "AP"], "view")],
+        validate_choice=False,
+    )
+    study_date = DateField("Study date", validators=[Optional()])
+
+    def validate_study_date(self, field: DateField) -> None:
+        if field.data and field.data > date.today():
+            raise ValidationError("The study date is in the future.")
+
+    def typed_study(self) -> dict[str, object]:
+        """The view position and study date typed for a film without a DICOM header."""
+        return {"view_position": self.view_position.data or None, "study_date": self.study_date.data}
 
 
 class UploadForm(DetailsMixin, FlaskForm):
@@ -105,16 +135,6 @@ class FilterForm(Form):
 
 class MonitoringFilter(FilterForm):
     """GET parameters of the monitoring page and API: the UTC days of the predictions counted."""
-
-
-def known(values: list[str], what: str):
-    """A validator: the field is empty or one of `values` (read when validating, so it may be set later)."""
-
-    def check(form: Form, field) -> None:
-        if field.data and field.data not in values:
-            raise ValidationError(f"Unknown {what} '{field.data}'.")
-
-    return check
 
 
 # The worklist's orders: `probability` is the ensemble's p(covid), so `-probability` puts the films most

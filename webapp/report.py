@@ -15,6 +15,7 @@ from PIL import Image
 
 from webapp.db import Prediction
 from webapp.serialize import username
+from webapp.study import PORTABLE_WARNING, study_facts
 
 A4_INCHES = (8.27, 11.69)
 # The PDF embeds the images at this many pixels on their long side at most: sharper than a printer
@@ -71,6 +72,9 @@ def prediction_pdf(record: Prediction, film: Path, overlay: Path, positive_class
     )
     page.space(0.08)
     page.line(f"Decision: {record.decision}", size=13, weight="bold")
+    if record.portable:
+        for text in textwrap.wrap(PORTABLE_WARNING, WRAP):
+            page.line(text, weight="bold", color="#6b4e00")
     if record.decision == "indeterminate":
         page.line(
             f"The model does not call this film {positive_class} but cannot call it {record.label} either: "
@@ -93,6 +97,7 @@ def prediction_pdf(record: Prediction, film: Path, overlay: Path, positive_class
     for label, value in (
         ("Reference", record.reference or "—"),
         ("File", record.filename),
+        *((label, value) for label, value in study_facts(record) if not label.endswith("UID")),
         ("Analysed", _utc(record.created_at) + (f" by {uploader}" if uploader else "")),
         ("Model version", version),
         ("Out-of-distribution score", f"{record.ood_score:.2f} (at most 1.00: resembles the training X-rays)"),

@@ -30,7 +30,9 @@ def create() -> tuple[dict, int, dict[str, str]]:
     if not form.validate():
         abort(400, " ".join(" ".join(errors) for errors in form.errors.values()))
     storage = form.file.data
-    record = create_prediction(storage.read(), display_name(storage.filename), form.reference.data, form.note.data)
+    record = create_prediction(
+        storage.read(), display_name(storage.filename), form.reference.data, form.note.data, typed=form.typed_study()
+    )
     location = url_for("api.read", prediction_id=record.id, _external=True)
     answer = stored_json(record, reviews=True)
     if record.suggested_reference:  # a DICOM header's identifiers, offered and not stored (POST .../reference)

@@ -43,7 +43,9 @@ def upload() -> Response | tuple[str, int]:
     for storage in form.files.data:
         name = display_name(storage.filename)
         try:
-            stored.append(create_prediction(storage.read(), name, form.reference.data, form.note.data))
+            stored.append(
+                create_prediction(storage.read(), name, form.reference.data, form.note.data, typed=form.typed_study())
+            )
         except InputError as exc:  # this file is reported; the others are still analysed and kept
             refused[exc.message].append(name)
             status = exc.status
