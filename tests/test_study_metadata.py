@@ -126,3 +126,53 @@ def test_viewer_link_from_the_template(make_app, chest_png):
     assert response.status_code == 201
     page = client.get(f"/predictions/{response.get_json()['id']}").get_data(as_text=True)
     assert tags(page, "a", id="viewer-link", href="https://pacs.example/viewer?StudyInstanceUIDs=1.2.3.4")
+
+
+def test_migration_keeps_predictions_and_reviews_and_enforces_one_row_per_pacs_instance(make_app, tmp_path):
+    import flask_migrate
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import text
+
+    from webapp.db import MIGRATIONS
+
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'old.sqlite'}")
+    with app.app_context():
+        flask_migrate.upgrade(directory=str(MIGRATIONS), revision="e3f1a7c9d402")
+        run = db.session.execute
+        run(
+            text(
+                "INSERT INTO predictions (id, created_at, filename, sha256, image_path, overlay_path, thumbnail_path, "
+                "label, decision, probabilities, cnn_probabilities, model_version, elapsed_ms, ood_score) VALUES "
+                "(1, '2026-01-02 00:00:00', 'a.png', 'h', 'a.png', 'b.jpg', 'c.jpg', 'covid', 'covid', '{}', '{}', "
+                "'v1', 1.0, 0.5)"
+            )
+        )
+        run(
+            text(
+                "INSERT INTO reviews (id, prediction_id, created_at, updated_at, agrees, correct_class) "
+                "VALUES (1, 1, '2026-01-03', '2026-01-03', 1, 'covid')"
+            )
+        )
+        db.session.commit()
+        flask_migrate.upgrade(directory=str(MIGRATIONS))
+        assert run(text("SELECT origin, study_date FROM predictions")).one() == ("upload", None)
+        assert run(text("SELECT count(*) FROM reviews")).scalar() == 1  # the table copy kept the review
+        with db.engine.connect() as connection:  # the models and the migrations agree on these columns
+            differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
+        ours = ("uid", "accession", "view_position", "laterality", "modality", "study_date", "origin", "results_sent")
+        assert [d for d in differences if any(name in repr(d) for name in ours)] == []
+        insert = text(
+            "INSERT INTO predictions (created_at, filename, sha256, image_path, overlay_path, thumbnail_path, label, "
+            "decision, probabilities, cnn_probabilities, model_version, elapsed_ms, ood_score, sop_instance_uid, "
+            "origin) VALUES ('2026-01-02', 'x.dcm', 'h', 'x', 'y', 'z', 'covid', 'covid', '{}', '{}', 'v1', 1.0, "
+            "0.5, '1.2.3', :origin)"
+        )
+        for origin in ("upload", "upload", "ORTHANC"):  # uploads may repeat an instance; the PACS once
+            run(insert, {"origin": origin})
+        with pytest.raises(Exception, match="UNIQUE"):
+            run(insert, {"origin": "DICOMweb"})
+        db.session.rollback()
+        flask_migrate.downgrade(directory=str(MIGRATIONS), revision="e3f1a7c9d402")
+        assert run(text("SELECT count(*) FROM reviews")).scalar() == 1
+        db.engine.dispose()
