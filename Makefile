@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run dev test install install-dev browser
+.PHONY: run dev test install install-dev browser pacs-servers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,10 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
+# gunicorn also starts the DICOM listener (CXR_DICOM_LISTEN; port CXR_DICOM_PORT, default 11112): one command.
 run: install
 	$(BIN)/flask --app app init-db
-	CXR_BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	CXR_BIND=$(HOST):$(PORT) CXR_DICOM_LISTEN=$${CXR_DICOM_LISTEN:-1} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 dev: install
 	$(BIN)/flask --app app run --debug --host $(HOST) --port $(PORT)
@@ -37,7 +38,15 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
-test: install-dev browser
+# Debian's Orthanc (a real PACS, with DICOMweb) and Redis for the PACS tests (tests/test_pacs*.py); like
+# Chromium, installed when root, else those tests are skipped (with a reason) outside CI.
+pacs-servers:
+	@if { [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || \
+		! command -v redis-server >/dev/null; } && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb redis-server >/dev/null; \
+	fi
+
+test: install-dev browser pacs-servers
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

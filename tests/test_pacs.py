@@ -282,3 +282,48 @@ def test_dicomweb_pull_analyses_and_stows_results(make_app, pacs, chest_png):
     assert "Queued 0 instance(s); 1 already analysed." in again.output
     later = app.test_cli_runner().invoke(args=["pacs-pull", "--since", "2026-12-06", "--url", pacs.dicomweb])
     assert "Queued 0 instance(s); 0 already analysed." in later.output
+
+
+def echo(port: int) -> bool:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title="ECHOSCU")
+    ae.add_requested_context(Verification)
+    association = ae.associate("127.0.0.1", port, ae_title=APP_AET)
+    if not association.is_established:
+        return False
+    status = association.send_c_echo()
+    association.release()
+    return bool(status) and status.Status == 0x0000
+
+
+@pytest.mark.slow
+def test_gunicorn_starts_the_listener_which_analyses_on_its_own(tmp_path, model_dir, chest_png):
+    """`make run`'s one command: gunicorn starts `dicom-listen` (CXR_DICOM_LISTEN), which analyses what it
+    receives in its own process (no Redis), and stops it when gunicorn stops."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import ComputedRadiographyImageStorage
+
+    from tools.server import Gunicorn
+
+    port = free_port()
+    env = {"CXR_DICOM_LISTEN": "1", "CXR_DICOM_PORT": str(port), "CXR_MODEL_DIR": str(model_dir)}
+    with Gunicorn(tmp_path, workers=1, env=env) as server:
+        wait_for(lambda: echo(port), timeout=240, what="the listener started by gunicorn")
+        _, film = chest_instance(chest_png)
+        sender = AE(ae_title="MODALITY")
+        sender.add_requested_context(ComputedRadiographyImageStorage)
+        association = sender.associate("127.0.0.1", port, ae_title=APP_AET)
+        assert association.send_c_store(film).Status == 0x0000
+        association.release()
+        listing = wait_for(
+            lambda: (answer := server.get_json("/api/v1/predictions"))[1].get("total") and answer[1],
+            timeout=300,
+            what="the prediction in the API",
+        )
+        [item] = listing["items"]
+        assert item["study"]["origin"] == "MODALITY"
+        assert item["study"]["sop_instance_uid"] == film.SOPInstanceUID
+    assert server.process.returncode == 0
+    assert not echo(port)  # stopped with gunicorn
