@@ -327,3 +327,53 @@ def test_gunicorn_starts_the_listener_which_analyses_on_its_own(tmp_path, model_
         assert item["study"]["sop_instance_uid"] == film.SOPInstanceUID
     assert server.process.returncode == 0
     assert not echo(port)  # stopped with gunicorn
+
+
+@pytest.fixture
+def own_listener(make_app):
+    """A listener on the local queue with its analysis thread, without a PACS; `start(**config)`."""
+    running = []
+
+    def start(**config):
+        app = make_app(DICOM_PORT=free_port(), **config)
+        queue = analysis_queue(app)
+        stop = threading.Event()
+        worker = threading.Thread(target=queue.work, args=(app, stop), daemon=True)
+        worker.start()
+        running.append((listener.serve(app, queue, block=False), stop, worker))
+        return app
+
+    yield start
+    for server, stop, worker in running:
+        server.shutdown()
+        stop.set()
+        worker.join(timeout=60)
+
+
+def store(port: int, dataset: pydicom.Dataset) -> int:
+    from pynetdicom import AE
+
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
+    association = ae.associate("127.0.0.1", port, ae_title=APP_AET)
+    assert association.is_established
+    status = association.send_c_store(dataset)
+    association.release()
+    return status.Status
+
+
+def test_too_large_instance_refused_and_decoder_bomb_refused_within_the_upload_budget(own_listener, chest_png, caplog):
+    app = own_listener(DICOM_MAX_BYTES=100_000)
+    _, film = chest_instance(chest_png)  # about 200 kB of pixels
+    with caplog.at_level(logging.WARNING, logger="cxr.pacs"):
+        assert store(app.config["DICOM_PORT"], film) == listener.OUT_OF_RESOURCES
+    assert "more than the 100000 accepted" in caplog.text
+
+    app = own_listener()
+    bomb = pydicom.dcmread(io.BytesIO(chest_instance(chest_png)[0]))
+    bomb.Rows = bomb.Columns = 30_000  # 900 MP announced: refused from the header, nothing decoded
+    with caplog.at_level(logging.WARNING, logger="cxr.pacs"):
+        assert store(app.config["DICOM_PORT"], bomb) == listener.SUCCESS  # the header passes the screen
+        wait_for(lambda: queue_empty(app) and "Refused instance" in caplog.text, what="the job's refusal")
+    assert "more than the 40 megapixels accepted" in caplog.text
+    assert predictions(app) == []
