@@ -377,3 +377,16 @@ def test_too_large_instance_refused_and_decoder_bomb_refused_within_the_upload_b
         wait_for(lambda: queue_empty(app) and "Refused instance" in caplog.text, what="the job's refusal")
     assert "more than the 40 megapixels accepted" in caplog.text
     assert predictions(app) == []
+
+
+def test_results_not_delivered_leave_the_job_queued_for_a_later_retry(own_listener, chest_png, caplog):
+    app = own_listener(PACS_DESTINATION=f"ORTHANC@127.0.0.1:{free_port()}")  # nobody listens there
+    _, film = chest_instance(chest_png)
+    with caplog.at_level(logging.WARNING, logger="cxr.pacs"):
+        assert store(app.config["DICOM_PORT"], film) == listener.SUCCESS
+        wait_for(lambda: "it is retried in 60 s" in caplog.text, what="the failed delivery")
+    [record] = predictions(app)
+    assert record.sop_instance_uid == film.SOPInstanceUID and record.results_sent_at is None
+    [waiting] = Path(app.instance_path, INBOX).glob("*.dcm")
+    assert int(waiting.name.split("-")[0]) > time.time_ns()  # not taken again before its retry time
+    assert LocalQueue(Path(app.instance_path, INBOX)).drain() == 0

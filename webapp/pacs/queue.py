@@ -4,7 +4,8 @@
   listener's own process works through (`LocalQueue.work`), so that `make run` needs nothing else. A file
   is claimed by renaming it into `claimed/` with the claiming process's id (one rename: two processes never
   claim the same file) and removed once analysed, so instances received while a process was down, or
-  claimed by one that died, are analysed when a listener starts.
+  claimed by one that died, are analysed when a listener starts. A file's name starts with the time from
+  which it may be taken: a failed job goes back with a time RETRY_SECONDS ahead.
 - With QUEUE_URL=redis://..., RQ on Redis: `flask --app app analysis-worker` runs workers on any host
   that reaches Redis, the database and the upload folder. A job carries the instance's bytes; a failed
   job, or one whose worker died (RQ's abandoned jobs), is retried QUEUE_RETRIES times.
@@ -29,6 +30,7 @@ from webapp.pacs.jobs import analyse_instance
 log = logging.getLogger("cxr.pacs")
 QUEUE_NAME = "cxr-analysis"
 INBOX = "dicom-inbox"
+RETRY_SECONDS = 60  # a failed local job (the PACS down, the database unreachable) waits this long
 
 
 class LocalQueue:
@@ -46,9 +48,6 @@ class LocalQueue:
         partial.rename(self.folder / name)
         self.arrived.set()
 
-    def pending(self) -> int:
-        return sum(1 for _ in self.folder.glob("*.dcm"))
-
     def recover(self) -> int:
         """Return the files claimed by processes that no longer run to the queue; how many."""
         count = 0
@@ -62,7 +61,10 @@ class LocalQueue:
     def claims(self) -> Iterator[tuple[Path, str]]:
         """Claim queued files oldest first (path, origin), until the queue is empty."""
         while True:
+            now = time.time_ns()
             for path in sorted(self.folder.glob("*.dcm")):
+                if int(path.name.split("-", 1)[0]) > now:  # a failed job waiting for its retry time
+                    continue
                 claimed = self.claimed / f"{os.getpid()}-{path.name}"
                 try:
                     path.rename(claimed)
@@ -79,12 +81,18 @@ class LocalQueue:
         for path, origin in self.claims():
             try:
                 analyse_instance(path.read_bytes(), origin)
-            except Exception:  # noqa: BLE001 (the job stays claimed; a later start retries it)
-                log.exception("Analysing %s failed; it is retried when the listener starts again", path.name)
+            except Exception:  # noqa: BLE001 (e.g. the PACS does not take the results: back in the queue)
+                log.exception("Analysing %s failed; it is retried in %d s", path.name, RETRY_SECONDS)
+                self.retry_later(path)
                 continue
             path.unlink()
             count += 1
         return count
+
+    def retry_later(self, claimed: Path) -> None:
+        """Return a claimed file to the queue, not to be taken before RETRY_SECONDS from now."""
+        _pid, _queued, rest = claimed.name.split("-", 2)
+        claimed.rename(self.folder / f"{time.time_ns() + RETRY_SECONDS * 10**9:020d}-{rest}")
 
     def work(self, app: Flask, stop: threading.Event) -> None:
         """Analyse queued instances until `stop` is set (a thread of the listener's process)."""
@@ -127,9 +135,6 @@ class RedisQueue:
             result_ttl=3600,
             failure_ttl=7 * 24 * 3600,  # failed jobs stay a week for `rq info` and a retry by hand
         )
-
-    def pending(self) -> int:
-        return len(self.queue)
 
 
 def analysis_queue(app: Flask | None = None) -> LocalQueue | RedisQueue:
