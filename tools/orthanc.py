@@ -105,8 +105,8 @@ class Orthanc:
     def request(
         self, method: str, path: str, data: bytes | None = None, content_type: str = "application/dicom", check=True
     ):
-        """Orthanc's answer (JSON decoded); with `check` false, an error answer's JSON body (or None) instead
-        of an exception."""
+        """Orthanc's answer (JSON decoded); with `check` false, an error answer's JSON body instead of an
+        exception."""
         request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
         if data is not None:
             request.add_header("Content-Type", content_type)
@@ -116,9 +116,7 @@ class Orthanc:
         except urllib.error.HTTPError as exc:
             if check:
                 raise
-            body, kind = exc.read(), exc.headers.get_content_type()
-            if kind != "application/json":
-                return None
+            return json.loads(exc.read())  # Orthanc's error answers are JSON, labelled text/plain
         return json.loads(body) if kind == "application/json" else body
 
     def get(self, path: str):
