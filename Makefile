@@ -12,7 +12,7 @@ PORT ?= 8000
 TRUSTED_HOSTS ?= ["$(HOST)"$(if $(filter 127.0.0.1,$(HOST)),$(comma) "localhost")]
 comma := ,
 
-.PHONY: run dev test test-fast install install-dev browser postgres
+.PHONY: run dev test test-fast install install-dev browser postgres pacs-servers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,10 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
+# gunicorn also starts the DICOM listener (CXR_DICOM_LISTEN; port CXR_DICOM_PORT, default 11112): one command.
 run: install
 	$(BIN)/flask --app app init-db
-	CXR_BIND=$(HOST):$(PORT) CXR_TRUSTED_HOSTS='$(TRUSTED_HOSTS)' $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	CXR_BIND=$(HOST):$(PORT) CXR_TRUSTED_HOSTS='$(TRUSTED_HOSTS)' CXR_DICOM_LISTEN=$${CXR_DICOM_LISTEN:-1} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 dev: install
 	$(BIN)/flask --app app run --debug --host $(HOST) --port $(PORT)
@@ -51,7 +52,16 @@ postgres:
 		apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql >/dev/null; \
 	fi
 
-test: install-dev browser postgres
+# Debian's Orthanc (a real PACS, with DICOMweb) and Redis for the PACS tests (tests/test_pacs*.py); like
+# Chromium, installed when root, else those tests are skipped (with a reason) outside CI.
+pacs-servers:
+	@if { [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || \
+		! command -v redis-server >/dev/null; } && [ "$$(id -u)" = 0 ]; then \
+		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get -o DPkg::Lock::Timeout=600 install -y -qq orthanc orthanc-dicomweb redis-server >/dev/null; \
+	fi
+
+test: install-dev browser postgres pacs-servers
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -71,10 +71,19 @@ logconfig_dict = {
 
 def on_starting(server):
     """Refuse to start on a model directory that cannot work and bring the database schema up to date,
-    before any worker loads TensorFlow."""
-    from webapp.startup import gunicorn_master_start
+    before any worker loads TensorFlow; then start the DICOM listener when CXR_DICOM_LISTEN asks for it
+    (`make run` does)."""
+    from webapp.startup import gunicorn_master_start, start_dicom_listener
 
     gunicorn_master_start()
+    server.dicom_listener = start_dicom_listener()
+
+
+def on_exit(server):
+    listener = getattr(server, "dicom_listener", None)
+    if listener is not None and listener.poll() is None:
+        listener.terminate()
+        listener.wait(timeout=30)
 
 
 def post_fork(server, worker):

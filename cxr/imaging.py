@@ -10,6 +10,7 @@ import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 
 import numpy as np
@@ -41,6 +42,19 @@ SIGNATURES = {
 RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT"}
 CHEST_BODY_PARTS = ("CHEST", "THORAX", "TORAX", "LUNG", "TORSO")
 UNINFORMATIVE_BODY_PARTS = {"", "UNKNOWN", "OTHER", "NONE"}
+# The study metadata a prediction keeps (webapp.db.Prediction), by DICOM keyword, and the longest value
+# each may have (the VR's limit); nothing else from a header is stored. Laterality: the image's, else the series'.
+STUDY_FIELDS = {
+    "study_instance_uid": ("StudyInstanceUID", 64),
+    "series_instance_uid": ("SeriesInstanceUID", 64),
+    "sop_instance_uid": ("SOPInstanceUID", 64),
+    "accession_number": ("AccessionNumber", 16),
+    "view_position": ("ViewPosition", 16),
+    "laterality": ("ImageLaterality", 1),
+    "modality": ("Modality", 16),
+    "study_date": ("StudyDate", 8),
+}
+CODED_FIELDS = {"view_position", "laterality", "modality"}
 NON_FRONTAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLO", "RLO"}  # DICOM ViewPosition: laterals, obliques
 
 # A deflated DICOM data set is inflated (by cxr.dicom_guard, in chunks, before pydicom sees it) to at most
@@ -66,6 +80,8 @@ class DecodedImage:
     `metadata` holds only what the history shows (DICOM modality, body part, view): never patient data.
     `identifiers` holds a DICOM file's PatientID and AccessionNumber (when present) so that the app can
     offer them as the reference for the clinician to confirm; nothing stores or logs them by itself.
+    `study` holds the DICOM study metadata a prediction keeps (`STUDY_FIELDS`: its UIDs, accession number,
+    view position, laterality, modality and study date); empty for other formats.
     `source_png` is the upload itself when it already holds exactly `gray`: an 8-bit grayscale PNG
     without transparency or EXIF rotation (its metadata chunks are still in it).
     `levels` are the decoder's own 8-bit pixels when `pixels` are exactly `levels / 255` (8-bit rasters):
@@ -80,6 +96,7 @@ class DecodedImage:
     colourfulness: float = 0.0
     metadata: dict[str, str] = field(default_factory=dict)
     identifiers: dict[str, str] = field(default_factory=dict, repr=False)
+    study: dict[str, str] = field(default_factory=dict, repr=False)
     source_png: bytes | None = field(default=None, repr=False)
     levels: np.ndarray | None = field(default=None, repr=False)
     depth: np.ndarray | None = field(default=None, repr=False)
@@ -241,6 +258,31 @@ def _check_decoded_size(ds, rows: int, columns: int) -> tuple[int, int]:
     return samples, bits
 
 
+NO_IMAGE = "This DICOM file holds no image (it may be a report or a structured document)."
+
+
+def check_chest_header(ds, modalities: set[str]) -> tuple[str, str, str]:
+    """Raise `NotAChestXray` unless a DICOM header (pixels not needed) may be a frontal chest radiograph
+    of one of `modalities` (an absent modality passes); returns its modality, body part and view."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if modality and modality not in modalities:
+        raise NotAChestXray(
+            f"This DICOM file's modality is {modality}, not a radiograph; only chest X-rays (CR or DX) can be analysed."
+        )
+    if body_part not in UNINFORMATIVE_BODY_PARTS and not any(part in body_part for part in CHEST_BODY_PARTS):
+        raise NotAChestXray(
+            f"This DICOM file shows the body part '{body_part.title()}'; only chest radiographs can be analysed."
+        )
+    if view in NON_FRONTAL_VIEWS:
+        raise NotAChestXray(
+            f"This DICOM file is a lateral or oblique view ({view}); "
+            "only frontal (PA or AP) chest X-rays can be analysed."
+        )
+    return modality, body_part, view
+
+
 def _decode_dicom(data: bytes) -> DecodedImage:
     import pydicom
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
@@ -251,26 +293,10 @@ def _decode_dicom(data: bytes) -> DecodedImage:
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(io.BytesIO(readable))
         del readable  # an inflated copy: the data set holds what it needs
-        modality = str(ds.get("Modality", "") or "").strip().upper()
-        body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
-        view = str(ds.get("ViewPosition", "") or "").strip().upper()
-        if modality and modality not in RADIOGRAPH_MODALITIES:
-            raise NotAChestXray(
-                f"This DICOM file's modality is {modality}, not a radiograph; "
-                "only chest X-rays (CR or DX) can be analysed."
-            )
-        if body_part not in UNINFORMATIVE_BODY_PARTS and not any(part in body_part for part in CHEST_BODY_PARTS):
-            raise NotAChestXray(
-                f"This DICOM file shows the body part '{body_part.title()}'; only chest radiographs can be analysed."
-            )
-        if view in NON_FRONTAL_VIEWS:
-            raise NotAChestXray(
-                f"This DICOM file is a lateral or oblique view ({view}); "
-                "only frontal (PA or AP) chest X-rays can be analysed."
-            )
+        modality, body_part, view = check_chest_header(ds, RADIOGRAPH_MODALITIES)
         rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         if "PixelData" not in ds or not rows or not columns:
-            raise NotAChestXray("This DICOM file holds no image (it may be a report or a structured document).")
+            raise NotAChestXray(NO_IMAGE)
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise NotAChestXray("This DICOM file holds several frames; upload a single radiograph.")
         _check_geometry(columns, rows)
@@ -300,12 +326,13 @@ def _decode_dicom(data: bytes) -> DecodedImage:
             )
             if value
         }
+        study = study_metadata(ds)
         if photometric == "PALETTE COLOR":
             raw = apply_color_lut(raw, ds)
         if raw.ndim == 3 and raw.shape[-1] == 3:  # RGB (pydicom has already converted YBR to RGB)
             rgb = _min_max(raw.astype(np.float32))
             gray = _min_max(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
-            return DecodedImage(gray, "DICOM", colourfulness(rgb * 255.0), metadata, identifiers)
+            return DecodedImage(gray, "DICOM", colourfulness(rgb * 255.0), metadata, identifiers, study)
         if raw.ndim != 2:
             raise NotAChestXray("This DICOM file does not hold a single 2-D grayscale image.")
         # Rescale slope/intercept (or modality LUT), then the window or VOI LUT a radiologist would see.
@@ -321,6 +348,7 @@ def _decode_dicom(data: bytes) -> DecodedImage:
         identifiers=identifiers,
         depth=depth,
         depth_window=depth_window,
+        study=study,
     )
 
 
@@ -338,3 +366,22 @@ def _full_depth(values: np.ndarray, ds, inverted: bool) -> tuple[np.ndarray | No
     center = float(center[0] if isinstance(center, Sequence) and not isinstance(center, str) else center)
     width = float(width[0] if isinstance(width, Sequence) and not isinstance(width, str) else width)
     return depth, ((high - center) if inverted else (center - low), width)
+
+
+def study_metadata(ds) -> dict[str, str]:
+    """`STUDY_FIELDS` of a pydicom data set that are present and fit their length, stripped (codes
+    upper-cased); a study date only when it is a real YYYYMMDD date."""
+    values = {}
+    for name, (keyword, longest) in STUDY_FIELDS.items():
+        value = ds.get(keyword) or (ds.get("Laterality") if name == "laterality" else None)
+        value = str(value or "").strip()
+        if name in CODED_FIELDS:
+            value = value.upper()
+        if value and len(value) <= longest:
+            values[name] = value
+    if "study_date" in values:
+        try:
+            datetime.strptime(values["study_date"], "%Y%m%d")
+        except ValueError:
+            del values["study_date"]
+    return values

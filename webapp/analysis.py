@@ -6,6 +6,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from flask import abort, current_app, has_request_context, request
@@ -18,7 +19,7 @@ from cxr.gate import GateResult, Refused, assess
 from cxr.imaging import DecodedImage, decode_image
 from cxr.overlay import FILE_FORMATS, stored_files
 from webapp import audit
-from webapp.db import Prediction, db, utcnow
+from webapp.db import UPLOAD_ORIGIN, Prediction, db, utcnow
 from webapp.model_service import model_service
 
 
@@ -83,8 +84,14 @@ def create_prediction(
     note: str | None = None,
     *,
     idempotency_key: str | None = None,
+    origin: str = UPLOAD_ORIGIN,
+    typed: dict[str, object] | None = None,
 ) -> Prediction:
-    """Analyse an upload and store it: its three files under generated names, then the row.
+    """Analyse an upload (or an instance from the PACS, `origin` naming where it came from) and store it:
+    its files under generated names, then the row.
+
+    The study metadata comes from a DICOM header; `typed` (view_position, study_date: what a clinician
+    typed for a PNG or JPEG) fills what the header does not say.
 
     On any failure the files written so far are removed and the session rolled back. A refusal by the
     out-of-distribution gate is counted in the audit trail (per model version) for monitoring.
@@ -104,6 +111,8 @@ def create_prediction(
         )
     record = build_record(analysis, filename, reference, note)
     record.idempotency_key = idempotency_key
+    record.origin = origin
+    set_study(record, analysis.image.study, typed or {})
     if record.reference is None and analysis.image.identifiers:
         record.suggested_reference = dict(analysis.image.identifiers)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
@@ -144,6 +153,16 @@ def record_duplicate(record: Prediction) -> None:
     """Audit an upload that led to the existing `record` (nothing stored): a view of it, and commit."""
     audit.record(audit.VIEW, target=f"prediction:{record.id}", detail=f"duplicate upload via {_via()}")
     db.session.commit()
+
+
+def set_study(record: Prediction, header: dict[str, str], typed: dict[str, object]) -> None:
+    """Copy a DICOM header's study metadata (cxr.imaging.STUDY_FIELDS) onto `record`; what the header
+    lacks is taken from `typed` (a view position and a study date given at upload)."""
+    for name, value in header.items():
+        setattr(record, name, datetime.strptime(value, "%Y%m%d").date() if name == "study_date" else value)
+    for name in ("view_position", "study_date"):
+        if getattr(record, name) is None and typed.get(name):
+            setattr(record, name, typed[name])
 
 
 MAX_REFERENCE = 128

@@ -28,6 +28,7 @@ from webapp.db import (
 )
 from webapp.export import export_reviewed
 from webapp.model_service import model_service
+from webapp.pacs.cli import COMMANDS as PACS_COMMANDS
 from webapp.serialize import prediction_json
 from webapp.startup import prepare_database
 
@@ -199,5 +200,6 @@ def init_app(app: Flask) -> None:
         create_token_command,
         export_reviewed_command,
         site_check_command,
+        *PACS_COMMANDS,
     ):
         app.cli.add_command(command)

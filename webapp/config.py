@@ -53,6 +53,22 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         MODEL_RETRY_SECONDS=5.0,  # at most one model load attempt per worker in this many seconds
         ANALYSIS_SLOTS=1,  # uploads decoded and predicted at once per process (webapp/model_service.py)
         STORAGE_MIN_FREE_BYTES=16 * 1024 * 1024,  # /healthz reports unavailable below this
+        # PACS (webapp/pacs/): the DICOM listener, the analysis queue and where results go (README, "PACS")
+        DICOM_AE_TITLE="CXR_TRIAGE",
+        DICOM_HOST="127.0.0.1",  # the listener's bind address; 0.0.0.0 to hear the hospital network
+        DICOM_PORT=11112,
+        DICOM_ALLOWED=None,  # calling AE titles accepted, e.g. '["ORTHANC"]' or "ORTHANC,MODALITY1"; None: any
+        DICOM_MAX_BYTES=32 * 1024 * 1024,  # one instance; larger ones are refused (as an upload's 413)
+        DICOM_MAX_ASSOCIATIONS=4,  # at once; more are rejected (busy)
+        DICOM_TIMEOUT_SECONDS=30,  # network, ACSE and DIMSE timeouts of one association
+        PACS_DESTINATION=None,  # "AET@host:port": results go back by C-STORE
+        PACS_STOW_URL=None,  # or a DICOMweb root: results go back by STOW-RS
+        DICOMWEB_URL=None,  # the DICOMweb root `pacs-pull` asks (QIDO-RS, WADO-RS)
+        PACS_VIEWER_URL=None,  # e.g. "https://pacs.example/ohif/viewer?StudyInstanceUIDs={study_uid}"
+        QUEUE_URL=None,  # redis://host:6379/0 for RQ workers on any host; None: in the listener's process
+        QUEUE_JOB_TIMEOUT=300,  # seconds one analysis may take before RQ stops it (and retries it)
+        QUEUE_RETRIES=3,  # a job that fails or whose worker dies is retried this often
+        QUEUE_MAINTENANCE_SECONDS=60,  # how often a worker looks for jobs of dead workers
     )
     app.config.from_prefixed_env("CXR")  # CXR_MODEL_DIR=..., CXR_MAX_CONTENT_LENGTH=1048576, ...
     if os.environ.get("DATABASE_URL"):

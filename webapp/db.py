@@ -15,6 +15,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (
     JSON,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import false as sa_false
@@ -72,10 +74,25 @@ def within_dates(query: Select, column, date_from: date | None, date_to: date | 
     return query
 
 
+UPLOAD_ORIGIN = "upload"
+PORTABLE_VIEW = "AP"  # portable (bedside) films: where COVID-19 models err most
+
+
 class Prediction(db.Model):
     __tablename__ = "predictions"
-    # One stored upload per user and Idempotency-Key: a client's retry returns the first (webapp/views/api.py).
-    __table_args__ = (Index("ix_predictions_user_id_idempotency_key", "user_id", "idempotency_key", unique=True),)
+    __table_args__ = (
+        # One stored upload per user and Idempotency-Key: a client's retry returns the first (webapp/views/api.py).
+        Index("ix_predictions_user_id_idempotency_key", "user_id", "idempotency_key", unique=True),
+        # A PACS instance is analysed once, however often it is sent or its job retried: the second row is
+        # refused here (uploads may repeat an instance, e.g. a clinician uploading the exported file).
+        Index(
+            "uq_predictions_pacs_instance",
+            "sop_instance_uid",
+            unique=True,
+            sqlite_where=text("origin != 'upload'"),
+            postgresql_where=text("origin != 'upload'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
@@ -112,6 +129,19 @@ class Prediction(db.Model):
     claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
     claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id], lazy="joined")
+    # Study metadata (cxr.imaging.STUDY_FIELDS) from a DICOM header, or typed at upload (view, study date).
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    accession_number: Mapped[str | None] = mapped_column(String(16))
+    view_position: Mapped[str | None] = mapped_column(String(16))
+    laterality: Mapped[str | None] = mapped_column(String(1))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    study_date: Mapped[date | None] = mapped_column(Date, index=True)
+    # "upload", or where a PACS instance came from: the calling AE title (C-STORE) or "DICOMweb" (pull).
+    origin: Mapped[str] = mapped_column(String(64), default=UPLOAD_ORIGIN, server_default=UPLOAD_ORIGIN)
+    # When the SR and the secondary capture reached the PACS (webapp.pacs.results); NULL until then.
+    results_sent_at: Mapped[datetime | None] = mapped_column(DateTime)
     # Who uploaded it; NULL for rows from before accounts existed. Users are disabled, never deleted.
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(128))  # the API client's, when it sent one
@@ -125,6 +155,11 @@ class Prediction(db.Model):
 
     # Never stored: what an uploaded DICOM's header offers as the reference, for the answer to that upload only.
     suggested_reference = None  # dict[str, str] | None; a plain attribute, unmapped
+
+    @property
+    def portable(self) -> bool:
+        """An AP film: usually taken at the bedside, where COVID-19 models err most."""
+        return self.view_position == PORTABLE_VIEW
 
     @property
     def latest_review(self) -> Review | None:

@@ -30,9 +30,39 @@ def usable_reference(form: Form, field: StringField) -> None:
         raise ValidationError(problem)
 
 
+def known(values: list[str], what: str):
+    """A validator: the field is empty or one of `values` (read when validating, so it may be set later)."""
+
+    def check(form: Form, field) -> None:
+        if field.data and field.data not in values:
+            raise ValidationError(f"Unknown {what} '{field.data}'.")
+
+    return check
+
+
 class DetailsMixin:
     reference = StringField("Patient or study reference", validators=[Optional(), usable_reference])
     note = TextAreaField("Note", validators=[Optional(), Length(max=2000)])
+    # For PNG/JPEG films, which carry no DICOM header; a DICOM file's own header wins (webapp.analysis.set_study).
+    view_position = SelectField(
+        "View",
+        choices=[
+            SelectChoice("", "Not given"),
+            SelectChoice("PA", "PA (posteroanterior)"),
+            SelectChoice("AP", "AP (anteroposterior, portable)"),
+        ],
+        validators=[known(["PA", "AP"], "view")],
+        validate_choice=False,
+    )
+    study_date = DateField("Study date", validators=[Optional()])
+
+    def validate_study_date(self, field: DateField) -> None:
+        if field.data and field.data > date.today():
+            raise ValidationError("The study date is in the future.")
+
+    def typed_study(self) -> dict[str, object]:
+        """The view position and study date typed for a film without a DICOM header."""
+        return {"view_position": self.view_position.data or None, "study_date": self.study_date.data}
 
 
 class UploadForm(DetailsMixin, FlaskForm):
@@ -124,16 +154,6 @@ class FilterForm(Form):
 
 class MonitoringFilter(FilterForm):
     """GET parameters of the monitoring page and API: the UTC days of the predictions counted."""
-
-
-def known(values: list[str], what: str):
-    """A validator: the field is empty or one of `values` (read when validating, so it may be set later)."""
-
-    def check(form: Form, field) -> None:
-        if field.data and field.data not in values:
-            raise ValidationError(f"Unknown {what} '{field.data}'.")
-
-    return check
 
 
 # The worklist's orders: `triage` (the default) puts urgent films first, then the unreviewed ones, COVID-19

@@ -107,6 +107,12 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                                         },
                                         "reference": {"type": "string", "maxLength": 128},
                                         "note": {"type": "string", "maxLength": 2000},
+                                        "view_position": {
+                                            "type": "string",
+                                            "enum": ["PA", "AP"],
+                                            "description": "For PNG/JPEG; a DICOM file's header wins",
+                                        },
+                                        "study_date": {"type": "string", "format": "date", "description": "YYYY-MM-DD"},
                                     },
                                 }
                             }
@@ -416,6 +422,15 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                         },
                         "claimed_at": {"type": ["string", "null"], "format": "date-time"},
                         "user": {**nullable_text, "description": "Who uploaded it"},
+                        "study": {
+                            "type": "object",
+                            "description": "Study metadata from the DICOM header (or typed at upload) and where the "
+                            "film came from: study_instance_uid, series_instance_uid, sop_instance_uid, "
+                            "accession_number, view_position, portable (an AP film: where COVID-19 models err most), "
+                            "laterality, modality, study_date (YYYY-MM-DD), origin ('upload', a calling AE title or "
+                            "'DICOMweb') and results_sent (when the SR and secondary capture reached the PACS); "
+                            "each null when unknown",
+                        },
                         "reviews": {
                             "type": "array",
                             "items": {"$ref": "#/components/schemas/Review"},

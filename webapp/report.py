@@ -16,6 +16,7 @@ from PIL import Image
 from webapp.db import Prediction
 from webapp.readings import READINGS, STATUSES
 from webapp.serialize import username
+from webapp.study import PORTABLE_WARNING, study_facts
 from webapp.wording import class_label, decision_label, ood_hint, reason_text
 
 A4_INCHES = (8.27, 11.69)
@@ -91,6 +92,9 @@ def prediction_pdf(
     )
     page.space(0.08)
     page.line(f"Model: {decision_label(record.decision)}", size=13, weight="bold")
+    if record.portable:
+        for text in textwrap.wrap(PORTABLE_WARNING, WRAP):
+            page.line(text, weight="bold", color="#6b4e00")
     reason = reason_text(record.decision, record.indeterminate_reasons)
     if reason:
         page.line(f"Indeterminate because the film is {reason}: read the film yourself.")
@@ -116,6 +120,7 @@ def prediction_pdf(
     for label, value in (
         ("Reference", record.reference or "—"),
         ("File", record.filename),
+        *((label, value) for label, value in study_facts(record) if not label.endswith("UID")),
         ("Analysed", _utc(record.created_at) + (f" by {uploader}" if uploader else "")),
         ("Model version", version),
         ("Out-of-distribution score", f"{record.ood_score:.2f} ({ood_hint(unusual_score, record.model_version)})"),

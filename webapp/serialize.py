@@ -42,6 +42,23 @@ def prediction_json(row: Prediction) -> dict[str, Any]:
     }
 
 
+def study_json(row: Prediction) -> dict[str, Any]:
+    """The study metadata (DICOM header, or typed at upload) and where the film came from."""
+    return {
+        "study_instance_uid": row.study_instance_uid,
+        "series_instance_uid": row.series_instance_uid,
+        "sop_instance_uid": row.sop_instance_uid,
+        "accession_number": row.accession_number,
+        "view_position": row.view_position,
+        "portable": row.portable,
+        "laterality": row.laterality,
+        "modality": row.modality,
+        "study_date": row.study_date.isoformat() if row.study_date else None,
+        "origin": row.origin,
+        "results_sent": timestamp(row.results_sent_at) if row.results_sent_at else None,
+    }
+
+
 def review_json(review: Review) -> dict[str, Any]:
     """A clinician's current review; `edits` are its earlier versions, newest first."""
     return {
@@ -74,6 +91,7 @@ def stored_json(row: Prediction, reviews: bool = False) -> dict[str, Any]:
     data["urgent"] = row.urgent
     data["claimed_by"] = holder.username if holder else None
     data["claimed_at"] = timestamp(row.claimed_at) if holder else None
+    data["study"] = study_json(row)
     data["latest_review"] = review_json(row.latest_review) if row.latest_review else None
     data["url"] = url_for("results.detail", prediction_id=row.id, _external=True)
     for kind in ("image", "overlay", "thumbnail"):

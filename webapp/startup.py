@@ -4,6 +4,9 @@ directory check and the database schema. `flask --app app init-db` (in `make run
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from flask import Flask
@@ -44,3 +47,14 @@ def gunicorn_master_start() -> None:
     app = create_app()
     check_model_directory(app)
     prepare_database(app)
+
+
+def start_dicom_listener() -> subprocess.Popen | None:
+    """With CXR_DICOM_LISTEN set, start `flask --app app dicom-listen` beside gunicorn's workers (its own
+    process: it loads the model and, without CXR_QUEUE_URL, analyses what it receives); gunicorn.conf.py
+    stops it when gunicorn exits. None when not asked for."""
+    from webapp.config import as_bool
+
+    if not as_bool(os.environ.get("CXR_DICOM_LISTEN", "")):
+        return None
+    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "dicom-listen"])

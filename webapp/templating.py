@@ -13,6 +13,7 @@ from webapp.db import Prediction
 from webapp.model_service import model_service
 from webapp.readings import READINGS, STATUSES
 from webapp.serialize import image_url, timestamp
+from webapp.study import PORTABLE_WARNING, origin_text, study_facts, view_name, viewer_url
 from webapp.triage import active_claim, unread_count
 from webapp.wording import class_label, decision_label, ood_hint, reason_text
 
@@ -70,6 +71,10 @@ def init_app(app: Flask) -> None:
         if not current_user.is_authenticated or current_user.must_change_password:
             return {"unread_count": None}
         return {"unread_count": unread_count()}
+
+    for function in (origin_text, study_facts, view_name, viewer_url):
+        app.add_template_global(function)
+    app.add_template_global(PORTABLE_WARNING, "portable_warning")
 
     @app.context_processor
     def model_version() -> dict[str, str | None]:

@@ -62,7 +62,12 @@ def create() -> tuple[dict, int, dict[str, str]]:
         return {**stored_json(existing, reviews=True), "duplicate": True}, 200, {"Location": location}
     try:
         record = create_prediction(
-            data, display_name(storage.filename), form.reference.data, form.note.data, idempotency_key=key
+            data,
+            display_name(storage.filename),
+            form.reference.data,
+            form.note.data,
+            idempotency_key=key,
+            typed=form.typed_study(),
         )
     except IntegrityError:  # the same key's concurrent request stored first (its files were removed)
         first = _stored_with_key(key) if key is not None else None

@@ -84,13 +84,15 @@ def _same_reference(record: Prediction):
 
 
 def _priors(record: Prediction) -> tuple[list[Prediction], int]:
-    """The newest other studies with exactly this reference, and how many there are (none without one)."""
+    """The newest other studies (by study date) with exactly this reference, and how many there are (none
+    without one)."""
     if not record.reference:
         return [], 0
     rows = db.session.scalars(
         select(Prediction)
         .where(*_same_reference(record))
-        .order_by(Prediction.created_at.desc(), Prediction.id.desc())
+        # By study date (when the film was taken), newest first; films without one by when they were analysed.
+        .order_by(Prediction.study_date.desc().nulls_last(), Prediction.created_at.desc(), Prediction.id.desc())
         .limit(PRIORS_SHOWN)
     ).all()
     count = len(rows)

@@ -54,7 +54,7 @@ def upload() -> Response | tuple[str, int]:
             duplicates.append(existing)
             continue
         try:
-            stored.append(create_prediction(data, name, form.reference.data, form.note.data))
+            stored.append(create_prediction(data, name, form.reference.data, form.note.data, typed=form.typed_study()))
         except InputError as exc:  # this file is reported; the others are still analysed and kept
             refused[exc.message].append(name)
             status = exc.status
