@@ -18,9 +18,8 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from cxr.decision import INDETERMINATE, POSITIVE_CLASS
 from webapp.db import Prediction
-from webapp.model_service import model_service
+from webapp.wording import decision_label, reason_text
 
 log = logging.getLogger("cxr.pacs")
 NOTICE = "Research use, not for diagnosis"
@@ -58,20 +57,6 @@ def parse_destination(value: str) -> tuple[str, str, int]:
     return title, host, int(port)
 
 
-def indeterminate_reason(record: Prediction) -> str | None:
-    """Why the model withheld its call on an indeterminate film, from the rule of the model now loaded."""
-    if record.decision != INDETERMINATE:
-        return None
-    rule = model_service.bundle.rule
-    reasons = []
-    p = record.positive_probability
-    if rule.indeterminate_below is not None and p is not None and p >= rule.indeterminate_below:
-        reasons.append("p(COVID-19) is close to the threshold")
-    if rule.unusual_score is not None and record.ood_score > rule.unusual_score:
-        reasons.append("the film is unlike the films the model was trained on")
-    return "; ".join(reasons) or "withheld by the model's decision rule"
-
-
 def secondary_capture(record: Prediction, source: Dataset, overlay: Path) -> hd.sc.SCImage:
     """The stored Grad-CAM overlay, with the notice burned into a band across its top."""
     with Image.open(overlay) as image:
@@ -107,13 +92,13 @@ def secondary_capture(record: Prediction, source: Dataset, overlay: Path) -> hd.
 
 def structured_report(record: Prediction, source: Dataset, capture: Dataset) -> hd.sr.ComprehensiveSR:
     items: list[Dataset] = [
-        hd.sr.TextContentItem(DECISION, _decision_text(record), relationship_type="CONTAINS"),
+        hd.sr.TextContentItem(DECISION, decision_label(record.decision), relationship_type="CONTAINS"),
     ]
     if record.positive_probability is not None:
         items.append(hd.sr.NumContentItem(P_COVID, record.positive_probability, NO_UNITS, relationship_type="CONTAINS"))
     if record.threshold is not None:
         items.append(hd.sr.NumContentItem(THRESHOLD, record.threshold, NO_UNITS, relationship_type="CONTAINS"))
-    reason = indeterminate_reason(record)
+    reason = reason_text(record.decision, record.indeterminate_reasons)
     if reason:
         items.append(hd.sr.TextContentItem(REASON, reason, relationship_type="CONTAINS"))
     items += [
@@ -210,11 +195,3 @@ def _stow(url: str, datasets: list[Dataset]) -> None:
         DICOMwebClient(url).store_instances(datasets)
     except Exception as exc:  # noqa: BLE001 (requests' and the client's errors alike mean "not delivered")
         raise DeliveryFailed(f"STOW-RS to {url} failed: {exc}") from exc
-
-
-def _decision_text(record: Prediction) -> str:
-    if record.decision == POSITIVE_CLASS:
-        return "COVID-19 features"
-    if record.decision == INDETERMINATE:
-        return "Indeterminate - read the film yourself"
-    return f"No COVID-19 features (most likely class: {record.label})"
