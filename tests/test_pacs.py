@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.helpers import dicom_bytes, gray_pixels
+from tests.helpers import dicom_bytes, gray_pixels, missing
 from tools.server import free_port
 from webapp.db import Prediction, db
 from webapp.pacs import listener
@@ -26,14 +25,6 @@ from webapp.pacs.queue import INBOX, LocalQueue, analysis_queue
 from webapp.pacs.results import NOTICE
 
 APP_AET = "CXR_TRIAGE"
-CI = os.environ.get("CI", "").lower() == "true"
-
-
-def unavailable(reason: str) -> None:
-    """Skip with the reason on a developer's machine; fail under CI, where `make test` installs everything."""
-    if CI:
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 120.0, what: str = "the condition"):
@@ -89,7 +80,7 @@ def pacs():
     try:
         server = Orthanc(modalities={"cxr": (APP_AET, "127.0.0.1", port)})
     except OrthancUnavailable as exc:
-        unavailable(str(exc))
+        missing(str(exc))
     with server:
         server.app_port = port
         yield server

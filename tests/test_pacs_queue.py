@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.test_pacs import chest_instance, predictions, unavailable, wait_for
+from tests.helpers import missing
+from tests.test_pacs import chest_instance, predictions, wait_for
 from tools.server import free_port, server_env
 from webapp.pacs import listener
 from webapp.pacs.queue import RedisQueue, analysis_queue
@@ -29,7 +30,7 @@ def redis_url():
     try:
         server = RedisServer()
     except RedisUnavailable as exc:
-        unavailable(str(exc))
+        missing(str(exc))
     with server:
         yield server.url
 
