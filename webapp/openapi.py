@@ -321,6 +321,37 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                                             "additionalProperties": {"type": "integer"},
                                         },
                                     },
+                                    "p_covid_quantiles": {
+                                        "type": ["object", "null"],
+                                        "description": "5, 25, 50, 75 and 95 % quantiles of the month's "
+                                        "calibrated p(covid), keyed '0.05' … '0.95'",
+                                        "additionalProperties": {"type": "number"},
+                                    },
+                                },
+                            },
+                        },
+                        "site_checks": {
+                            "type": "array",
+                            "description": "Known-negative films of this hospital run through a model before "
+                            "go-live (flask site-check, or Site check in the administration)",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "integer"},
+                                    "created_at": {"type": "string", "format": "date-time"},
+                                    "label": {"type": "string"},
+                                    "model_version": {"type": "string"},
+                                    "films": {"type": "integer"},
+                                    "analysed": {"type": "integer"},
+                                    "refused": {"type": "integer"},
+                                    "unreadable": {"type": "integer"},
+                                    "covid": {"type": "integer"},
+                                    "indeterminate": {"type": "integer"},
+                                    "normal": {"type": "integer"},
+                                    "p_covid_quantiles": {
+                                        "type": ["object", "null"],
+                                        "additionalProperties": {"type": "number"},
+                                    },
                                 },
                             },
                         },
