@@ -224,9 +224,9 @@ def test_unknown_query_parameters_are_named(client, upload):
 
 
 def test_a_retry_with_the_same_idempotency_key_stores_once(app, client, chest_png):
-    def post(key: str, name: str = "chest.png"):
+    def post(key: str, name: str = "chest.png", query: str = ""):
         return client.post(
-            "/api/v1/predictions",
+            f"/api/v1/predictions{query}",
             data={"file": (io.BytesIO(chest_png), name)},
             headers={"Idempotency-Key": key},
         )
@@ -236,11 +236,13 @@ def test_a_retry_with_the_same_idempotency_key_stores_once(app, client, chest_pn
     again = post("4f1c-retry-1", "renamed.png")
     assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
     assert again.headers["Location"] == first.headers["Location"]
-    assert post("4f1c-retry-2").status_code == 201  # another key: another upload
+    # Another key is another upload (forced: the same film again would link to the first).
+    assert post("4f1c-retry-2", query="?force=1").status_code == 201
+    assert post("4f1c-retry-2", query="?force=1").status_code == 200  # its retry, forced too, stores nothing
     other = clinician_client(app, "colleague")  # keys are per user
     assert (
         other.post(
-            "/api/v1/predictions",
+            "/api/v1/predictions?force=1",
             data={"file": (io.BytesIO(chest_png), "c.png")},
             headers={"Idempotency-Key": "4f1c-retry-1"},
         ).status_code

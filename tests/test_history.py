@@ -34,7 +34,7 @@ def test_history_lists_newest_first_with_thumbnails(client, upload):
     assert html.index(f"#{second['id']}<") < html.index(f"#{first['id']}<")
     assert f"/predictions/{first['id']}/thumbnail.jpg" in html
     assert "A-1" in html and "B-2" in html and first["class"] in html
-    assert f"{first['probability'] * 100:.1f} %" in html
+    assert f"{first['probabilities']['covid'] * 100:.1f} %" in html  # the p(COVID-19) column
     thumbnail = client.get(f"/predictions/{first['id']}/thumbnail.jpg")
     assert thumbnail.mimetype == "image/jpeg" and thumbnail.data.startswith(b"\xff\xd8")
     assert client.get(f"/predictions/{first['id']}/thumbnail.png").status_code == 404  # not how it is stored

@@ -103,6 +103,22 @@ def rows_by_id(table_name: str) -> dict[Any, dict[str, Any]]:
         return {row.id: row._asdict() for row in connection.execute(sa.select(table))}
 
 
+# What a migration rewrites on purpose, from the revision that does it: i23a drops agree/correct_class for the
+# reading and puts an earlier review's class in front of its comment (tests/test_worklist.py checks how).
+REWRITTEN = {
+    "i23a_readings_and_reasons": {
+        "reviews": {"agrees", "correct_class", "comment"},
+        "review_edits": {"agrees", "correct_class", "comment"},
+    }
+}
+
+
+def rewritten_after(revision: str, table_name: str) -> set[str]:
+    """The columns of `table_name` that a migration after `revision` rewrites on purpose."""
+    later = REVISIONS[REVISIONS.index(revision) + 1 :]
+    return {column for name in later for column in REWRITTEN.get(name, {}).get(table_name, set())}
+
+
 @pytest.mark.parametrize("revision", REVISIONS[:-1])
 def test_upgrading_a_database_with_rows_keeps_every_row(make_app, empty_database_url, revision):
     """Rows written at `revision` are all there, with the same values, at the newest (SQLite's batch mode
@@ -116,6 +132,8 @@ def test_upgrading_a_database_with_rows_keeps_every_row(make_app, empty_database
         for table_name, rows in written.items():
             kept = rows_by_id(table_name)
             assert sorted(kept) == [row["id"] for row in rows], f"{table_name}: rows lost or added"
+            compared = set(rows[0]) - rewritten_after(revision, table_name)
             for row in rows:
-                assert {name: kept[row["id"]][name] for name in row} == row, f"{table_name} #{row['id']} changed"
+                expected = {name: row[name] for name in compared}
+                assert {name: kept[row["id"]][name] for name in compared} == expected, f"{table_name} #{row['id']}"
         db.engine.dispose()
