@@ -22,12 +22,13 @@ from typing import NamedTuple
 
 import pytest
 
+from cxr.bundle import CARD_FILE, HASHED_FILES
 from tests.accounts import clinician_client, signed_in
 from webapp.db import Prediction, db
 from webapp.model_service import model_service
 from webapp.storage_check import check_storage
 
-MODEL_FILES = ("cnn.keras", "ensemble.joblib", "ood.npz", "model_card.json")
+MODEL_FILES = (*HASHED_FILES, CARD_FILE)  # what a model directory holds (no lung crop in the shipped one)
 
 
 def post(client, data: bytes, name: str = "chest.png"):

@@ -360,7 +360,9 @@ def test_only_the_uploader_or_an_administrator_sets_a_reference_once(app, client
     admin = signed_in(app, "chief")
     again = admin.post(url, json={"reference": "PID-1"})
     assert again.status_code == 409  # once, even for an administrator
-    other = client.post("/api/v1/predictions", data={"file": (io.BytesIO(tagged_dicom), "b.dcm")}).get_json()
+    other = client.post(  # the same file again, stored again (force): a prediction without a reference
+        "/api/v1/predictions?force=1", data={"file": (io.BytesIO(tagged_dicom), "b.dcm")}
+    ).get_json()
     by_admin = admin.post(f"/api/v1/predictions/{other['id']}/reference", json={"reference": "ACC-5"})
     assert by_admin.status_code == 200 and by_admin.get_json()["reference"] == "ACC-5"
     upload = client.post("/api/v1/predictions", data={"file": (io.BytesIO(tagged_dicom), "c.dcm"), "reference": "a\0b"})
@@ -384,7 +386,7 @@ def test_offered_identifiers_stay_on_the_server_and_end_with_the_session(app, cl
 
 def test_export_reviewed_force_replaces_planted_links_instead_of_following_them(app, client, upload, runner, tmp_path):
     first = upload()
-    review(client, first, first["class"])
+    review(client, first, "negative")
     out, victim = tmp_path / "export", tmp_path / "victim.txt"
     out.mkdir()
     victim.write_text("not to be overwritten")

@@ -87,7 +87,8 @@ def test_concurrent_retries_with_one_idempotency_key_store_one_film(server, ches
     headers = {"Content-Type": content_type, "Idempotency-Key": "gunicorn-retry-7f3a"}
 
     def post(_: int) -> tuple[int, dict]:
-        status, answer, error = request(server.url, "POST", "/api/v1/predictions", body, headers, 120, server.token)
+        # force=1: the module's server has seen this film before; only the key may make retries one upload.
+        status, answer, error = request(server.url, "POST", UPLOAD_PATH, body, headers, 120, server.token)
         return status, json.loads(answer) if answer else {"error": error}
 
     with ThreadPoolExecutor(max_workers=3) as pool:

