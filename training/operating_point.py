@@ -273,7 +273,7 @@ def markdown_table(results: dict) -> str:
         "",
         *table_rows({name: m["all"] for name, m in results["recipes_cross_fitted"].items()}),
         "",
-        "## The operating point fitted on all out-of-source predictions (shipped)",
+        "## The operating point fitted on all out-of-source predictions (what `train --operating-point` takes)",
         "",
         point["rule"] + f"; temperature {point['temperature']:.3f}.",
         "",
