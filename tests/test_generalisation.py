@@ -78,6 +78,7 @@ def test_per_source_figures_count_indeterminate_as_no_covid_call():
     outcomes = ["covid", "indeterminate", "indeterminate", "normal", "covid", "normal"]
     m = outcome_metrics(labels, p_covid, outcomes)
     assert m["sensitivity"] == 0.5 and m["specificity"] == 1.0
+    assert m["normal_called_normal"] == pytest.approx(2 / 3) and m["indeterminate_normals"] == pytest.approx(1 / 3)
     assert m["other_findings_not_called_covid"] == 0.0 and m["indeterminate_rate"] == pytest.approx(2 / 6)
     assert m["roc_auc"] == pytest.approx(roc_auc_reference(labels, p_covid))
     by_source = per_source(labels, p_covid, outcomes, ["a", "a", "b", "b", "b", "b"])

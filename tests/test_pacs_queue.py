@@ -20,7 +20,7 @@ from webapp.pacs import listener
 from webapp.pacs.queue import RedisQueue, analysis_queue
 
 BURST = 50
-JOB_TIMEOUT = 30  # seconds: a killed worker's job is retried about this long (plus 10 s) after it started
+JOB_TIMEOUT = 30  # seconds: a killed worker's job is retried this long plus ABANDONED_AFTER_SECONDS after it started
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from cxr.gate_statistics import GATE_FILE, GateLimits
 from cxr.lungs import crop_parameters
 from cxr.preprocess import PARAMETERS
 from training.data import UNSEEN, Sample, counts, has_patient_id
-from training.decision_rule import OperatingPoint, describe_threshold
+from training.decision_rule import DecisionRule, describe_threshold
 from training.precision import training_policy
 from training.provenance import git_state
 from training.unseen import NORMAL
@@ -147,7 +147,7 @@ def model_card(
     copies: Sequence[tuple[int, int, str]],
     model,
     fit_stats: dict,
-    point: OperatingPoint,
+    point: DecisionRule,
     gate: GateLimits,
     features: dict[str, np.ndarray],
     scores: dict,

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folds", default=DEFAULT_FOLDS, help=f"';'-separated source groups (default {DEFAULT_FOLDS})")
     parser.add_argument("--seeds", default="42,7", help="comma-separated seeds, each a full sweep (default 42,7)")
     parser.add_argument("--report-only", action="store_true", help="no training: tables from OUT/predictions")
+    parser.add_argument(
+        "--tables", type=Path, help="write the tables and the operating point here instead of OUT (e.g. one seed's)"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: arguments for training.train")
     return parser
@@ -108,6 +111,7 @@ def train_fold(data: Path, directory: Path, sources: Sequence[str], seed: int, t
 def predict_fold(data: Path, directory: Path, number: int, seed: int, target: Path) -> None:
     """Out-of-source predictions of one fold model for every film of its held-out sources."""
     from cxr.bundle import ModelBundle
+    from cxr.calibration import apply_temperature
     from cxr.decision import POSITIVE_CLASS
     from training.images import load_inputs
 
@@ -122,9 +126,10 @@ def predict_fold(data: Path, directory: Path, number: int, seed: int, target: Pa
     samples = [samples[i] for i in kept]
     features, _ = bundle.embed(images)
     positive = bundle.classes.index(POSITIVE_CLASS)
-    raw = bundle.ensemble.predict_proba(features)[:, positive]
+    probabilities = bundle.ensemble.predict_proba(features)  # before any temperature: what the fit needs
+    raw = probabilities[:, positive]
     ood = bundle.ood.distance(features) / bundle.ood.threshold
-    own = bundle.ensemble_probabilities(features)
+    own = apply_temperature(probabilities, bundle.temperature)  # as the fold model serves them
     own_outcomes = bundle.rule.outcomes(own, ood)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
@@ -163,9 +168,19 @@ def copies_of_trained_films(data: Path, folds: list[list[str]]) -> dict[int, set
 
 
 def report(
-    out: Path, folds: list[list[str]], resamples: int, command: str | None, data: Path | None = None
+    out: Path,
+    folds: list[list[str]],
+    resamples: int,
+    command: str | None,
+    data: Path | None = None,
+    seeds: Sequence[int] | None = None,
+    tables: Path | None = None,
 ) -> OperatingPoint:
+    """The tables and the operating point from OUT's predictions of `seeds` (all when None), written to
+    `tables` (default OUT)."""
     rows = read_predictions(sorted((out / PREDICTIONS_DIR).glob("*.csv")))
+    if seeds is not None:
+        rows = [r for r in rows if r["seed"] in seeds]
     if not rows:
         raise DataError(f"no predictions in {out / PREDICTIONS_DIR}")
     excluded: dict[int, set[str]] = copies_of_trained_films(data, folds) if data is not None else {}
@@ -197,10 +212,12 @@ def report(
         "fold_models_own_rule": internal,
         "recipes_cross_fitted": {name: summary for name, summary in recipes.items() if summary},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "operating_point.json").write_text(json.dumps(point.as_dict() | {"estimate": estimate}, indent=1) + "\n")
-    (out / "README.md").write_text(markdown_table(results))
-    print((out / "README.md").read_text())
+    tables = tables or out
+    tables.mkdir(parents=True, exist_ok=True)
+    (tables / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (tables / "operating_point.json").write_text(json.dumps(point.as_dict() | {"estimate": estimate}, indent=1) + "\n")
+    (tables / "README.md").write_text(markdown_table(results))
+    print((tables / "README.md").read_text())
     return point
 
 
@@ -249,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                     directory = args.models / fold_name(seed, number)
                     train_fold(args.data, directory, sources, seed, train_args)
                     predict_fold(args.data, directory, number, seed, target)
-                    report(args.out, folds, args.bootstrap, command, args.data)
-        report(args.out, folds, args.bootstrap, command, args.data)
+                    report(args.out, folds, args.bootstrap, command, args.data, seeds)
+        report(args.out, folds, args.bootstrap, command, args.data, seeds, args.tables)
     except (DataError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

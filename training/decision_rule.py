@@ -17,7 +17,7 @@ from training.metrics import choose_threshold
 
 
 @dataclass(frozen=True)
-class OperatingPoint:
+class DecisionRule:
     temperature: float
     threshold: float | None  # p(covid) from which a film is called covid; None: argmax (no covid class)
     indeterminate_below: float | None  # below the threshold, indeterminate from this p(covid)
@@ -27,35 +27,38 @@ class OperatingPoint:
     crossval: dict | None  # the cross-validation's operating point it came from, if any
 
 
-def fit_operating_point(
+def fit_decision_rule(
     args: argparse.Namespace,
     classes: list[str],
     ensemble,
     features: dict[str, np.ndarray],
     class_of: dict[str, np.ndarray],
-) -> OperatingPoint:
+) -> DecisionRule:
     """`features` and `class_of` (class indices) per split; validation fits everything that
     `--operating-point` does not give (the OOD distance is always the model's own)."""
-    raw = ensemble.predict_proba(features["val"])
-    temperature = fit_temperature(raw, class_of["val"])
-    threshold = lower = None
-    if POSITIVE_CLASS in classes:
-        positive = classes.index(POSITIVE_CLASS)
-        p_positive = apply_temperature(raw, temperature)[:, positive]
-        threshold = choose_threshold(class_of["val"], p_positive, positive, args.min_sensitivity)
-        lower = min(threshold, choose_threshold(class_of["val"], p_positive, positive, args.indeterminate_sensitivity))
     ood = FeatureDistance.fit(features["train"], features["val"], args.ood_quantile)
-    unusual = float(np.quantile(ood.distance(features["val"]), args.unusual_quantile) / ood.threshold)
-    crossval = None
     if args.operating_point is not None:
         crossval = json.loads(args.operating_point.read_text())
         temperature, threshold = crossval["temperature"], crossval["threshold"]
         lower, unusual = crossval["indeterminate_below"], crossval["unusual_score"]
+    else:
+        crossval = None
+        raw = ensemble.predict_proba(features["val"])
+        temperature = fit_temperature(raw, class_of["val"])
+        threshold = lower = None
+        if POSITIVE_CLASS in classes:
+            positive = classes.index(POSITIVE_CLASS)
+            p_positive = apply_temperature(raw, temperature)[:, positive]
+            threshold = choose_threshold(class_of["val"], p_positive, positive, args.min_sensitivity)
+            lower = min(
+                threshold, choose_threshold(class_of["val"], p_positive, positive, args.indeterminate_sensitivity)
+            )
+        unusual = float(np.quantile(ood.distance(features["val"]), args.unusual_quantile) / ood.threshold)
     rule = Rule(tuple(classes), threshold, lower, unusual)
-    return OperatingPoint(temperature, threshold, lower, unusual, ood, rule, crossval)
+    return DecisionRule(temperature, threshold, lower, unusual, ood, rule, crossval)
 
 
-def describe_threshold(args: argparse.Namespace, point: OperatingPoint) -> dict:
+def describe_threshold(args: argparse.Namespace, point: DecisionRule) -> dict:
     """The card's description of the threshold and the indeterminate band."""
     threshold, lower, crossval = point.threshold, point.indeterminate_below, point.crossval
     if crossval is not None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.calibration import apply_temperature, fit_temperature
-from cxr.decision import INDETERMINATE, POSITIVE_CLASS, Rule
+from cxr.decision import POSITIVE_CLASS, Rule
 from training.unseen import NORMAL, outcome_metrics
 
 PREDICTION_FIELDS = [
@@ -174,13 +174,7 @@ def cross_fitted(rows: Sequence[dict], **kwargs) -> list[dict]:
 
 
 def group_metrics(rows: Sequence[dict]) -> dict:
-    labels = [r["label"] for r in rows]
-    outcomes = [r["outcome"] for r in rows]
-    metrics = outcome_metrics(labels, np.array([r["p"] for r in rows]), outcomes)
-    normal = [o for label, o in zip(labels, outcomes) if label == NORMAL]
-    metrics["normal_called_normal"] = float(np.mean([o == NORMAL for o in normal])) if normal else None
-    metrics["indeterminate_normals"] = float(np.mean([o == INDETERMINATE for o in normal])) if normal else None
-    return metrics
+    return outcome_metrics([r["label"] for r in rows], np.array([r["p"] for r in rows]), [r["outcome"] for r in rows])
 
 
 def bootstrap_intervals(rows: Sequence[dict], resamples: int, seed: int = 0) -> dict[str, list[float] | None]:

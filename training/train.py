@@ -30,7 +30,7 @@ from training import leaks, report
 from training.card import model_card
 from training.cli import RESUMABLE, parse_args, stage
 from training.data import SPLIT_FILE, DataError, canonical_label, load_dataset, patient_split, write_split
-from training.decision_rule import fit_operating_point
+from training.decision_rule import fit_decision_rule
 from training.ensemble import fit_ensemble
 from training.epochs import StoppedEarly, same_split, train_cnn
 from training.export import write_model_directory
@@ -139,7 +139,7 @@ def train(args: argparse.Namespace, command: str) -> int:
         features[name], cnn_probs[name] = embed(model, FEATURE_LAYER, images[indices].astype(np.float32))
     ensemble = fit_ensemble(features["train"], class_of[split["train"]], args.seed)
     stage("ensemble (decision tree, SVM, random forest, AdaBoost; soft voting) fitted", started)
-    point = fit_operating_point(args, classes, ensemble, features, {n: class_of[i] for n, i in split.items()})
+    point = fit_decision_rule(args, classes, ensemble, features, {n: class_of[i] for n, i in split.items()})
     stage(
         f"temperature {point.temperature:.3f}; operating threshold {point.threshold}, indeterminate from "
         f"{point.indeterminate_below}; OOD distance threshold {point.ood.threshold:.2f}, unusual above score "

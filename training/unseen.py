@@ -33,6 +33,8 @@ def outcome_metrics(labels: Sequence[str], p_covid: np.ndarray, outcomes: Sequen
         "n_other_findings": int((~is_covid & ~is_normal).sum()),
         "sensitivity": _rate(called[is_covid]),
         "specificity": _rate(~called[is_normal]),
+        "normal_called_normal": _rate(outcomes[is_normal] == NORMAL),
+        "indeterminate_normals": _rate(outcomes[is_normal] == INDETERMINATE),
         "other_findings_not_called_covid": _rate(~called[~is_covid & ~is_normal]),
         "indeterminate_rate": _rate(outcomes == INDETERMINATE),
         "roc_auc": float(roc_auc_score(is_covid, p_covid)) if both else None,

@@ -45,6 +45,15 @@ DEFINITIONS = {
     "site_checks": "Known-negative films of this hospital run through a model before go-live (administration).",
 }
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def quantiles(values: list[float] | np.ndarray) -> dict[str, float] | None:
+    """`QUANTILES` of p(covid) values, keyed "0.05" … "0.95"; None for no values."""
+    if len(values) == 0:
+        return None
+    return {f"{q:g}": float(v) for q, v in zip(QUANTILES, np.quantile(values, QUANTILES))}
+
+
 REFUSAL_TARGET = "model:"
 
 
@@ -69,9 +78,7 @@ class Period:
 
     @property
     def p_covid_quantiles(self) -> dict[str, float] | None:
-        if not self.p_covid:
-            return None
-        return {f"{q:g}": float(v) for q, v in zip(QUANTILES, np.quantile(self.p_covid, QUANTILES))}
+        return quantiles(self.p_covid)
 
     @property
     def reviewed_share(self) -> float | None:

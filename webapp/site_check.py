@@ -24,8 +24,8 @@ from webapp import audit
 from webapp.analysis import analyse
 from webapp.db import SiteCheck, db
 from webapp.model_service import model_service
+from webapp.monitoring import quantiles
 
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 HISTOGRAM_BINS = 20  # of p(covid) over [0, 1]
 Z95 = 1.959964
 # outcome → the card's cross-validation metric for normal films that predicts its rate
@@ -90,7 +90,7 @@ def run_site_check(films: Iterable[tuple[str, bytes | None]], label: str, user=N
         indeterminate=counts[INDETERMINATE],
         normal=counts["normal"],
         p_covid={
-            "quantiles": {str(q): float(np.quantile(values, q)) for q in QUANTILES} if values.size else {},
+            "quantiles": quantiles(values) or {},
             "histogram": np.histogram(values, bins=HISTOGRAM_BINS, range=(0.0, 1.0))[0].tolist(),
         },
     )
@@ -138,7 +138,7 @@ def compare(row: SiteCheck, card: dict) -> list[Comparison]:
     expected = estimate(card) if row.model_version == card.get("version") else None
     result = []
     for outcome, (metric, complement) in ESTIMATES.items():
-        count = getattr(row, outcome if outcome != POSITIVE_CLASS else "covid")
+        count = getattr(row, outcome)  # the outcomes name SiteCheck's columns
         value = interval = None
         if expected and expected.get(metric) is not None:
             value = expected[metric]
@@ -172,9 +172,9 @@ def report_lines(row: SiteCheck, card: dict) -> list[str]:
         if c.expected_interval:
             expected += f" ({c.expected_interval[0]:.2f}–{c.expected_interval[1]:.2f})"
         lines.append(f"  {c.title:<16} {c.count:>5}  {observed:<22} cross-validation: {expected:<22} {c.verdict}")
-    quantiles = row.p_covid.get("quantiles") or {}
-    if quantiles:
-        lines.append("  p(covid) " + ", ".join(f"q{float(q) * 100:g} {v:.3f}" for q, v in quantiles.items()))
+    stored = row.p_covid.get("quantiles") or {}
+    if stored:
+        lines.append("  p(covid) " + ", ".join(f"q{float(q) * 100:g} {v:.3f}" for q, v in stored.items()))
     return lines
 
 
