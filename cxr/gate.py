@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cxr.errors import NotAChestXray
-from cxr.gate_statistics import GateLimits, measure
+from cxr.gate_statistics import GateLimits, histogram, measure
 from cxr.imaging import DecodedImage
 from cxr.preprocess import Prepared
 
@@ -100,9 +100,9 @@ def _failures(image: DecodedImage, score: float, limits: GateLimits, prepared: P
 
 def percentiles(gray: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
     """`np.percentile(gray, qs) / 255` read off the 256-level histogram (the same interpolation between
-    order statistics), four times faster than sorting the pixels. Of a 16-bit film this is the
+    order statistics), much faster than sorting the pixels. Of a 16-bit film this is the
     percentile of its 8-bit rendering, at most 0.5/255 from that of the full-depth pixels."""
-    cumulative = np.cumsum(np.bincount(gray.ravel(), minlength=256))
+    cumulative = np.cumsum(histogram(gray))
     positions = (gray.size - 1) * np.asarray(qs, dtype=np.float64) / 100.0
     below = np.floor(positions)
     low = np.searchsorted(cumulative, below, side="right")
