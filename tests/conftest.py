@@ -17,6 +17,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from flask.testing import FlaskClient
+
 from tests.accounts import add_user, clinician_client, signed_in
 from tests.helpers import MODEL_DIR, SHARED_IMAGES, missing, png_bytes, synthetic_chest
 from webapp import create_app
@@ -62,9 +64,26 @@ def chest_png(bundle) -> bytes:
     )
 
 
+class BufferedClient(FlaskClient):
+    """The test client, reading each response whole and closing it, as a WSGI server does once it has sent
+    it: the request body's spooled file (webapp/request_body.py) is then closed, not left to the garbage
+    collector."""
+
+    def open(self, *args, **kwargs):
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
+def buffered_app(config: dict):
+    """`create_app(config)` with the buffered test client."""
+    app = create_app(config)
+    app.test_client_class = BufferedClient
+    return app
+
+
 def migrated_app(url: str, folder: Path, bundle):
     """An app on the database at `url` with its schema created and its first administrator."""
-    app = create_app(
+    app = buffered_app(
         {
             **TEST_CONFIG,
             "INSTANCE_PATH": str(folder / "instance"),
@@ -189,7 +208,7 @@ def make_app(tmp_path, bundle, database_url):
             "MODEL_BUNDLE": bundle,
             **overrides,
         }
-        return create_app(config)
+        return buffered_app(config)
 
     return make
 

@@ -3,6 +3,7 @@ and files built in memory."""
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 from pathlib import Path
@@ -38,6 +39,12 @@ def shared_manifest() -> Path:
     if not manifest.is_file():
         missing(f"The shared films ({SHARED_IMAGES}) are absent.")
     return manifest
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, read and closed."""
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def dicom_bytes(

@@ -4,7 +4,6 @@ as it is (the round trip upload → review → export → train → evaluate).""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.accounts import add_user, clinician_client, signed_in
-from tests.helpers import SHARED_IMAGES, dicom_bytes, gray_pixels, missing, png_bytes, shared_manifest
+from tests.helpers import SHARED_IMAGES, csv_rows, dicom_bytes, gray_pixels, missing, png_bytes, shared_manifest
 from webapp.db import AuditEvent, Prediction, UserSession, db
 
 FLAT = png_bytes(np.full((256, 256), 200, np.uint8))  # decodes, but the gate refuses it
@@ -203,7 +202,7 @@ def test_export_reviewed_writes_films_and_manifest(app, client, upload, runner, 
     assert result.exit_code == 0, result.output
     assert "Wrote 3 reviewed film(s)" in result.output
     assert "Left out 2 reviewed film(s) whose latest reading is preliminary or indeterminate." in result.output
-    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    rows = csv_rows(out / "manifest.csv")
     assert list(rows[0]) == ["file", "label", "patient_id", "source"]
     # Labels from the latest reading: typical covid, another finding and atypical "other" (trained as non-COVID).
     assert [(r["label"], r["patient_id"], r["source"]) for r in rows] == [
@@ -253,7 +252,7 @@ def test_export_reviewed_writes_each_film_once_in_one_patient(app, client, uploa
     out = tmp_path / "export"
     result = runner.invoke(args=["export-reviewed", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    rows = [(r["file"], r["label"], r["patient_id"]) for r in csv.DictReader((out / "manifest.csv").open())]
+    rows = [(r["file"], r["label"], r["patient_id"]) for r in csv_rows(out / "manifest.csv")]
     assert rows == [
         (f"images/{x_as_p1['id']}.png", "normal", "P-1"),  # the latest review's reading, negative
         (f"images/{y_as_p2['id']}.png", "normal", "P-1"),  # P-2 shares film x with P-1: one patient
@@ -308,7 +307,7 @@ def test_round_trip_upload_review_export_train_evaluate(app, client, runner, tmp
     from training import evaluate, train
 
     wanted = {"covid": ROUND_TRIP_PER_CLASS, "normal": ROUND_TRIP_PER_CLASS}
-    for row in csv.DictReader(shared.open()):
+    for row in csv_rows(shared):
         if not any(wanted.values()):
             break
         if wanted.get(row["label"], 0) == 0 or row["label"] not in bundle.classes:
@@ -329,7 +328,7 @@ def test_round_trip_upload_review_export_train_evaluate(app, client, runner, tmp
     result = runner.invoke(args=["export-reviewed", "--out", str(out)])
     assert result.exit_code == 0, result.output
     manifest = out / "manifest.csv"
-    labels = [r["label"] for r in csv.DictReader(manifest.open())]
+    labels = [r["label"] for r in csv_rows(manifest)]
     assert sorted(labels) == ["covid"] * ROUND_TRIP_PER_CLASS + ["normal"] * ROUND_TRIP_PER_CLASS
 
     model = tmp_path / "retrained"

@@ -19,6 +19,7 @@ from PIL import Image
 from cxr.bundle import ModelBundle, artifact_version
 from cxr.errors import ModelBundleError
 from cxr.gate_statistics import GATE_FILE
+from tests.helpers import csv_rows
 from training import evaluate, train
 from training.checkpoint import CHECKPOINT_DIR, PROGRESS_FILE
 from training.data import DataError, canonical_label, load_dataset, patient_split
@@ -132,7 +133,7 @@ def test_exported_bundle_loads_and_predicts(trained, dataset):
     assert all(
         (trained / "report" / f"{name}.png").is_file() for name in ("training_curves", "confusion_matrix", "roc")
     )
-    saved = list(csv.DictReader((trained / "split.csv").open()))
+    saved = csv_rows(trained / "split.csv")
     patients = {}
     for row in saved:
         assert patients.setdefault(row["patient_id"], row["split"]) == row["split"]
@@ -175,7 +176,7 @@ def test_copies_of_one_film_share_a_split_and_copies_of_held_out_films_are_left_
     out = tmp_path / "model"
     argv = ["--data", str(root / "manifest.csv"), "--out", str(out), "--holdout-sources", "heldsrc"]
     assert train.main([*argv, *TINY]) == 0
-    where = {row["file"]: row["split"] for row in csv.DictReader((out / "split.csv").open())}
+    where = {row["file"]: row["split"] for row in csv_rows(out / "split.csv")}
     assert where["covidsrc_0030.png"] == where["covidsrc_0999.png"] and where["heldsrc_0001.jpg"] == "unseen"
     assert "normasrc_0031.png" not in where
     card = json.loads((out / "model_card.json").read_text())
@@ -195,7 +196,7 @@ def test_evaluate_writes_metrics_and_predictions(trained, dataset, tmp_path, cap
     # viral pneumonia was trained as the non-COVID class (the default --negatives), so it is scored as such
     assert metrics["n"] == 108 and metrics["left_out_by_class"] == {}
     assert metrics["outcomes"]["all"]["n_other_findings"] == 36
-    rows = list(csv.DictReader(preds.open()))
+    rows = csv_rows(preds)
     assert list(rows[0]) == ["file", "label", "decision", "p_covid", "p_normal", "class", "source"]
     assert len(rows) == 108
     assert {r["decision"] for r in rows} <= {"covid", "normal", "indeterminate"}
@@ -239,7 +240,7 @@ def test_bad_rows_are_named_or_skipped(tmp_path, capsys, row, message):
 
 
 def test_skip_bad_leaves_bad_rows_out_with_a_count(dataset, tmp_path, capsys):
-    rows = list(csv.DictReader(dataset.open()))
+    rows = csv_rows(dataset)
     for row in rows:
         row["file"] = str(dataset.parent / row["file"])
     rows.append({"file": str(tmp_path / "gone.png"), "label": "covid", "patient_id": "", "view": "", "notes": ""})
@@ -300,9 +301,7 @@ def test_held_out_sources_are_scored_apart_and_unknown_ones_refused(dataset, tmp
     unseen = card["outcomes"]["unseen"]["viralsrc"]
     assert unseen["n_other_findings"] == 36 and unseen["sensitivity"] is None
     assert 0.0 <= unseen["other_findings_not_called_covid"] <= 1.0
-    assert {row["split"] for row in csv.DictReader((out / "split.csv").open()) if row["file"].startswith("viral")} == {
-        "unseen"
-    }
+    assert {row["split"] for row in csv_rows(out / "split.csv") if row["file"].startswith("viral")} == {"unseen"}
     assert (
         card["calibration"]["temperature"] > 0
         and card["threshold"]["indeterminate_below"] <= card["threshold"]["value"]
@@ -318,7 +317,7 @@ def test_lung_localiser_trains_and_a_lung_crop_model_serves(dataset, tmp_path):
 
     masks = tmp_path / "lungs" / "masks"
     masks.mkdir(parents=True)
-    for row in list(csv.DictReader(dataset.open()))[:12]:
+    for row in csv_rows(dataset)[:12]:
         mask = np.zeros((160, 160), dtype=np.uint8)
         mask[40:125, 25:135] = 255  # both lung fields of `synthetic_xray`
         Image.fromarray(mask).save(masks / row["file"])
