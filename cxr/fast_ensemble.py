@@ -236,9 +236,12 @@ def _sigmoid_svm(member) -> Callable[[np.ndarray], np.ndarray] | None:
 def probe_features(mean: np.ndarray, precision: np.ndarray, count: int = 256, seed: int = 0) -> np.ndarray:
     """Feature vectors spread like the training features (from the OOD statistics), for the self-check."""
     rng = np.random.default_rng(seed)
-    covariance = np.linalg.inv(precision)
-    covariance = (covariance + covariance.T) / 2
-    scale = np.linalg.cholesky(covariance + 1e-9 * np.eye(len(mean)))
+    # The precision is a pseudo-inverse (scikit-learn's `pinvh`): where CNN units never fired on the training
+    # films (ReLU outputs always 0), the covariance is singular and so is the precision. `pinvh` gives the
+    # covariance back on the directions the features vary in, and its eigen-decomposition a square root
+    # that needs no positive definiteness (a Cholesky factor does).
+    eigenvalues, eigenvectors = np.linalg.eigh(np.linalg.pinv(precision, hermitian=True))
+    scale = eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
     spread = np.concatenate([rng.normal(size=(count, len(mean))), 3 * rng.normal(size=(count // 4, len(mean)))])
     probes = mean + spread @ scale.T
     return np.clip(np.vstack([mean[np.newaxis], probes]), 0.0, None).astype(np.float32)  # features are ReLU outputs

@@ -150,3 +150,18 @@ def test_other_transformers_go_through_scikit_learn():
     model.fit(features, labels)
     fast = compile_ensemble(model, features[:20])
     np.testing.assert_allclose(fast(features * 1.5), model.predict_proba(features * 1.5), rtol=0, atol=1e-12)
+
+
+def test_probes_follow_a_singular_covariance_of_units_that_never_fired():
+    # A trained CNN can have ReLU units that are 0 on every training film: their covariance is singular and
+    # so is the OOD precision (a pseudo-inverse). The bundle's self-check must still draw its probes.
+    rng = np.random.default_rng(3)
+    features = np.clip(rng.normal(1.0, 0.5, size=(400, 8)), 0.0, None)
+    features[:, [1, 5]] = 0.0  # dead units
+    features[:, 2] = features[:, 3]  # and two units that always agree
+    precision = np.linalg.pinv(np.cov(features, rowvar=False), hermitian=True)
+    assert np.linalg.matrix_rank(precision) == 5
+    probes = probe_features(features.mean(axis=0), precision, count=400, seed=1)
+    assert probes.shape == (1 + 400 + 100, 8) and np.isfinite(probes).all()
+    assert np.abs(probes[:, [1, 5]]).max() < 1e-9  # no spread where the training features had none
+    assert np.corrcoef(probes[1:401, 2], probes[1:401, 3])[0, 1] > 0.99
