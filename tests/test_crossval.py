@@ -11,7 +11,8 @@ import pytest
 
 from cxr.decision import INDETERMINATE
 from tests.test_training import TINY, synthetic_xray, write_manifest
-from training import crossval, train
+from training import crossval, recipe_table, train
+from training.crossval import MEAN_OF_SEEDS
 from training.operating_point import (
     MIN_COVID_PER_SOURCE,
     cross_fitted,
@@ -124,6 +125,7 @@ def test_crossval_predicts_every_held_out_film_and_the_final_model_takes_its_ope
     assert {r["file"] for r in rows} == held_out and len(rows) == len(held_out)
     assert {(r["fold"], r["source"]) for r in rows} == {(1, "alpha"), (2, "beta")}
     results = json.loads((out / "results.json").read_text())
+    assert results["train_args"] == list(TINY)  # the recipe, recorded with its predictions
     pooled = results["cross_fitted"]["all"]
     assert pooled["n"] == len(held_out) and set(pooled["interval"]) >= {"sensitivity", "roc_auc", "ece"}
     assert "| alpha |" in (out / "README.md").read_text()
@@ -157,3 +159,54 @@ def test_crossval_predicts_every_held_out_film_and_the_final_model_takes_its_ope
     assert card["crossval"]["estimate"]["all"]["n"] == len(held_out)
     assert card["training"]["git"]["commit"] and isinstance(card["training"]["git"]["dirty"], bool)
     assert card["training"]["command"].startswith("python -m training.train --data ")
+
+
+def test_an_out_directory_holds_one_recipe(tmp_path, capsys):
+    out = tmp_path / "cv"
+    crossval.record_recipe(out, ["--epochs", "12"])
+    crossval.record_recipe(out, ["--epochs", "12"])  # the same recipe continues
+    assert crossval.recorded_recipe(out) == ["--epochs", "12"]
+    argv = [
+        "--data",
+        "manifest.csv",
+        "--out",
+        str(out),
+        "--folds",
+        "a",
+        "--",
+        "--epochs",
+        "12",
+        "--augment",
+        "acquisition",
+    ]
+    assert crossval.main(argv) == 2  # refused before any training
+    assert "holds the predictions of the recipe --epochs 12" in capsys.readouterr().err
+    assert crossval.recorded_recipe(out) == ["--epochs", "12"]
+
+
+def recipe_results(directory: Path, train_args: list[str], specificity: dict[str, float]) -> None:
+    def figures(value: float) -> dict:
+        keys = ("sensitivity", "specificity", "normal_called_normal", "indeterminate_normals", "roc_auc", "ece")
+        return {"all": {k: value for k in keys} | {"interval": {k: [value - 0.1, value + 0.1] for k in keys}}}
+
+    directory.mkdir(parents=True)
+    rows = {name: figures(value) for name, value in specificity.items()}
+    (directory / "results.json").write_text(json.dumps({"train_args": train_args, "recipes_cross_fitted": rows}))
+
+
+def test_the_recipe_table_compares_each_seed_with_the_baselines_same_seed(tmp_path):
+    recipe_results(tmp_path / "base", ["--epochs", "12"], {"seed 7": 0.5, "seed 42": 0.6, MEAN_OF_SEEDS: 0.55})
+    recipe_results(tmp_path / "new", ["--augment", "x"], {"seed 7": 0.7, "seed 42": 0.5, MEAN_OF_SEEDS: 0.65})
+    written = tmp_path / "README.md"
+    argv = [f"baseline={tmp_path / 'base'}", f"candidate={tmp_path / 'new'}", "--write", str(written)]
+    assert recipe_table.main(argv) == 0
+    lines = written.read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| baseline") or line.startswith("| candidate")]
+    assert len(rows) == 6
+    assert rows[0].startswith("| baseline | `--epochs 12` | seed 7 | 0.500 (0.40–0.60) |") and rows[0].endswith("|  |")
+    assert rows[3].startswith("| candidate | `--augment x` | seed 7 | 0.700 (0.60–0.80) |")
+    assert rows[3].endswith("| +0.200 / +0.200 / +0.200 |")
+    assert rows[4].endswith("| -0.100 / -0.100 / -0.100 |")  # seed 42 against seed 42
+    with pytest.raises(SystemExit) as refused:
+        recipe_table.main(["baseline=" + str(tmp_path / "missing")])
+    assert refused.value.code == 2

@@ -45,6 +45,9 @@ from training.operating_point import (
 DEFAULT_FOLDS = "cxnet,tbx11k;ieee8023,figure1;covid19imgds,chexpert;montgomery"
 DOMINANT_SOURCE = "radiography"  # trains in every fold
 PREDICTIONS_DIR = "predictions"
+# OUT/RECIPE_FILE records the arguments after `--` that trained OUT's fold models: one recipe per OUT.
+RECIPE_FILE = "recipe.json"
+MEAN_OF_SEEDS = "mean of the seeds' p(covid)"
 
 
 def parse_folds(text: str) -> list[list[str]]:
@@ -195,7 +198,7 @@ def report(
         for seed in seeds
     }
     if len(seeds) > 1:
-        recipes["mean of the seeds' p(covid)"] = summarise(cross_fitted(seed_mean(rows)), resamples, sources=False)
+        recipes[MEAN_OF_SEEDS] = summarise(cross_fitted(seed_mean(rows)), resamples, sources=False)
     results = {
         "folds": {str(k): fold for k, fold in enumerate(folds, 1)},
         "seeds": seeds,
@@ -206,6 +209,7 @@ def report(
         "predictions": len(rows),
         "models": sorted({r["model_version"] for r in rows}),
         "command": command,
+        "train_args": recorded_recipe(out),
         "operating_point": point.as_dict(),
         "cross_fitted": estimate,
         "fitted_on_all": fitted,
@@ -219,6 +223,25 @@ def report(
     (tables / "README.md").write_text(markdown_table(results))
     print((tables / "README.md").read_text())
     return point
+
+
+def recorded_recipe(out: Path) -> list[str] | None:
+    """The training arguments OUT's fold models were trained with (None where not recorded)."""
+    path = out / RECIPE_FILE
+    return json.loads(path.read_text())["train_args"] if path.is_file() else None
+
+
+def record_recipe(out: Path, train_args: list[str]) -> None:
+    """Record `train_args` as OUT's recipe, or refuse when OUT holds predictions of another recipe (a table
+    mixing two recipes' folds would describe neither)."""
+    recorded = recorded_recipe(out)
+    if recorded is not None and recorded != train_args:
+        raise DataError(
+            f"{out} holds the predictions of the recipe {' '.join(recorded) or '(defaults)'}; "
+            f"train {' '.join(train_args) or '(defaults)'} into another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RECIPE_FILE).write_text(json.dumps({"train_args": train_args}) + "\n")
 
 
 def seed_mean(rows: list[dict]) -> list[dict]:
@@ -258,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.data is None:
                 print("error: --data is required unless --report-only", file=sys.stderr)
                 return 2
+            record_recipe(args.out, train_args)
             for seed in seeds:
                 for number, sources in enumerate(folds, 1):
                     target = args.out / PREDICTIONS_DIR / f"{fold_name(seed, number)}.csv"
