@@ -6,7 +6,7 @@ tested by adding it."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import flask_migrate
@@ -74,6 +74,8 @@ def sample_value(column: sa.Column, n: int) -> Any:
         return 0.25 + n / 8
     if isinstance(kind, sa.DateTime):
         return datetime(2026, 1, n, 8, 30, n)
+    if isinstance(kind, sa.Date):
+        return date(2026, 1, n)
     if isinstance(kind, sa.JSON):
         return {"covid": 0.25 * n, "normal": 1 - 0.25 * n}
     if isinstance(kind, sa.String):  # Text too
