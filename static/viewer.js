@@ -194,8 +194,7 @@
       self.context = self.canvas.getContext("2d", { willReadFrequently: true });
       self.shown = self.context.createImageData(self.width, self.height);
       root.hidden = false;
-      var section = root.closest("[data-viewer-section]");
-      if (section) { section.classList.add("viewer-on"); }  // the plain images give way to the viewer
+      self.settle(true);  // the plain images give way to the viewer
       document.querySelectorAll("[data-viewer-only]").forEach(function (element) { element.hidden = false; });
       self.bind();
       self.draw();
@@ -213,7 +212,19 @@
         root.setAttribute("data-ready", "");
       });
     }).catch(function () {
+      self.settle(self.ready);
       if (self.status) { self.status.textContent = "The viewer could not load this film; the images below show it."; }
+    });
+  };
+
+  // The plain images wait hidden while the viewer loads (_viewer.html): with the viewer on they stay hidden
+  // (and shown in print), else they show.
+  Viewer.prototype.settle = function (on) {
+    var section = this.root.closest("[data-viewer-section]");
+    if (!section) { return; }
+    if (on) { section.classList.add("viewer-on"); }
+    section.querySelectorAll("[data-viewer-pending]").forEach(function (images) {
+      images.removeAttribute("data-viewer-pending");
     });
   };
 

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
+from cxr.imaging import decode_image
+from cxr.overlay import HEATMAP_SIDE
 from tests.accounts import PASSWORD, add_user
 from tests.helpers import png_bytes
 
@@ -145,6 +147,8 @@ def test_upload_result_and_history(live_server, page, page_errors, tmp_path, che
     expect(page.locator("[data-chosen] li")).to_have_text(re.compile(r"browser-chest\.png"))
     page.fill("input[name=reference]", "E2E-42")
     page.fill("textarea[name=note]", "from the browser test")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     page.click("input[type=submit]")
     expect(page.locator("[data-progress]")).to_be_visible()
     page.wait_for_url(re.compile(r"/predictions/\d+$"))  # the redirect, followed
@@ -207,12 +211,31 @@ def test_upload_result_and_history(live_server, page, page_errors, tmp_path, che
     page.keyboard.press("r")  # reset the window, from the keyboard
     assert film_pixel(page) == original
 
+    # The heat layer is the stored heatmap, coloured here: the server rendered no overlay for the page (the
+    # plain image's is lazy), and the colour lies within the crop box the model saw.
+    assert any(url.endswith(f"/predictions/{prediction_id}/heatmap.png") for url in requested)
+    assert not [url for url in requested if "/overlay." in url]
     heat = page.locator("[data-heat-canvas]")
     expect(heat).to_be_visible()
-    coloured = heat.evaluate("""c => {
+    film = decode_image(chest_png)
+    top, bottom, left, right = bundle.predict(film.pixels).box
+    width = heat.evaluate("c => c.width")
+    scale = width / film.pixels.shape[1]
+    margin = max(film.pixels.shape) / HEATMAP_SIDE * scale + 1  # one stored heatmap pixel, smoothed
+    inside, outside = heat.evaluate(
+        """(c, [top, bottom, left, right, margin]) => {
         const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 3; i < data.length; i += 4) { if (data[i] > 0) { n++; } } return n; }""")
-    assert coloured > 0  # the heatmap layer, taken from the stored overlay
+        let inside = 0, outside = 0;
+        for (let y = 0; y < c.height; y++) { for (let x = 0; x < c.width; x++) {
+            if (data[(y * c.width + x) * 4 + 3] === 0) { continue; }
+            const within = y + 0.5 > top - margin && y + 0.5 < bottom + margin
+                && x + 0.5 > left - margin && x + 0.5 < right + margin;
+            if (within) { inside++; } else { outside++; }
+        } }
+        return [inside, outside]; }""",
+        [top * scale, bottom * scale, left * scale, right * scale, margin],
+    )
+    assert inside > 0.05 * (bottom - top) * (right - left) * scale**2 and outside == 0
     page.locator("[data-control=opacity]").fill("30")
     assert heat.evaluate("c => c.style.opacity") == "0.3"
     page.locator("[data-control=overlay]").uncheck()
