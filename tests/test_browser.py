@@ -17,7 +17,7 @@ from werkzeug.serving import make_server
 from cxr.imaging import decode_image
 from cxr.overlay import HEATMAP_SIDE
 from tests.accounts import PASSWORD, add_user
-from tests.helpers import png_bytes
+from tests.helpers import make_legacy, png_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -42,11 +42,17 @@ USER = "browser-clinician"
 
 
 @pytest.fixture
-def live_server(make_app):
-    """The app (CSRF on) on a loopback port, with the clinician USER (password PASSWORD)."""
+def live_app(make_app):
+    """The app (CSRF on), with the clinician USER (password PASSWORD)."""
     app = make_app(WTF_CSRF_ENABLED=True)
     add_user(app, USER)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    return app
+
+
+@pytest.fixture
+def live_server(live_app):
+    """`live_app` on a loopback port."""
+    server = make_server("127.0.0.1", 0, live_app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -444,6 +450,31 @@ def test_viewer_windows_a_dicoms_full_depth(live_server, page, tmp_path, chest_p
     page.locator("[data-viewport]").focus()
     page.keyboard.press("r")
     expect(viewer).to_have_attribute("data-window", f"{center}/{width}")
+
+
+def test_a_prediction_stored_before_heatmaps_shows_its_stored_overlay(live_app, live_server, page, tmp_path, chest_png):
+    """A row with an overlay file and no heatmap: the viewer takes its heat layer from the stored overlay."""
+    from playwright.sync_api import expect
+
+    image = tmp_path / "old.png"
+    image.write_bytes(chest_png)
+    page.goto(f"{live_server}/login")
+    sign_in(page)
+    upload_through_form(page, image)
+    page.wait_for_url(re.compile(r"/predictions/\d+$"))
+    expect(page.locator("[data-viewer][data-ready]")).to_be_visible()  # nothing left to fetch
+    prediction_id = int(page.url.rsplit("/", 1)[1])
+    make_legacy(live_app, prediction_id)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.reload()
+    viewer = page.locator("[data-viewer][data-ready]")
+    expect(viewer).to_have_attribute("data-overlay", f"/predictions/{prediction_id}/overlay.jpg")
+    assert not [url for url in requested if "/heatmap." in url]
+    coloured = page.locator("[data-heat-canvas]").evaluate("""c => {
+        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < data.length; i += 4) { if (data[i] > 0) { n++; } } return n; }""")
+    assert coloured > 0
 
 
 def test_phone_layout_disabled_button_and_back(browser, live_server, tmp_path, chest_png):
