@@ -135,7 +135,7 @@ OVERLAY_MAX_SIDE = 1024
 # The Grad-CAM heatmap is stored this small (its long side, in pixels): the model's map is 16 × 16, so 8
 # pixels per cell hold it and a smooth edge fade, and the viewer, the overlay (`overlay_from_files`) and the
 # PDF scale it up to the film. It costs under a millisecond at an upload (a 256 px file takes 4× the time
-# to encode), where rendering and encoding a 2048 px overlay cost 15 (bench/README.md, "Large films").
+# to encode), where rendering and encoding a 2048 px overlay cost about 17 (bench/README.md, "Large films").
 HEATMAP_SIDE = 128
 
 # How each file is encoded: the film is kept lossless, and so is the heatmap (its two channels are numbers,

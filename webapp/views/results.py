@@ -21,14 +21,14 @@ from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from cxr.decision import POSITIVE_CLASS
-from cxr.overlay import FILE_FORMATS, MIME_TYPES
+from cxr.overlay import FILE_FORMATS, MIME_TYPES, jpeg_bytes
 from webapp import audit
 from webapp.accounts import current_session
 from webapp.analysis import confirm_reference
 from webapp.db import Prediction, db
 from webapp.forms import ReferenceForm, ReviewForm, TriageForm
 from webapp.model_service import model_service
-from webapp.overlays import overlay_rgb_of, rendered_overlay_jpeg
+from webapp.overlays import overlay_rgb_of
 from webapp.report import prediction_pdf
 from webapp.reviews import own_review, save_review
 from webapp.templating import rule_of
@@ -240,7 +240,7 @@ def image_file(prediction_id: int, kind: str, extension: str) -> Response:
         response = send_from_directory(folder, stored, mimetype=MIME_TYPES[extension], max_age=3600)
     else:
         try:
-            response = Response(rendered_overlay_jpeg(record, folder), mimetype=MIME_TYPES[extension])
+            response = Response(jpeg_bytes(overlay_rgb_of(record, folder)), mimetype=MIME_TYPES[extension])
         except FileNotFoundError:  # as send_from_directory answers for a stored file that is gone
             abort(404)
         response.cache_control.max_age = 3600
