@@ -115,6 +115,14 @@ def test_rows_stored_with_an_overlay_keep_working(client, app, runner, chest_png
     assert (tmp_path / "export" / "images" / f"{record_id}.png").read_bytes() == film.read_bytes()
 
 
+def test_an_overlay_whose_stored_heatmap_is_gone_is_not_found(client, app, chest_png):
+    client.post("/", data=_files((chest_png, "gone.png")))
+    with app.app_context():
+        record = db.session.scalars(db.select(Prediction)).one()
+    (app.config["UPLOAD_FOLDER"] / record.heatmap_path).unlink()
+    assert client.get(f"/predictions/{record.id}/overlay.jpg").status_code == 404
+
+
 def _count(app) -> int:
     with app.app_context():
         return len(db.session.scalars(db.select(Prediction.id)).all())
