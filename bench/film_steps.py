@@ -24,8 +24,7 @@ AROUND = [  # every step of `stage_times` but the forward pass and the unused sc
     "gate",
     "sha256",
     "film PNG",
-    "overlay",
-    "overlay JPEG",
+    "heatmap PNG",
     "thumbnail + JPEG",
 ]
 
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads()
     from PIL import Image
 
-    from bench.inprocess import full_prediction, stage_times
+    from bench.inprocess import OVERLAY_ON_REQUEST, full_prediction, stage_times
     from cxr.bundle import ModelBundle
 
     bundle = ModelBundle(args.model)
@@ -62,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         fastest = {step: min(run[step] for run in stages) for step in stages[0]}
         results[name] = {"full_median_ms": median(fulls), "fastest_ms": fastest}
     names = list(results)
-    rows = [[step, *(results[n]["fastest_ms"][step] for n in names)] for step in [*AROUND, "forward + Grad-CAM"]]
+    steps = [*AROUND, "forward + Grad-CAM", OVERLAY_ON_REQUEST]
+    rows = [[step, *(results[n]["fastest_ms"][step] for n in names)] for step in steps]
     rows.append(["sum around the forward pass", *(sum(results[n]["fastest_ms"][s] for s in AROUND) for n in names)])
     rows.append(["full prediction (median)", *(results[n]["full_median_ms"] for n in names)])
     print(table([f"step, fastest of {args.repeats} (ms)", *names], rows, digits=2))

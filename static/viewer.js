@@ -95,7 +95,8 @@
     return context.getImageData(0, 0, width, height).data;
   }
 
-  // The stored overlay is the film blended with the colour map: overlay = film + a · (colour − film).
+  // A prediction stored before heatmaps has an overlay file instead, the film blended with the colour map:
+  // overlay = film + a · (colour − film).
   // Taking for each pixel the smallest a that keeps the colour within 0-255 gives back the heatmap's own
   // colour and weight (the 'jet' colours reach 0 or 255 in some channel), so the layer can be drawn
   // over the film however it is windowed.
@@ -124,6 +125,37 @@
         for (c = 0; c < 3; c++) { out[i + c] = gray + delta[c] / alpha; }
         out[i + 3] = Math.round(alpha * 255);
       }
+    }
+    context.putImageData(layer, 0, 0);
+  }
+
+  // The overlay's own size limit (cxr.overlay.OVERLAY_MAX_SIDE): the heat layer is drawn at the film's size
+  // reduced by the smallest integer factor that brings its long side to this, and stretched over the film.
+  var HEAT_MAX_SIDE = 1024;
+
+  // The stored heatmap (cxr.overlay.heatmap_png: R the Grad-CAM strength, G the blend weight, both 0-255),
+  // scaled to the film with smoothing, then coloured: each pixel's colour is the colour map's entry R
+  // (`colormap`: 256 × r, g, b bytes, the page's data-colormap in hex) and its alpha G × `alpha`, the
+  // overlay's opacity (the slider's opacity applies on top, as for `heatLayer`).
+  function colourHeat(map, colormap, alpha, canvas, filmWidth, filmHeight) {
+    var factor = Math.ceil(Math.max(filmWidth, filmHeight) / HEAT_MAX_SIDE);
+    var width = Math.max(1, Math.round(filmWidth / factor)), height = Math.max(1, Math.round(filmHeight / factor));
+    canvas.width = width;
+    canvas.height = height;
+    var context = canvas.getContext("2d", { willReadFrequently: true });
+    context.imageSmoothingEnabled = true;
+    context.imageSmoothingQuality = "low";  // bilinear, as the server scales it for the overlay
+    context.drawImage(map, 0, 0, width, height);
+    var layer = context.getImageData(0, 0, width, height);
+    var data = layer.data;
+    var table = new Uint8Array(768);
+    for (var k = 0; k < 768; k++) { table[k] = parseInt(colormap.substr(2 * k, 2), 16); }
+    for (var i = 0; i < data.length; i += 4) {
+      var entry = data[i] * 3, weight = data[i + 1];
+      data[i] = table[entry];
+      data[i + 1] = table[entry + 1];
+      data[i + 2] = table[entry + 2];
+      data[i + 3] = Math.round(weight * alpha);
     }
     context.putImageData(layer, 0, 0);
   }
@@ -162,20 +194,37 @@
       self.context = self.canvas.getContext("2d", { willReadFrequently: true });
       self.shown = self.context.createImageData(self.width, self.height);
       root.hidden = false;
-      var section = root.closest("[data-viewer-section]");
-      if (section) { section.classList.add("viewer-on"); }  // the plain images give way to the viewer
+      self.settle(true);  // the plain images give way to the viewer
       document.querySelectorAll("[data-viewer-only]").forEach(function (element) { element.hidden = false; });
       self.bind();
       self.draw();
       self.fit();
       self.ready = true;
-      return loadImage(root.getAttribute("data-overlay")).then(function (overlay) {
-        heatLayer(overlay, film, self.heat);
+      var heat = root.getAttribute("data-heat");
+      var layer = heat ? loadImage(heat).then(function (map) {
+        var alpha = Number(root.getAttribute("data-heat-alpha"));
+        colourHeat(map, root.getAttribute("data-colormap"), alpha, self.heat, self.width, self.height);
+      }) : loadImage(root.getAttribute("data-overlay")).then(function (overlay) {
+        heatLayer(overlay, film, self.heat);  // a prediction stored before heatmaps: its stored overlay
+      });
+      return layer.then(function () {
         self.showHeat();
         root.setAttribute("data-ready", "");
       });
     }).catch(function () {
+      self.settle(self.ready);
       if (self.status) { self.status.textContent = "The viewer could not load this film; the images below show it."; }
+    });
+  };
+
+  // The plain images wait hidden while the viewer loads (_viewer.html): with the viewer on they stay hidden
+  // (and shown in print), else they show.
+  Viewer.prototype.settle = function (on) {
+    var section = this.root.closest("[data-viewer-section]");
+    if (!section) { return; }
+    if (on) { section.classList.add("viewer-on"); }
+    section.querySelectorAll("[data-viewer-pending]").forEach(function (images) {
+      images.removeAttribute("data-viewer-pending");
     });
   };
 

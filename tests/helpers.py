@@ -81,3 +81,22 @@ def dicom_bytes(
 
 def gray_pixels(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+def make_legacy(app, prediction_id: int, extension: str = "jpg") -> bytes:
+    """Turn a stored prediction into one stored before heatmaps were: its overlay as a file (`extension`:
+    JPEG, or PNG as before 2026-11-23) under `overlay_path`, no heatmap. Returns the overlay file's bytes."""
+    from cxr.overlay import jpeg_bytes, overlay_from_files
+    from webapp.db import Prediction, db
+
+    folder = Path(app.config["UPLOAD_FOLDER"])
+    with app.app_context():
+        record = db.session.get(Prediction, prediction_id)
+        overlay = overlay_from_files(folder / record.image_path, folder / record.heatmap_path)
+        data = jpeg_bytes(overlay) if extension == "jpg" else png_bytes(overlay)
+        relative = record.heatmap_path.removesuffix("-heat.png") + f"-overlay.{extension}"
+        (folder / relative).write_bytes(data)
+        (folder / record.heatmap_path).unlink()
+        record.overlay_path, record.heatmap_path = relative, None
+        db.session.commit()
+    return data

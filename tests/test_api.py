@@ -33,7 +33,8 @@ def test_create_read_and_fetch_images(client, chest_png, bundle):
         assert fetched.status_code == 200, key
     assert created["image_url"].endswith("/image.png") and created["overlay_url"].endswith("/overlay.jpg")
     assert client.get(created["image_url"]).data.startswith(b"\x89PNG")
-    assert client.get(created["overlay_url"]).data.startswith(b"\xff\xd8")
+    overlay = client.get(created["overlay_url"])  # rendered from the film and the stored heatmap
+    assert overlay.mimetype == "image/jpeg" and overlay.data.startswith(b"\xff\xd8")
     read = client.get(f"/api/v1/predictions/{created['id']}")
     assert created.pop("duplicate") is False  # only in the answer to an upload
     assert read.status_code == 200 and read.get_json() == created

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
+from cxr.imaging import decode_image
+from cxr.overlay import HEATMAP_SIDE
 from tests.accounts import PASSWORD, add_user
-from tests.helpers import png_bytes
+from tests.helpers import make_legacy, png_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -40,11 +42,17 @@ USER = "browser-clinician"
 
 
 @pytest.fixture
-def live_server(make_app):
-    """The app (CSRF on) on a loopback port, with the clinician USER (password PASSWORD)."""
+def live_app(make_app):
+    """The app (CSRF on), with the clinician USER (password PASSWORD)."""
     app = make_app(WTF_CSRF_ENABLED=True)
     add_user(app, USER)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    return app
+
+
+@pytest.fixture
+def live_server(live_app):
+    """`live_app` on a loopback port."""
+    server = make_server("127.0.0.1", 0, live_app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -145,6 +153,8 @@ def test_upload_result_and_history(live_server, page, page_errors, tmp_path, che
     expect(page.locator("[data-chosen] li")).to_have_text(re.compile(r"browser-chest\.png"))
     page.fill("input[name=reference]", "E2E-42")
     page.fill("textarea[name=note]", "from the browser test")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     page.click("input[type=submit]")
     expect(page.locator("[data-progress]")).to_be_visible()
     page.wait_for_url(re.compile(r"/predictions/\d+$"))  # the redirect, followed
@@ -207,12 +217,31 @@ def test_upload_result_and_history(live_server, page, page_errors, tmp_path, che
     page.keyboard.press("r")  # reset the window, from the keyboard
     assert film_pixel(page) == original
 
+    # The heat layer is the stored heatmap, coloured here: the server rendered no overlay for the page (the
+    # plain image's is lazy), and the colour lies within the crop box the model saw.
+    assert any(url.endswith(f"/predictions/{prediction_id}/heatmap.png") for url in requested)
+    assert not [url for url in requested if "/overlay." in url]
     heat = page.locator("[data-heat-canvas]")
     expect(heat).to_be_visible()
-    coloured = heat.evaluate("""c => {
+    film = decode_image(chest_png)
+    top, bottom, left, right = bundle.predict(film.pixels).box
+    width = heat.evaluate("c => c.width")
+    scale = width / film.pixels.shape[1]
+    margin = max(film.pixels.shape) / HEATMAP_SIDE * scale + 1  # one stored heatmap pixel, smoothed
+    inside, outside = heat.evaluate(
+        """(c, [top, bottom, left, right, margin]) => {
         const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 3; i < data.length; i += 4) { if (data[i] > 0) { n++; } } return n; }""")
-    assert coloured > 0  # the heatmap layer, taken from the stored overlay
+        let inside = 0, outside = 0;
+        for (let y = 0; y < c.height; y++) { for (let x = 0; x < c.width; x++) {
+            if (data[(y * c.width + x) * 4 + 3] === 0) { continue; }
+            const within = y + 0.5 > top - margin && y + 0.5 < bottom + margin
+                && x + 0.5 > left - margin && x + 0.5 < right + margin;
+            if (within) { inside++; } else { outside++; }
+        } }
+        return [inside, outside]; }""",
+        [top * scale, bottom * scale, left * scale, right * scale, margin],
+    )
+    assert inside > 0.05 * (bottom - top) * (right - left) * scale**2 and outside == 0
     page.locator("[data-control=opacity]").fill("30")
     assert heat.evaluate("c => c.style.opacity") == "0.3"
     page.locator("[data-control=overlay]").uncheck()
@@ -421,6 +450,31 @@ def test_viewer_windows_a_dicoms_full_depth(live_server, page, tmp_path, chest_p
     page.locator("[data-viewport]").focus()
     page.keyboard.press("r")
     expect(viewer).to_have_attribute("data-window", f"{center}/{width}")
+
+
+def test_a_prediction_stored_before_heatmaps_shows_its_stored_overlay(live_app, live_server, page, tmp_path, chest_png):
+    """A row with an overlay file and no heatmap: the viewer takes its heat layer from the stored overlay."""
+    from playwright.sync_api import expect
+
+    image = tmp_path / "old.png"
+    image.write_bytes(chest_png)
+    page.goto(f"{live_server}/login")
+    sign_in(page)
+    upload_through_form(page, image)
+    page.wait_for_url(re.compile(r"/predictions/\d+$"))
+    expect(page.locator("[data-viewer][data-ready]")).to_be_visible()  # nothing left to fetch
+    prediction_id = int(page.url.rsplit("/", 1)[1])
+    make_legacy(live_app, prediction_id)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.reload()
+    viewer = page.locator("[data-viewer][data-ready]")
+    expect(viewer).to_have_attribute("data-overlay", f"/predictions/{prediction_id}/overlay.jpg")
+    assert not [url for url in requested if "/heatmap." in url]
+    coloured = page.locator("[data-heat-canvas]").evaluate("""c => {
+        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < data.length; i += 4) { if (data[i] > 0) { n++; } } return n; }""")
+    assert coloured > 0
 
 
 def test_phone_layout_disabled_button_and_back(browser, live_server, tmp_path, chest_png):

@@ -60,7 +60,7 @@ def test_disk_full_answers_503_stores_nothing_and_recovers(app, client, chest_pn
     write_bytes = Path.write_bytes
 
     def full_disk(self, data):
-        if self.name.endswith("-overlay.jpg"):  # the second of three files: the first must be removed again
+        if self.name.endswith("-heat.png"):  # the second of three files: the first must be removed again
             raise OSError(errno.ENOSPC, "No space left on device", str(self))
         return write_bytes(self, data)
 
@@ -288,7 +288,7 @@ def test_check_storage_reports_and_cleans(app, upload, runner):
     with app.app_context():
         db.session.delete(db.session.get(Prediction, first["id"]))
         db.session.commit()
-    for leftover in (folder / row.image_path, folder / row.overlay_path):
+    for leftover in (folder / row.image_path, folder / row.heatmap_path):
         leftover.unlink()
     result = runner.invoke(args=["check-storage"])
     assert result.exit_code == 0, result.output

@@ -14,7 +14,7 @@ def test_stored_films_database_and_folders_are_private(app, upload, tmp_path):
     upload()
     instance, uploads = Path(app.instance_path), Path(app.config["UPLOAD_FOLDER"])
     files = [p for p in uploads.rglob("*") if p.is_file()]
-    assert len(files) == 3  # film, overlay, thumbnail
+    assert len(files) == 3  # film, heatmap, thumbnail
     for path in files + list(tmp_path.glob("test.sqlite*")):
         assert mode(path) & 0o077 == 0, f"{path} is {oct(mode(path))}"
     for folder in [instance, uploads, *(p for p in uploads.rglob("*") if p.is_dir())]:

@@ -6,7 +6,7 @@ tested by adding it."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import flask_migrate
@@ -74,6 +74,8 @@ def sample_value(column: sa.Column, n: int) -> Any:
         return 0.25 + n / 8
     if isinstance(kind, sa.DateTime):
         return datetime(2026, 1, n, 8, 30, n)
+    if isinstance(kind, sa.Date):
+        return date(2026, 1, n)
     if isinstance(kind, sa.JSON):
         return {"covid": 0.25 * n, "normal": 1 - 0.25 * n}
     if isinstance(kind, sa.String):  # Text too
@@ -136,4 +138,22 @@ def test_upgrading_a_database_with_rows_keeps_every_row(make_app, empty_database
             for row in rows:
                 expected = {name: row[name] for name in compared}
                 assert {name: kept[row["id"]][name] for name in compared} == expected, f"{table_name} #{row['id']}"
+        db.engine.dispose()
+
+
+def test_downgrading_past_the_stored_heatmap_gives_its_rows_an_empty_overlay_path(make_app, empty_database_url):
+    """i22b: rows stored with a heatmap have no overlay file; the older schema's NOT NULL overlay_path gets ''
+    for them (which the older check-storage reports), and the other rows keep theirs."""
+    app = make_app(SQLALCHEMY_DATABASE_URI=empty_database_url)
+    with app.app_context():
+        flask_migrate.upgrade(directory=str(MIGRATIONS), revision="i22b_small_heatmap")
+        written = fill_every_table()["predictions"]
+        with db.engine.begin() as connection:
+            connection.execute(sa.text("UPDATE predictions SET overlay_path = NULL WHERE id = 1"))
+        flask_migrate.downgrade(
+            directory=str(MIGRATIONS), revision=SCRIPTS.get_revision("i22b_small_heatmap").down_revision
+        )
+        kept = rows_by_id("predictions")
+        assert kept[1]["overlay_path"] == "" and kept[2]["overlay_path"] == written[1]["overlay_path"]
+        assert "heatmap_path" not in kept[1] and len(kept) == 2
         db.engine.dispose()

@@ -1,22 +1,31 @@
-"""The Grad-CAM overlay: the film outside the crop box, matplotlib's 'jet' blended inside it."""
+"""The Grad-CAM overlay: the film outside the crop box, matplotlib's 'jet' blended inside it; the small heatmap
+stored for each prediction, and the overlay rendered from it."""
 
 from __future__ import annotations
+
+import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib import colormaps
+from PIL import Image
 
 from cxr.imaging import DecodedImage, decode_image, to_uint8
 from cxr.overlay import (
     FEATHER,
+    HEATMAP_SIDE,
     OVERLAY_MAX_SIDE,
-    display_overlay,
+    display_film,
     film_png,
     heatmap_full_size,
+    heatmap_png,
+    overlay_from_files,
     overlay_rgb,
     png_bytes,
     stored_files,
 )
+from tests.helpers import SHARED_IMAGES, shared_manifest
 
 
 def feather(box, shape):
@@ -104,43 +113,116 @@ def test_png_bytes_leaves_other_arrays_to_pillow():
     assert np.asarray(Image.open(io.BytesIO(png_bytes(rgba)))).shape == (4, 5, 4)
 
 
-def test_large_films_get_an_overlay_of_display_size_small_ones_their_own():
+def display_overlay(gray: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The overlay as every upload stored it before the heatmap was: `overlay_rgb` on the film reduced for
+    display (`display_film`), the crop box reduced with it."""
+    small = np.asarray(display_film(Image.fromarray(gray)))
+    factor = -(-max(gray.shape) // OVERLAY_MAX_SIDE)
+    box = tuple(round(v / factor) for v in box)
+    return overlay_rgb(small.astype(np.float32) / np.float32(255), heatmap, box, gray=small)
+
+
+def stored(tmp_path: Path, gray: np.ndarray, heatmap: np.ndarray, box: tuple[int, int, int, int]) -> tuple[Path, Path]:
+    """The film PNG and heatmap PNG of a prediction, written as an upload writes them."""
+    film, heat = tmp_path / "film.png", tmp_path / "film-heat.png"
+    film.write_bytes(png_bytes(gray))
+    heat.write_bytes(heatmap_png(heatmap, box, gray.shape))
+    return film, heat
+
+
+def decoded_png(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize(
+    ("shape", "box", "size"),
+    [
+        ((2048, 2048), (100, 1950, 160, 1900), (HEATMAP_SIDE, HEATMAP_SIDE)),
+        ((1500, 1200), (0, 1500, 0, 1200), (102, HEATMAP_SIDE)),  # the film's aspect ratio, (width, height)
+        ((60, 90), (5, 55, 10, 80), (90, 60)),  # smaller than HEATMAP_SIDE: the film's own size
+    ],
+)
+def test_the_heatmap_file_is_small_rgb_with_strength_and_weight_inside_the_box(shape, box, size):
+    rng = np.random.default_rng(2)
+    heatmap = rng.random((8, 8), dtype=np.float32)
+    image = decoded_png(heatmap_png(heatmap, box, shape))
+    assert image.format == "PNG" and image.mode == "RGB" and image.size == size  # no alpha channel
+    rgb = np.asarray(image).astype(int)
+    # Each stored pixel holds the film-sized map where its centre falls on the film.
+    centres_y, centres_x = ((np.arange(n) + 0.5) * film / n for n, film in zip(rgb.shape[:2], shape))
+    on_film = np.ix_(centres_y.astype(int), centres_x.astype(int))
+    strength = heatmap_full_size(heatmap, box, shape)[on_film]  # 0 outside the box
+    weight = (np.sqrt(heatmap_full_size(heatmap, box, shape)) * feather(box, shape))[on_film]
+    assert np.abs(rgb[..., 0] - np.rint(strength * 255)).max() <= 2
+    assert np.abs(rgb[..., 1] - np.rint(weight * 255)).max() <= 2
+    assert (rgb[..., 2] == 0).all()
+    top, bottom, left, right = box
+    inside = np.outer((centres_y > top) & (centres_y < bottom), (centres_x > left) & (centres_x < right))
+    assert (rgb[~inside] == 0).all() and rgb[inside, 0].max() > 200 and rgb[inside, 1].max() > 200
+
+
+def test_an_empty_box_gives_an_empty_heatmap():
+    image = decoded_png(heatmap_png(np.ones((8, 8), np.float32), (40, 40, 10, 90), (100, 100)))
+    assert image.size == (100, 100) and not np.asarray(image).any()
+
+
+def real_film() -> np.ndarray:
+    """A shared film as 8-bit gray (the shared films are needed: `missing` without them)."""
+    shared_manifest()
+    return to_uint8(decode_image(sorted(SHARED_IMAGES.glob("*.png"))[0].read_bytes()).pixels)
+
+
+@pytest.mark.parametrize("side", [None, 2048])
+def test_the_overlay_rendered_from_the_files_looks_like_the_stored_one_did(tmp_path, bundle, side):
+    """On a real film and its real Grad-CAM, at its own size and scaled to a 2048 px detector film: the
+    overlay rendered from the film and the small heatmap is within a few levels of the one every upload
+    rendered and stored before, over the whole film."""
+    gray = real_film()
+    if side:
+        gray = np.asarray(Image.fromarray(gray).resize((side, side), Image.BICUBIC))
+    output = bundle.predict(gray.astype(np.float32) / np.float32(255))
+    rendered = overlay_from_files(*stored(tmp_path, gray, output.heatmap, output.box))
+    before = display_overlay(gray, output.heatmap, output.box)
+    assert rendered.shape == before.shape and rendered.dtype == np.uint8
+    assert max(rendered.shape[:2]) <= OVERLAY_MAX_SIDE
+    difference = np.abs(rendered.astype(int) - before.astype(int))
+    assert (before != before[..., :1]).any(axis=2).mean() > 0.05  # the map shows on the film
+    assert difference.mean() < 1 and np.percentile(difference, 99.9) <= 6 and difference.max() <= 16
+
+
+def test_large_films_get_an_overlay_of_display_size_small_ones_their_own(tmp_path):
     heat = np.zeros((8, 8), np.float32)
     heat[2:6, 2:6] = 1.0
-    small = np.full((320, 300), 0.5, np.float32)
-    assert (display_overlay(small, heat, (0, 320, 0, 300)) == overlay_rgb(small, heat, (0, 320, 0, 300))).all()
-    film = np.full((2400, 2000), 0.5, np.float32)
+    small = np.full((320, 300), 128, np.uint8)
+    assert overlay_from_files(*stored(tmp_path, small, heat, (0, 320, 0, 300))).shape == (320, 300, 3)
+    film = np.full((2400, 2000), 128, np.uint8)
     box = (400, 2000, 200, 1800)  # the crop the model saw, in film pixels
-    out = display_overlay(film, heat, box)
+    out = overlay_from_files(*stored(tmp_path, film, heat, box))
     assert out.shape == (800, 667, 3)  # reduced 3 × 3 → 1: the long side at most OVERLAY_MAX_SIDE, over half of it
     assert OVERLAY_MAX_SIDE / 2 < 800 <= OVERLAY_MAX_SIDE
     coloured = np.argwhere((out != out[..., :1]).any(axis=2))  # where the colour map shows
-    scale = 1 / 3
-    assert coloured[:, 0].min() >= 400 * scale - 1 and coloured[:, 0].max() <= 2000 * scale + 1
-    assert coloured[:, 1].min() >= 200 * scale - 1 and coloured[:, 1].max() <= 1800 * scale + 1
+    scale, cell = 1 / 3, 2400 / HEATMAP_SIDE / 3  # one stored heatmap pixel, in overlay pixels
+    assert coloured[:, 0].min() >= 400 * scale - cell and coloured[:, 0].max() <= 2000 * scale + cell
+    assert coloured[:, 1].min() >= 200 * scale - cell and coloured[:, 1].max() <= 1800 * scale + cell
 
 
-def test_stored_files_keep_the_film_at_full_size_and_lossless():
-    import io
-
-    from PIL import Image
-
+def test_stored_files_keep_the_film_at_full_size_and_lossless_and_the_heatmap_small():
     film = np.random.default_rng(0).random((1500, 1200), dtype=np.float32)
     heat = np.zeros((8, 8), np.float32)
     heat[3:5, 3:5] = 1.0
     files = stored_files(DecodedImage(film, "TIFF"), heat, (0, 1500, 0, 1200), 256)
-    opened = {kind: Image.open(io.BytesIO(data)) for kind, data in files.items()}
+    opened = {kind: decoded_png(data) for kind, data in files.items()}
     assert {kind: image.size for kind, image in opened.items()} == {
         "image": (1200, 1500),
-        "overlay": (600, 750),
+        "heatmap": (102, HEATMAP_SIDE),
         "thumbnail": (205, 256),
     }
     formats = {kind: image.format for kind, image in opened.items()}
-    assert formats == {"image": "PNG", "overlay": "JPEG", "thumbnail": "JPEG"}
+    assert formats == {"image": "PNG", "heatmap": "PNG", "thumbnail": "JPEG"}
     assert (np.asarray(opened["image"]) == to_uint8(film)).all()
-    # The JPEG overlay stays close to the exact overlay: a colour map, not a diagnostic image.
-    exact = display_overlay(film, heat, (0, 1500, 0, 1200)).astype(int)
-    assert np.abs(np.asarray(opened["overlay"], dtype=int) - exact).mean() < 8
+    assert files["heatmap"] == heatmap_png(heat, (0, 1500, 0, 1200), (1500, 1200))
 
 
 def _png_with_metadata(gray: np.ndarray, **options) -> bytes:

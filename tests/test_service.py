@@ -37,12 +37,12 @@ def test_failed_commit_removes_the_files(app, chest_png, monkeypatch):
 def test_failed_write_removes_earlier_files(app, chest_png, monkeypatch):
     write_bytes = Path.write_bytes
 
-    def fail_on_overlay(self, data):
-        if self.name.endswith("-overlay.jpg"):
+    def fail_on_heatmap(self, data):
+        if self.name.endswith("-heat.png"):
             raise OSError("no space left on device")
         return write_bytes(self, data)
 
-    monkeypatch.setattr(Path, "write_bytes", fail_on_overlay)
+    monkeypatch.setattr(Path, "write_bytes", fail_on_heatmap)
     with app.app_context(), pytest.raises(OSError):
         create_prediction(chest_png, "a.png")
     assert _stored(app) == (0, [])

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxr.overlay import OVERLAY_ALPHA, jet_palette
 from tests.accounts import clinician_client, csrf_token
-from tests.helpers import dicom_bytes, gray_pixels, png_bytes
+from tests.helpers import dicom_bytes, gray_pixels, make_legacy, png_bytes
 from webapp.db import Prediction, db
 from webapp.wording import class_label, decision_label
 
@@ -48,12 +49,24 @@ def test_single_upload_shows_result(client, app, chest_png, bundle):
     assert "Out-of-distribution score" in html and f"{record.ood_score:.2f}" in html
     assert "Research use only, not a diagnosis" in html
     assert "explains the <strong>CNN feature extractor</strong>" in html
-    assert f'data-film="/predictions/{record.id}/image.png" data-overlay="/predictions/{record.id}/overlay.jpg"' in html
-    for kind, mimetype, magic in (("image.png", "image/png", b"\x89PNG"), ("overlay.jpg", "image/jpeg", b"\xff\xd8")):
+    # The viewer colours the small heatmap with the overlay's table; the plain images show the overlay,
+    # rendered when asked for (and not before: lazily).
+    assert f'data-film="/predictions/{record.id}/image.png"' in html and "data-overlay=" not in html
+    assert f'data-heat="/predictions/{record.id}/heatmap.png" data-colormap="{bytes(jet_palette()).hex()}"' in html
+    assert f'data-heat-alpha="{OVERLAY_ALPHA}"' in html
+    assert f'<img src="/predictions/{record.id}/overlay.jpg" loading="lazy"' in html
+    for kind, mimetype, magic in (
+        ("image.png", "image/png", b"\x89PNG"),
+        ("heatmap.png", "image/png", b"\x89PNG"),
+        ("overlay.jpg", "image/jpeg", b"\xff\xd8"),
+    ):
         url = f"/predictions/{record.id}/{kind}"
         assert url in html
         image = client.get(url)
         assert image.status_code == 200 and image.mimetype == mimetype and image.data.startswith(magic)
+    overlay = Image.open(io.BytesIO(client.get(f"/predictions/{record.id}/overlay.jpg").data))
+    assert overlay.format == "JPEG" and overlay.size == Image.open(io.BytesIO(chest_png)).size
+    assert client.get(f"/predictions/{record.id}/overlay.png").status_code == 404
 
 
 def test_files_stored_under_generated_names(client, app, chest_png):
@@ -62,29 +75,52 @@ def test_files_stored_under_generated_names(client, app, chest_png):
         record = db.session.scalars(db.select(Prediction)).one()
     assert record.filename == "evil name.png"
     folder = app.config["UPLOAD_FOLDER"]
-    for path in (record.image_path, record.overlay_path, record.thumbnail_path):
+    assert record.overlay_path is None  # rendered from the film and the heatmap when asked for
+    for path in (record.image_path, record.heatmap_path, record.thumbnail_path):
         assert "evil" not in path and not path.startswith("/") and ".." not in path
         assert (folder / path).is_file()
     assert len([p for p in folder.rglob("*") if p.is_file()]) == 3
 
 
-def test_rows_stored_with_png_overlays_keep_working(client, app, chest_png):
-    """Predictions stored before the overlay and thumbnail became JPEGs keep their PNG files and URLs."""
+@pytest.mark.parametrize("extension", ["jpg", "png"])
+def test_rows_stored_with_an_overlay_keep_working(client, app, runner, chest_png, tmp_path, extension):
+    """Predictions stored before the heatmap have their overlay file and no heatmap (PNG before the overlay
+    and thumbnail became JPEGs): the page, the overlay (as stored, not rendered), the PDF report, the
+    storage check and the export of reviewed films work for them."""
     client.post("/", data=_files((chest_png, "old.png")))
-    folder = app.config["UPLOAD_FOLDER"]
+    with app.app_context():
+        record_id = db.session.scalars(db.select(Prediction.id)).one()
+    stored = make_legacy(app, record_id, extension)
+    html = client.get(f"/predictions/{record_id}").get_data(as_text=True)
+    assert f'data-overlay="/predictions/{record_id}/overlay.{extension}"' in html and "data-heat=" not in html
+    assert f'<img src="/predictions/{record_id}/overlay.{extension}" loading="lazy"' in html
+    image = client.get(f"/predictions/{record_id}/overlay.{extension}")
+    assert image.status_code == 200 and image.mimetype == f"image/{'jpeg' if extension == 'jpg' else 'png'}"
+    assert image.data == stored
+    other = "png" if extension == "jpg" else "jpg"
+    assert client.get(f"/predictions/{record_id}/overlay.{other}").status_code == 404
+    assert client.get(f"/predictions/{record_id}/heatmap.png").status_code == 404
+    api = client.get(f"/api/v1/predictions/{record_id}").get_json()
+    assert api["overlay_url"].endswith(f"/predictions/{record_id}/overlay.{extension}")
+    report = client.get(f"/predictions/{record_id}/report.pdf")
+    assert report.status_code == 200 and report.data.startswith(b"%PDF")
+    result = runner.invoke(args=["check-storage"])
+    assert result.exit_code == 0 and "Consistent" in result.output, result.output
+    review = {"reading": "negative", "status": "final"}
+    assert client.post(f"/predictions/{record_id}/reviews", data=review).status_code == 302
+    result = runner.invoke(args=["export-reviewed", "--out", str(tmp_path / "export")])
+    assert result.exit_code == 0 and "Wrote 1 reviewed film(s)" in result.output, result.output
+    with app.app_context():
+        film = app.config["UPLOAD_FOLDER"] / db.session.get(Prediction, record_id).image_path
+    assert (tmp_path / "export" / "images" / f"{record_id}.png").read_bytes() == film.read_bytes()
+
+
+def test_an_overlay_whose_stored_heatmap_is_gone_is_not_found(client, app, chest_png):
+    client.post("/", data=_files((chest_png, "gone.png")))
     with app.app_context():
         record = db.session.scalars(db.select(Prediction)).one()
-        old = record.overlay_path.removesuffix(".jpg") + ".png"
-        (folder / old).write_bytes(png_bytes(np.zeros((4, 4), np.uint8)))
-        (folder / record.overlay_path).unlink()
-        record.overlay_path = old
-        db.session.commit()
-        record_id = record.id
-    html = client.get(f"/predictions/{record_id}").get_data(as_text=True)
-    assert f"/predictions/{record_id}/overlay.png" in html
-    image = client.get(f"/predictions/{record_id}/overlay.png")
-    assert image.status_code == 200 and image.mimetype == "image/png"
-    assert client.get(f"/predictions/{record_id}/overlay.jpg").status_code == 404
+    (app.config["UPLOAD_FOLDER"] / record.heatmap_path).unlink()
+    assert client.get(f"/predictions/{record.id}/overlay.jpg").status_code == 404
 
 
 def _count(app) -> int:

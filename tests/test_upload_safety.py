@@ -1,5 +1,5 @@
 """Every kind of upload through the JSON API and the HTML form: the right status and message, and
-nothing stored unless the upload was accepted (then exactly one row and its files: the film, overlay and
+nothing stored unless the upload was accepted (then exactly one row and its files: the film, heatmap and
 thumbnail, and a grayscale DICOM's full-depth PNG)."""
 
 from __future__ import annotations

@@ -78,9 +78,9 @@ def test_compare_shows_two_viewers_and_records_both_views(app, client, upload):
         f"/predictions/{second['id']}/image.png",
         f"/predictions/{first['id']}/image.png",
     ]
-    assert [v["data-overlay"] for v in viewers] == [
-        f"/predictions/{second['id']}/overlay.jpg",
-        f"/predictions/{first['id']}/overlay.jpg",
+    assert [v["data-heat"] for v in viewers] == [
+        f"/predictions/{second['id']}/heatmap.png",
+        f"/predictions/{first['id']}/heatmap.png",
     ]
     assert tags(html, "script", src="/static/viewer.js")
     assert audit_actions(app, "view") == [f"prediction:{second['id']}", f"prediction:{first['id']}"]

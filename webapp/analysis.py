@@ -47,14 +47,14 @@ def analyse(data: bytes) -> Analysis:
 def build_record(
     analysis: Analysis, filename: str, reference: str | None = None, note: str | None = None
 ) -> Prediction:
-    """An unsaved row for `analysis`; its image paths are still empty."""
+    """An unsaved row for `analysis`; its image paths are still empty (its overlay is rendered from the film
+    and the heatmap when asked for: no overlay file)."""
     output = analysis.output
     return Prediction(
         created_at=utcnow(),
         filename=display_name(filename),
         sha256=analysis.sha256,
         image_path="",
-        overlay_path="",
         thumbnail_path="",
         label=output.label,
         decision=output.decision,
@@ -117,7 +117,7 @@ def create_prediction(
         record.suggested_reference = dict(analysis.image.identifiers)
     folder = Path(current_app.config["UPLOAD_FOLDER"])
     stem = f"{record.created_at:%Y/%m}/{uuid.uuid4().hex}"
-    suffixes = {"image": "", "overlay": "-overlay", "thumbnail": "-thumb", "depth": "-depth"}
+    suffixes = {"image": "", "heatmap": "-heat", "thumbnail": "-thumb", "depth": "-depth"}
     written: list[Path] = []
     try:
         for kind, content in files.items():

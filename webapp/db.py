@@ -100,7 +100,11 @@ class Prediction(db.Model):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     # Generated paths relative to UPLOAD_FOLDER; never derived from user input.
     image_path: Mapped[str] = mapped_column(String(255))
-    overlay_path: Mapped[str] = mapped_column(String(255))
+    # The Grad-CAM heatmap (cxr.overlay.heatmap_png), from which the overlay is rendered when asked for;
+    # NULL for rows stored before it, which have their overlay JPEG (or PNG) instead: `overlay_path`, NULL
+    # for newer rows. Every row has one of the two.
+    heatmap_path: Mapped[str | None] = mapped_column(String(255))
+    overlay_path: Mapped[str | None] = mapped_column(String(255))
     thumbnail_path: Mapped[str] = mapped_column(String(255))
     # A grayscale DICOM's full bit depth as a 16-bit PNG (cxr.overlay.depth_png), which the viewer windows;
     # NULL for other uploads. `depth_window` is the DICOM's own {"center", "width"} in its units, or NULL.

@@ -426,8 +426,8 @@ def openapi_document(classes: list[str]) -> dict[str, Any]:
                         "overlay_url": {
                             "type": "string",
                             "format": "uri",
-                            "description": "Grad-CAM of the CNN over the image (JPEG; PNG for predictions stored "
-                            "before 2026-11-23)",
+                            "description": "Grad-CAM of the CNN over the image (JPEG, rendered when asked for; "
+                            "predictions stored before 2026-12-07 have theirs stored, PNG before 2026-11-23)",
                         },
                         "thumbnail_url": {
                             "type": "string",

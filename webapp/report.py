@@ -50,8 +50,8 @@ class _Page:
         self.y -= inches / A4_INCHES[1]
 
 
-def _image(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
+def _image(source: Path | np.ndarray) -> np.ndarray:
+    with Image.open(source) if isinstance(source, Path) else Image.fromarray(source) as image:
         image.thumbnail((IMAGE_MAX_SIDE, IMAGE_MAX_SIDE), Image.BILINEAR)
         return np.asarray(image.convert("L") if image.mode not in ("L", "RGB") else image)
 
@@ -73,12 +73,13 @@ def _reading_status(record: Prediction) -> str:
 def prediction_pdf(
     record: Prediction,
     film: Path,
-    overlay: Path,
+    overlay: np.ndarray,
     positive_class: str,
     loaded_version: str,
     unusual_score: float | None = None,
 ) -> bytes:
-    """The report as PDF bytes: one A4 page. `unusual_score` is the indeterminate cut-off of the model that
+    """The report as PDF bytes: one A4 page, with the stored film and its Grad-CAM `overlay` (RGB,
+    `webapp.overlays.overlay_rgb_of`). `unusual_score` is the indeterminate cut-off of the model that
     made the prediction, when it is known."""
     figure = Figure(figsize=A4_INCHES)
     page = _Page(figure)

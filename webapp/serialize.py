@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import url_for
 
+from cxr.overlay import FILE_FORMATS
 from webapp.db import Prediction, Review, ReviewEdit
 from webapp.readings import READINGS
 from webapp.triage import active_claim
@@ -104,9 +105,11 @@ def stored_json(row: Prediction, reviews: bool = False) -> dict[str, Any]:
 
 
 def image_url(row: Prediction, kind: str, **options: Any) -> str:
-    """The URL of a stored file ("image", "overlay" or "thumbnail"); its extension is the stored file's
-    (rows from before the overlay and thumbnail became JPEGs keep their PNGs)."""
-    extension = PurePosixPath(getattr(row, f"{kind}_path")).suffix.lstrip(".")
+    """The URL of a stored file ("image", "heatmap", "overlay", "thumbnail" or "depth"); its extension is
+    the stored file's (rows from before the overlay and thumbnail became JPEGs keep their PNGs). The overlay
+    of a row with a heatmap is rendered when asked for, in `FILE_FORMATS`' format."""
+    stored = getattr(row, f"{kind}_path")
+    extension = PurePosixPath(stored).suffix.lstrip(".") if stored else FILE_FORMATS[kind]
     return url_for("results.image_file", prediction_id=row.id, kind=kind, extension=extension, **options)
 
 

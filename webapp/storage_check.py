@@ -1,7 +1,8 @@
 """`flask --app app check-storage [--clean]`: does every stored prediction have its image files, and does
 every file in the upload folder belong to a stored prediction?
 
-An upload writes its three image files (film, overlay, thumbnail) first and commits the row last, so a
+An upload writes its image files (film, heatmap, thumbnail; older rows have an overlay instead of the
+heatmap) first and commits the row last, so a
 worker that dies in between (a SIGKILL, an out-of-memory kill, a power cut) can leave files without a
 row: orphans. They hold patient
 images that nothing points to; `--clean` deletes those older than `--min-age` seconds (younger ones may
@@ -29,8 +30,12 @@ from sqlalchemy import select
 from webapp.cli import needs_schema
 from webapp.db import Prediction, db
 
-FILE_COLUMNS = ("image_path", "overlay_path", "thumbnail_path")
-OPTIONAL_FILE_COLUMNS = ("depth_path",)  # NULL when the upload has no such file (not a grayscale DICOM)
+FILE_COLUMNS = ("image_path", "thumbnail_path")
+# NULL when the row has no such file: the depth for uploads that are not grayscale DICOMs; the heatmap for rows
+# stored before it, which have an overlay, and the overlay for newer rows (rendered from the heatmap). A row
+# with neither of those two lacks its Grad-CAM (`GRADCAM_COLUMNS`).
+OPTIONAL_FILE_COLUMNS = ("heatmap_path", "overlay_path", "depth_path")
+GRADCAM_COLUMNS = ("heatmap_path", "overlay_path")
 
 
 @dataclass
@@ -91,6 +96,9 @@ def check_storage(clean: bool = False, min_age: float = 300.0, app: Flask | None
             referenced.add(relative)
             if not (folder / relative).is_file():
                 missing.append(relative)
+        recorded = dict(zip((*FILE_COLUMNS, *OPTIONAL_FILE_COLUMNS), row[1:]))
+        if not any(recorded[name] for name in GRADCAM_COLUMNS):
+            missing.append("(no heatmap or overlay recorded)")
         if missing:
             report.rows_missing_files[row[0]] = missing
     now = time.time()

@@ -9,6 +9,7 @@ from flask_login import current_user
 from markupsafe import Markup
 
 from cxr.decision import Rule
+from cxr.overlay import OVERLAY_ALPHA, jet_palette
 from webapp.db import Prediction
 from webapp.model_service import model_service
 from webapp.readings import READINGS, STATUSES
@@ -75,6 +76,10 @@ def init_app(app: Flask) -> None:
     for function in (origin_text, study_facts, view_name, viewer_url):
         app.add_template_global(function)
     app.add_template_global(PORTABLE_WARNING, "portable_warning")
+    # The viewer colours the stored heatmap with the overlay's own table and opacity (static/viewer.js):
+    # 'jet' as 256 × r, g, b bytes in hex.
+    app.add_template_global(bytes(jet_palette()).hex(), "jet_colormap")
+    app.add_template_global(OVERLAY_ALPHA, "overlay_alpha")
 
     @app.context_processor
     def model_version() -> dict[str, str | None]:

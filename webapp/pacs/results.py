@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from webapp.db import Prediction
+from webapp.overlays import overlay_rgb_of
 from webapp.wording import decision_label, reason_text
 
 log = logging.getLogger("cxr.pacs")
@@ -57,10 +58,10 @@ def parse_destination(value: str) -> tuple[str, str, int]:
     return title, host, int(port)
 
 
-def secondary_capture(record: Prediction, source: Dataset, overlay: Path) -> hd.sc.SCImage:
-    """The stored Grad-CAM overlay, with the notice burned into a band across its top."""
-    with Image.open(overlay) as image:
-        picture = image.convert("RGB")
+def secondary_capture(record: Prediction, source: Dataset, overlay: np.ndarray) -> hd.sc.SCImage:
+    """The Grad-CAM overlay (RGB, `webapp.overlays.overlay_rgb_of`), with the notice burned into a band
+    across its top."""
+    picture = Image.fromarray(overlay).convert("RGB")  # a copy, drawn on
     band = max(24, picture.height // 20)
     draw = ImageDraw.Draw(picture)
     draw.rectangle((0, 0, picture.width, band), fill=(0, 0, 0))
@@ -140,7 +141,7 @@ TYPE_2_ATTRIBUTES = (
 )
 
 
-def build(record: Prediction, source: Dataset, overlay: Path) -> tuple[Dataset, Dataset]:
+def build(record: Prediction, source: Dataset, overlay: np.ndarray) -> tuple[Dataset, Dataset]:
     """The SR and the secondary capture for `record`, whose source image's header is `source`."""
     source = copy.deepcopy(source)
     for keyword in TYPE_2_ATTRIBUTES:
@@ -155,7 +156,7 @@ def send(record: Prediction, source: Dataset) -> None:
     from flask import current_app
 
     config = current_app.config
-    report, capture = build(record, source, Path(config["UPLOAD_FOLDER"]) / record.overlay_path)
+    report, capture = build(record, source, overlay_rgb_of(record, Path(config["UPLOAD_FOLDER"])))
     if config.get("PACS_DESTINATION"):
         _c_store(config, [capture, report])
     else:

@@ -3,7 +3,7 @@ other studies with the same reference) side by side, and its one-page PDF report
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from flask import (
     Blueprint,
@@ -21,13 +21,14 @@ from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from cxr.decision import POSITIVE_CLASS
-from cxr.overlay import MIME_TYPES
+from cxr.overlay import FILE_FORMATS, MIME_TYPES, jpeg_bytes
 from webapp import audit
 from webapp.accounts import current_session
 from webapp.analysis import confirm_reference
 from webapp.db import Prediction, db
 from webapp.forms import ReferenceForm, ReviewForm, TriageForm
 from webapp.model_service import model_service
+from webapp.overlays import overlay_rgb_of
 from webapp.report import prediction_pdf
 from webapp.reviews import own_review, save_review
 from webapp.templating import rule_of
@@ -36,7 +37,8 @@ from webapp.triage import CLAIM_MINUTES, active_claim, claim, release, set_urgen
 bp = Blueprint("results", __name__, url_prefix="/predictions")
 IMAGE_COLUMNS = {
     "image": "image_path",
-    "overlay": "overlay_path",
+    "heatmap": "heatmap_path",  # the small Grad-CAM map (cxr.overlay.heatmap_png), for the viewer to colour
+    "overlay": "overlay_path",  # stored for rows from before the heatmap; rendered from it for newer rows
     "thumbnail": "thumbnail_path",
     "depth": "depth_path",  # a DICOM's full bit depth (16-bit PNG), for the viewer
 }
@@ -150,7 +152,7 @@ def report_download(prediction_id: int) -> Response:
     pdf = prediction_pdf(
         record,
         folder / record.image_path,
-        folder / record.overlay_path,
+        overlay_rgb_of(record, folder),
         POSITIVE_CLASS,
         model_service.bundle.version,
         rule.unusual_score if rule else None,
@@ -221,19 +223,27 @@ def reference(prediction_id: int) -> Response:
     return redirect(url_for("results.detail", prediction_id=record.id))
 
 
-@bp.get("/<int:prediction_id>/<any(image, overlay, thumbnail, depth):kind>.<any(png, jpg):extension>")
+@bp.get("/<int:prediction_id>/<any(image, heatmap, overlay, thumbnail, depth):kind>.<any(png, jpg):extension>")
 def image_file(prediction_id: int, kind: str, extension: str) -> Response:
+    """A stored file; the overlay of a prediction with a heatmap is rendered from the film and the heatmap."""
     record = db.get_or_404(Prediction, prediction_id)
-    stored = getattr(record, IMAGE_COLUMNS[kind])
-    if not stored or not stored.endswith(f".{extension}"):
+    rendered = kind == "overlay" and record.heatmap_path is not None
+    stored = None if rendered else getattr(record, IMAGE_COLUMNS[kind])
+    if extension != (FILE_FORMATS[kind] if rendered else PurePosixPath(stored or "").suffix.lstrip(".")):
         abort(404)
     # Every read of a film is recorded, whoever reads it: a copy of a session cookie fetches films without
     # opening any recorded page.
     audit.record(audit.IMAGE, target=f"prediction:{record.id}", detail=kind)
     db.session.commit()
-    response = send_from_directory(
-        current_app.config["UPLOAD_FOLDER"], stored, mimetype=MIME_TYPES[extension], max_age=3600
-    )
+    folder = Path(current_app.config["UPLOAD_FOLDER"])
+    if not rendered:
+        response = send_from_directory(folder, stored, mimetype=MIME_TYPES[extension], max_age=3600)
+    else:
+        try:
+            response = Response(jpeg_bytes(overlay_rgb_of(record, folder)), mimetype=MIME_TYPES[extension])
+        except FileNotFoundError:  # as send_from_directory answers for a stored file that is gone
+            abort(404)
+        response.cache_control.max_age = 3600
     response.cache_control.public = False
     response.cache_control.private = True  # patient images: browser cache only, never shared caches
     return response
