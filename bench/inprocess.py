@@ -53,7 +53,7 @@ def full_prediction(bundle: Any, data: bytes, thumbnail_size: int = 256) -> dict
     from cxr.overlay import stored_files
 
     image = decode_image(data)
-    output = bundle.predict(image.pixels)
+    output = bundle.predict(image.frame)
     gate = assess(image, output, bundle.gate)
     if not gate.accepted:  # refused uploads are answered 422 and not stored
         return {}
@@ -80,13 +80,13 @@ def stage_times(bundle: Any, data: bytes) -> dict[str, float]:
         return value
 
     image = timed("decode", lambda: decode_image(data))
-    prepared = timed("preprocess", lambda: preprocess(image.pixels, bundle.input_size))
+    prepared = timed("preprocess", lambda: preprocess(image.frame, bundle.input_size))
     feats, _, cams = timed("forward + Grad-CAM", lambda: bundle.forward(prepared.tensor[np.newaxis]))
     serving_ensemble = getattr(bundle, "_ensemble_proba", bundle.ensemble.predict_proba)
     probs = timed("ensemble", lambda: serving_ensemble(feats))
     timed("(ensemble through scikit-learn, as before)", lambda: bundle.ensemble.predict_proba(feats))
     timed("decision + OOD", lambda: (decide(probs, bundle.classes, bundle.threshold), bundle.ood.distance(feats)))
-    output = bundle.predict(image.pixels)
+    output = bundle.predict(image.frame)
     gray = timed("to_uint8", lambda: image.gray)  # made once, for the gate and the stored files
     timed("gate", lambda: assess(image, output, bundle.gate))
     timed("sha256", lambda: hashlib.sha256(data).hexdigest())
@@ -134,7 +134,7 @@ def measure(images: int, repeats: int, batch_seconds: float, model_dir: Path, la
     load_s = time.perf_counter() - loaded
     # Only images the gate accepts: those go the whole way (a refused upload skips the stored files).
     blobs = [data for _, data in read_images(images * 2) if full_prediction(bundle, data)][:images]
-    tensors = [preprocess(decode_image(b).pixels, bundle.input_size).tensor[np.newaxis] for b in blobs]
+    tensors = [preprocess(decode_image(b).frame, bundle.input_size).tensor[np.newaxis] for b in blobs]
     size = bundle.input_size
     bare = tf.function(
         lambda x: bundle.cnn(x, training=False), input_signature=[tf.TensorSpec((None, size, size, 1), tf.float32)]

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     def run(image, full_resolution: bool):
         cxr.preprocess.working_frame = (lambda pixels, size: (pixels, 1)) if full_resolution else reduced_frame
         try:
-            output = bundle.predict(image.pixels)
+            output = bundle.predict(image.frame)
             return output, assess(image, output)
         finally:
             cxr.preprocess.working_frame = reduced_frame

@@ -43,7 +43,7 @@ def judge(bundle: ModelBundle, name: str, data: bytes) -> Outcome:
         decoded = decode_image(data)
     except InputError as error:
         return Outcome(name, False, None, (f"decoder ({error.status})",))
-    result = assess(decoded, bundle.predict(decoded.pixels), bundle.gate)
+    result = assess(decoded, bundle.predict(decoded.frame), bundle.gate)
     return Outcome(name, result.accepted, result.score, result.failed)
 
 

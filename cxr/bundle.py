@@ -228,7 +228,7 @@ class ModelBundle:
         return apply_temperature(self._ensemble_proba(features), self.temperature)
 
     def predict(self, pixels: np.ndarray) -> ModelOutput:
-        """Predict one decoded radiograph (2-D [0, 1] pixels)."""
+        """Predict one decoded radiograph: its `DecodedImage.frame` (float32 in [0, 1], or 8-bit levels)."""
         prepared = prepare(pixels, self.input_size, self.localiser)
         feats, cnn_probs, cams = self.forward(prepared.tensor[np.newaxis])
         probs = self.ensemble_probabilities(feats)[0]

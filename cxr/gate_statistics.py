@@ -36,10 +36,10 @@ class FilmStatistics:
 
 
 def measure(image: DecodedImage, prepared: Prepared | None = None) -> FilmStatistics:
-    """The statistics of `image`; `prepared` may pass `preprocess(image.pixels, size)` when it was made
+    """The statistics of `image`; `prepared` may pass `preprocess(image.frame, size)` when it was made
     already (it is used if its size is STATISTICS_SIZE)."""
     if prepared is None or prepared.tensor.shape[:2] != (STATISTICS_SIZE, STATISTICS_SIZE):
-        prepared = preprocess(image.pixels, STATISTICS_SIZE)
+        prepared = preprocess(image.frame, STATISTICS_SIZE)
     top, bottom, left, right = prepared.box
     counts = histogram(image.gray[top:bottom, left:right])
     flat = float(counts.max() / max(int(counts.sum()), 1))

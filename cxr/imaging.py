@@ -75,7 +75,10 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """A decoded radiograph: `pixels` is 2-D float32 in [0, 1], higher is brighter (bone is white).
+    """A decoded radiograph, higher is brighter (bone is white): `frame` as decoded, either 2-D float32 in
+    [0, 1], or an 8-bit raster's own uint8 levels; `pixels` is it as float32 in [0, 1] (levels / 255) and
+    `gray` as 8-bit levels, each made once and only when asked for. The model's preprocessing takes `frame`
+    as it is (`cxr.preprocess`), so a 2-4k px 8-bit film is never turned into floats whole.
 
     `metadata` holds only what the history shows (DICOM modality, body part, view): never patient data.
     `identifiers` holds a DICOM file's PatientID and AccessionNumber (when present) so that the app can
@@ -84,36 +87,47 @@ class DecodedImage:
     view position, laterality, modality and study date); empty for other formats.
     `source_png` is the upload itself when it already holds exactly `gray`: an 8-bit grayscale PNG
     without transparency or EXIF rotation (its metadata chunks are still in it).
-    `levels` are the decoder's own 8-bit pixels when `pixels` are exactly `levels / 255` (8-bit rasters):
-    then `gray` is they, not a second conversion of a 2-4k px film.
     `depth` is a grayscale DICOM's full bit depth for the viewer to window: its modality values (rescale
     slope and intercept applied) less their minimum, as uint16, in display polarity (MONOCHROME1 turned
     round); `depth_window` is the DICOM's own (center, width) in those units, or None.
     """
 
-    pixels: np.ndarray
+    frame: np.ndarray
     format: str
     colourfulness: float = 0.0
     metadata: dict[str, str] = field(default_factory=dict)
     identifiers: dict[str, str] = field(default_factory=dict, repr=False)
     study: dict[str, str] = field(default_factory=dict, repr=False)
     source_png: bytes | None = field(default=None, repr=False)
-    levels: np.ndarray | None = field(default=None, repr=False)
     depth: np.ndarray | None = field(default=None, repr=False)
     depth_window: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.frame.ndim != 2 or self.frame.dtype not in (np.float32, np.uint8):
+            raise ValueError(f"a decoded frame is 2-D float32 or uint8, not {self.frame.dtype} {self.frame.shape}")
+
+    @property
+    def levels(self) -> np.ndarray | None:
+        """The decoder's own 8-bit levels of an 8-bit raster (`pixels` are exactly `levels / 255`), else None."""
+        return self.frame if self.frame.dtype == np.uint8 else None
+
+    @cached_property
+    def pixels(self) -> np.ndarray:
+        """float32 in [0, 1]."""
+        return to_float(self.frame)
 
     @cached_property
     def gray(self) -> np.ndarray:
         """The pixels as 8-bit grayscale (`to_uint8`), made once for the gate and the stored files."""
-        return self.levels if self.levels is not None else to_uint8(self.pixels)
+        return self.frame if self.frame.dtype == np.uint8 else to_uint8(self.frame)
 
     @property
     def width(self) -> int:
-        return int(self.pixels.shape[1])
+        return int(self.frame.shape[1])
 
     @property
     def height(self) -> int:
-        return int(self.pixels.shape[0])
+        return int(self.frame.shape[0])
 
 
 def decode_image(data: bytes) -> DecodedImage:
@@ -132,6 +146,11 @@ def decode_image(data: bytes) -> DecodedImage:
         # each means the file is damaged. DICOM errors are not echoed: they can quote element values.
         kind, detail = ("DICOM", "") if dicom else (_signature(data) or "image", f" ({exc})")
         raise CorruptImage(f"The {kind} file is truncated or corrupt and could not be decoded{detail}.") from None
+
+
+def to_float(frame: np.ndarray) -> np.ndarray:
+    """A decoded frame (`DecodedImage.frame`) as float32 pixels in [0, 1]: 8-bit levels / 255 in one pass."""
+    return np.divide(frame, np.float32(255), dtype=np.float32) if frame.dtype == np.uint8 else frame
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -182,12 +201,10 @@ def _decode_raster(data: bytes) -> DecodedImage:
     image.load()
     # Cameras and phones store the picture as the sensor saw it and say in EXIF how to turn it upright.
     upright = image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1)
-    pixels, levels, colour = _pil_to_gray(image if upright else ImageOps.exif_transpose(image))
+    frame, colour = _pil_to_gray(image if upright else ImageOps.exif_transpose(image))
     # IHDR (always the first chunk) at bytes 24-25: bit depth 8, colour type 0 (grayscale).
     film = kind == "PNG" and upright and data[24:26] == b"\x08\x00" and "transparency" not in image.info
-    return DecodedImage(
-        pixels=pixels, format=kind, colourfulness=colour, source_png=data if film else None, levels=levels
-    )
+    return DecodedImage(frame=frame, format=kind, colourfulness=colour, source_png=data if film else None)
 
 
 def _signature(data: bytes) -> str:
@@ -196,11 +213,11 @@ def _signature(data: bytes) -> str:
     return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), "")
 
 
-def _pil_to_gray(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """Grayscale float pixels, their 8-bit levels where they are exactly `levels / 255` (else None), and
-    the colourfulness of the original (0 for grayscale inputs)."""
+def _pil_to_gray(image: Image.Image) -> tuple[np.ndarray, float]:
+    """The grayscale frame (8-bit levels, or float32 [0, 1] for deeper images) and the colourfulness of the
+    original (0 for grayscale inputs)."""
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        return _min_max(np.asarray(image, dtype=np.float32)), None, 0.0
+        return _min_max(np.asarray(image, dtype=np.float32)), 0.0
     if "A" in image.getbands() or "transparency" in image.info:
         # Transparent areas become black, as in the shared data's standardisation.
         rgba = image.convert("RGBA")
@@ -208,8 +225,7 @@ def _pil_to_gray(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, flo
     if image.mode not in ("L", "1"):
         image = image.convert("RGB")  # palette, CMYK (Pillow undoes Adobe's inversion), YCbCr, ...
     levels = np.asarray(image if image.mode == "L" else image.convert("L"))
-    gray = np.divide(levels, np.float32(255), dtype=np.float32)  # one pass; the same values as astype, then /
-    return gray, levels, (_colourfulness_of(image) if image.mode == "RGB" else 0.0)
+    return levels, (_colourfulness_of(image) if image.mode == "RGB" else 0.0)
 
 
 def _colourfulness_of(image: Image.Image) -> float:
@@ -342,7 +358,7 @@ def _decode_dicom(data: bytes) -> DecodedImage:
     if photometric == "MONOCHROME1":  # low values are white in MONOCHROME1
         pixels = 1.0 - pixels
     return DecodedImage(
-        pixels=pixels,
+        frame=pixels,
         format="DICOM",
         metadata=metadata,
         identifiers=identifiers,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from cxr.imaging import to_float
+
 # Stored in the model card; serving refuses a model trained with other values.
 PARAMETERS: dict[str, float | int | str] = {
     "version": 1,
@@ -48,9 +50,10 @@ WORKING_SCALE = 4
 
 
 def preprocess(pixels: np.ndarray, size: int, region: tuple[int, int, int, int] | None = None) -> Prepared:
-    """Turn a 2-D [0, 1] radiograph into the CNN input of `size` × `size` pixels: of `region`
-    (top, bottom, left, right; the lung box of `cxr.lungs`) when given, else of `crop_box`. The box is
-    in pixels of `pixels` either way."""
+    """Turn a 2-D radiograph, float32 in [0, 1] or 8-bit levels (`DecodedImage.frame`: the same film gives
+    the same input either way, to float rounding), into the CNN input of `size` × `size` pixels: of
+    `region` (top, bottom, left, right; the lung box of `cxr.lungs`) when given, else of `crop_box`. The
+    box is in pixels of `pixels` either way."""
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {pixels.shape}")
     frame, factor = working_frame(pixels, size)
@@ -69,14 +72,44 @@ def preprocess(pixels: np.ndarray, size: int, region: tuple[int, int, int, int] 
 
 
 def working_frame(pixels: np.ndarray, size: int) -> tuple[np.ndarray, int]:
-    """`pixels` reduced by the largest integer factor that keeps the short side at least WORKING_SCALE × `size`
-    (Pillow's `reduce`: each factor × factor block's mean; a partial block at the edge is the mean of what it
-    holds), and that factor; the pixels themselves, and 1, when no reduction is due."""
+    """`pixels` (float32 [0, 1], or 8-bit levels) as float32 [0, 1], reduced by the largest integer factor that
+    keeps the short side at least WORKING_SCALE × `size` (each factor × factor block's mean; a partial block
+    at the edge is the mean of what it holds), and that factor; the pixels themselves, and 1, when no
+    reduction is due."""
     factor = min(pixels.shape) // (WORKING_SCALE * size)
     if factor < 2:
-        return pixels, 1
+        return to_float(pixels), 1
+    if pixels.dtype == np.uint8:
+        return block_means(pixels, factor) / np.float32(255), factor
     reduced = Image.fromarray(pixels.astype(np.float32, copy=False), mode="F").reduce(factor)
     return np.asarray(reduced), factor
+
+
+def block_means(levels: np.ndarray, factor: int) -> np.ndarray:
+    """float32 means of the `factor` × `factor` blocks of 8-bit `levels` (Pillow's `reduce`, whose "F" mode
+    would need a float copy of the whole film first): integer sums of every factor-th row, then column,
+    which touch each 8-bit pixel once."""
+    wide = np.uint16 if 255 * factor * factor <= np.iinfo(np.uint16).max else np.uint32
+
+    def sum_every(array: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        length = array.shape[axis]
+        blocks = -(-length // factor)
+        shape = list(array.shape)
+        shape[axis] = blocks
+        total = np.zeros(shape, dtype=wide)
+        for offset in range(factor):
+            part = array[offset::factor] if axis == 0 else array[:, offset::factor]
+            if axis == 0:
+                total[: part.shape[0]] += part
+            else:
+                total[:, : part.shape[1]] += part
+        counts = np.full(blocks, factor)
+        counts[-1] = length - factor * (blocks - 1)  # the partial block at the edge
+        return total, counts
+
+    rows, row_counts = sum_every(levels, 0)
+    sums, column_counts = sum_every(rows, 1)
+    return (sums / (row_counts[:, np.newaxis] * column_counts[np.newaxis, :])).astype(np.float32)
 
 
 def crop_box(pixels: np.ndarray) -> tuple[int, int, int, int]:

@@ -76,3 +76,29 @@ def test_a_detector_sized_film_is_preprocessed_from_its_working_frame(monkeypatc
     assert reduced.tensor.shape == full.tensor.shape == (128, 128, 1)
     assert all(abs(a - b) <= factor for a, b in zip(reduced.box, full.box)), (reduced.box, full.box)
     assert np.abs(reduced.tensor - full.tensor).mean() < 0.005  # 0.003 here; bench.large_film_agreement: decisions
+
+
+@pytest.mark.parametrize("shape,factor", [((2048, 2048), 4), ((1537, 1030), 2), ((2100, 2050), 4), ((700, 650), 17)])
+def test_block_means_of_8_bit_levels_are_pillows_reduce_of_the_float_film(shape, factor):
+    from PIL import Image
+
+    from cxr.preprocess import block_means
+
+    levels = np.random.default_rng(factor).integers(0, 256, shape, dtype=np.uint8)
+    pixels = levels.astype(np.float32) / 255
+    expected = np.asarray(Image.fromarray(pixels, mode="F").reduce(factor))  # partial edge blocks included
+    means = block_means(levels, factor) / np.float32(255)
+    assert means.shape == expected.shape and means.dtype == np.float32
+    np.testing.assert_allclose(means, expected, rtol=0, atol=1e-6)  # 17² × 255 needs 32-bit sums
+
+
+@pytest.mark.parametrize("side", [320, 2048])
+def test_an_8_bit_frame_is_preprocessed_as_its_float_pixels(side):
+    levels = synthetic_chest(4, side)
+    from_levels = preprocess(levels, 128)
+    from_pixels = preprocess(levels.astype(np.float32) / 255, 128)
+    assert from_levels.box == from_pixels.box
+    if side < 8 * 128:  # not reduced: the very same floats
+        np.testing.assert_array_equal(from_levels.tensor, from_pixels.tensor)
+    else:  # reduced in integers: block means within float rounding, so at most a bin of equalisation apart
+        assert np.abs(from_levels.tensor - from_pixels.tensor).max() < 2e-3

@@ -57,7 +57,7 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _survey_one(path: str) -> tuple[str, np.ndarray, float, float, np.ndarray]:
     data = Path(path).read_bytes()
     image = decode_image(data)
-    prepared = preprocess(image.pixels, STATISTICS_SIZE)
+    prepared = preprocess(image.frame, STATISTICS_SIZE)
     statistics = measure(image, prepared)
     return (
         hashlib.sha256(data).hexdigest(),

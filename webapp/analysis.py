@@ -36,7 +36,7 @@ def analyse(data: bytes) -> Analysis:
     """Decode and predict one upload; raises an `InputError` (e.g. `Refused`) the client can act on."""
     started = time.perf_counter()
     image = decode_image(data)
-    output = model_service.bundle.predict(image.pixels)
+    output = model_service.bundle.predict(image.frame)
     gate = assess(image, output, model_service.bundle.gate)
     if not gate.accepted:
         raise Refused(gate.reasons)
