@@ -321,6 +321,9 @@ def test_priors_compare_print_theme_and_token_copy(live_server, page, page_error
     expect(page.locator(".review-edit .hint")).to_be_hidden()
     expect(page.locator(".reviews")).to_be_visible()
     expect(page.locator(".images")).to_be_visible()
+    # In print the plain images show, and so their lazy overlay is fetched (rendered on request) and drawn.
+    page.wait_for_function("[...document.querySelectorAll('.images img')].every(i => i.complete && i.naturalWidth > 0)")
+    expect(page.locator(".images img")).to_have_count(2)
     pdf = page.pdf(format="A4", print_background=True)
     assert len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf)) == 1
     page.emulate_media(media="screen")
