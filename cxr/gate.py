@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cxr.errors import NotAChestXray
-from cxr.gate_statistics import GateLimits, histogram, measure
+from cxr.gate_statistics import GateLimits, measure
 from cxr.imaging import DecodedImage
 from cxr.preprocess import Prepared
 
@@ -62,10 +62,10 @@ def _failures(image: DecodedImage, score: float, limits: GateLimits, prepared: P
     """(check name, message) for every check the image fails."""
     if image.colourfulness > MAX_COLOURFULNESS:
         yield "colour", "The image is in colour; a chest X-ray is grayscale."
-    low, high = percentiles(image.gray, (5, 95))
+    statistics = measure(image, prepared)
+    low, high = percentiles(statistics.histogram, (5, 95))
     if high - low < MIN_INTENSITY_SPREAD:
         yield "uniform", "The image is almost uniform; it does not look like a radiograph."
-    statistics = measure(image, prepared)
     flat = statistics.flat_fraction
     if flat > limits.max_flat_fraction:
         yield (
@@ -98,12 +98,12 @@ def _failures(image: DecodedImage, score: float, limits: GateLimits, prepared: P
         )
 
 
-def percentiles(gray: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
-    """`np.percentile(gray, qs) / 255` read off the 256-level histogram (the same interpolation between
-    order statistics), much faster than sorting the pixels. Of a 16-bit film this is the
-    percentile of its 8-bit rendering, at most 0.5/255 from that of the full-depth pixels."""
-    cumulative = np.cumsum(histogram(gray))
-    positions = (gray.size - 1) * np.asarray(qs, dtype=np.float64) / 100.0
+def percentiles(counts: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """`np.percentile(gray, qs) / 255` read off the 8-bit film's 256-level histogram `counts` (the same
+    interpolation between order statistics), much faster than sorting the pixels. Of a 16-bit film this
+    is the percentile of its 8-bit rendering, at most 0.5/255 from that of the full-depth pixels."""
+    cumulative = np.cumsum(counts)
+    positions = (int(cumulative[-1]) - 1) * np.asarray(qs, dtype=np.float64) / 100.0
     below = np.floor(positions)
     low = np.searchsorted(cumulative, below, side="right")
     high = np.searchsorted(cumulative, np.ceil(positions), side="right")

@@ -10,7 +10,7 @@ from there, so the gate always matches the films its model was trained on.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,8 @@ class FilmStatistics:
     flat_fraction: float  # share of the cropped 8-bit film at its single most common grey level
     edge_strength: float  # mean absolute neighbour difference of the equalised frame
     blocks: np.ndarray  # BLOCKS × BLOCKS block means of the equalised frame
+    # The whole 8-bit film's 256-level histogram, for the gate's intensity spread (None where not taken).
+    histogram: np.ndarray | None = field(default=None, repr=False)
 
 
 def measure(image: DecodedImage, prepared: Prepared | None = None) -> FilmStatistics:
@@ -40,12 +42,20 @@ def measure(image: DecodedImage, prepared: Prepared | None = None) -> FilmStatis
     already (it is used if its size is STATISTICS_SIZE)."""
     if prepared is None or prepared.tensor.shape[:2] != (STATISTICS_SIZE, STATISTICS_SIZE):
         prepared = preprocess(image.frame, STATISTICS_SIZE)
-    top, bottom, left, right = prepared.box
-    counts = histogram(image.gray[top:bottom, left:right])
-    flat = float(counts.max() / max(int(counts.sum()), 1))
+    inside, whole = box_histograms(image.gray, prepared.box)
+    flat = float(inside.max() / max(int(inside.sum()), 1))
     equalised = prepared.tensor[..., 0]
     edges = float((np.abs(np.diff(equalised, axis=0)).mean() + np.abs(np.diff(equalised, axis=1)).mean()) / 2)
-    return FilmStatistics(flat, edges, coarse(equalised))
+    return FilmStatistics(flat, edges, coarse(equalised), whole)
+
+
+def box_histograms(gray: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The 256-level histograms of the 8-bit film inside `box` (top, bottom, left, right) and of the whole
+    film: the whole is the box plus the strips around it, so each pixel is counted once."""
+    top, bottom, left, right = box
+    inside = histogram(gray[top:bottom, left:right])
+    strips = (gray[:top], gray[bottom:], gray[top:bottom, :left], gray[top:bottom, right:])
+    return inside, inside + sum((histogram(strip) for strip in strips if strip.size), np.zeros(256, np.int64))
 
 
 def histogram(gray: np.ndarray) -> np.ndarray:

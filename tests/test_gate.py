@@ -16,7 +16,7 @@ import pytest
 
 from cxr.bundle import ModelOutput
 from cxr.gate import assess, percentiles
-from cxr.gate_statistics import REFUSED_SHARE, FilmStatistics, GateLimits, measure
+from cxr.gate_statistics import REFUSED_SHARE, FilmStatistics, GateLimits, box_histograms, histogram, measure
 from cxr.imaging import DecodedImage, decode_image
 from tests.helpers import missing, png_bytes, shared_manifest, synthetic_chest
 from tools.nonxray import colour_photos, documents, gray_photos, noise, screenshots
@@ -87,7 +87,7 @@ OBVIOUS = {
 def test_percentiles_from_the_histogram_equal_numpys(shape) -> None:
     gray = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
     for qs in ((5, 95), (0, 50, 100)):
-        np.testing.assert_allclose(percentiles(gray, qs), np.percentile(gray, qs) / 255, atol=1e-12)
+        np.testing.assert_allclose(percentiles(histogram(gray), qs), np.percentile(gray, qs) / 255, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", sorted(OBVIOUS))
@@ -171,3 +171,13 @@ def test_model_gate_accepts_held_out_xrays(bundle) -> None:
         results[path.name] = assess(decoded, bundle.predict(decoded.pixels), bundle.gate)
     refused = {name: r.failed for name, r in results.items() if not r.accepted}
     assert len(refused) <= 2, refused  # the gate is calibrated to pass ≥ 99%; 2 of 20 is already far off
+
+
+@pytest.mark.parametrize("box", [(0, 300, 0, 200), (10, 290, 7, 193), (0, 150, 100, 200), (299, 300, 0, 1)])
+def test_box_histograms_count_the_box_and_the_whole_film(box):
+    gray = np.random.default_rng(5).integers(0, 256, (300, 200), dtype=np.uint8)
+    top, bottom, left, right = box
+    inside, whole = box_histograms(gray, box)
+    np.testing.assert_array_equal(inside, np.bincount(gray[top:bottom, left:right].ravel(), minlength=256))
+    np.testing.assert_array_equal(whole, np.bincount(gray.ravel(), minlength=256))
+    np.testing.assert_array_equal(histogram(gray), whole)
