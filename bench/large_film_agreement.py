@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import cxr.preprocess
     from cxr.bundle import ModelBundle
     from cxr.gate import assess
-    from cxr.imaging import decode_image
+    from cxr.imaging import decode_image, to_float
 
     bundle = ModelBundle(args.model)
     if args.working_scale:
@@ -52,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     reduced_frame = cxr.preprocess.working_frame
 
     def run(image, full_resolution: bool):
-        cxr.preprocess.working_frame = (lambda pixels, size: (pixels, 1)) if full_resolution else reduced_frame
+        whole = lambda pixels, size: (to_float(pixels), 1)  # noqa: E731 (the film itself as the working frame)
+        cxr.preprocess.working_frame = whole if full_resolution else reduced_frame
         try:
             output = bundle.predict(image.frame)
-            return output, assess(image, output)
+            return output, assess(image, output, bundle.gate)
         finally:
             cxr.preprocess.working_frame = reduced_frame
 

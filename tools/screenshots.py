@@ -36,7 +36,7 @@ def accepted_films(app, count: int) -> list[bytes]:
         for seed in range(40):
             data = png_bytes(np.fliplr(synthetic_chest(seed)) if seed % 2 else synthetic_chest(seed))
             image = decode_image(data)
-            if assess(image, bundle.predict(image.frame)).accepted:
+            if assess(image, bundle.predict(image.frame), bundle.gate).accepted:
                 films.append(data)
             if len(films) == count:
                 return films
