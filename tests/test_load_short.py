@@ -86,13 +86,15 @@ def test_sigkill_worker_mid_upload(server, images, storage):
     before = rows(server)
     old_workers = server.worker_pids()
     killed: list[int] = []
+    stored: list[int] = []
     lock = threading.Lock()
 
-    def kill_once(result) -> None:  # after a few uploads, with others in flight
+    def kill_once(result) -> None:  # after the third stored upload, with the other clients' uploads in flight
         with lock:
             if killed or result.op != UPLOAD or result.status != 201:
                 return
-            if result.started > 0.5:
+            stored.append(1)
+            if len(stored) == 3:
                 victim = server.worker_pids()[0]
                 os.kill(victim, signal.SIGKILL)
                 killed.append(victim)
