@@ -20,7 +20,8 @@ from webapp.pacs import listener
 from webapp.pacs.queue import RedisQueue, analysis_queue
 
 BURST = 50
-JOB_TIMEOUT = 30  # seconds: a killed worker's job is retried this long plus ABANDONED_AFTER_SECONDS after it started
+JOB_TIMEOUT = 12  # seconds (an analysis takes well under one): a killed worker's job is retried this long
+# plus ABANDONED_AFTER_SECONDS after it started
 
 
 @pytest.fixture

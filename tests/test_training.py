@@ -362,7 +362,7 @@ def test_a_bfloat16_run_exports_a_float32_network(dataset, tmp_path):
     assert not (out / CHECKPOINT_DIR).exists(), "a finished run leaves no checkpoint"
 
 
-def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_result(dataset, tmp_path):
+def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_result(dataset, tmp_path, capsys):
     import keras
 
     cli = [sys.executable, "-m", "training.train"]
@@ -415,8 +415,9 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_result(dataset, t
     done = json.loads((out / CHECKPOINT_DIR / PROGRESS_FILE).read_text())["progress"]["epochs_done"]
     assert 1 <= done < 5
 
-    conflict = run("--resume", str(out), "--seed", "7")
-    assert conflict.returncode == 2 and "--seed 7 differs from the stopped run's 42" in conflict.stderr
+    with pytest.raises(SystemExit) as conflict:  # refused while parsing: in this process, no third TF start
+        train.main(["--resume", str(out), "--seed", "7"])
+    assert conflict.value.code == 2 and "--seed 7 differs from the stopped run's 42" in capsys.readouterr().err
     resumed = run("--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed after epoch {done}" in resumed.stdout
