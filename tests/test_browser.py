@@ -123,6 +123,16 @@ def upload_through_form(page, image: Path, reference: str = "", force: bool = Fa
     page.click("input[type=submit]")
 
 
+def signed_in_upload(page, live_server: str, film: Path, data: bytes) -> int:
+    """Sign in, upload `data` as `film` through the form and land on its result page; the prediction's id."""
+    film.write_bytes(data)
+    page.goto(f"{live_server}/login")
+    sign_in(page)
+    upload_through_form(page, film)
+    page.wait_for_url(re.compile(r"/predictions/\d+$"))
+    return int(page.url.rsplit("/", 1)[1])
+
+
 def film_pixel(page, viewer: str = "[data-viewer]") -> int:
     """The grey value the viewer shows at the film's centre."""
     return page.locator(f"{viewer} [data-film-canvas]").evaluate(
@@ -395,12 +405,7 @@ PLOT_PIXELS = """img => {
 def test_monitoring_plot_is_readable_in_both_themes(live_server, page, tmp_path, chest_png, theme):
     from playwright.sync_api import expect
 
-    image = tmp_path / "film.png"
-    image.write_bytes(chest_png)
-    page.goto(f"{live_server}/login")
-    sign_in(page)
-    upload_through_form(page, image)
-    page.wait_for_url(re.compile(r"/predictions/\d+$"))
+    signed_in_upload(page, live_server, tmp_path / "film.png", chest_png)
     page.goto(f"{live_server}/monitoring")
     page.evaluate(f"localStorage.setItem('cxr-theme', '{theme}')")
     page.reload()
@@ -424,12 +429,7 @@ def test_viewer_windows_a_dicoms_full_depth(live_server, page, tmp_path, chest_p
 
     data, values = chest_dicom(chest_png)
     depth = values.astype(int) - int(values.min())
-    film = tmp_path / "study.dcm"
-    film.write_bytes(data)
-    page.goto(f"{live_server}/login")
-    sign_in(page)
-    upload_through_form(page, film)
-    page.wait_for_url(re.compile(r"/predictions/\d+$"))
+    signed_in_upload(page, live_server, tmp_path / "study.dcm", data)
     viewer = page.locator("[data-viewer][data-ready]")
     expect(viewer).to_have_attribute("data-bits", "12")
     center, width = 2100 - int(values.min()), 4000
@@ -459,14 +459,8 @@ def test_a_prediction_stored_before_heatmaps_shows_its_stored_overlay(live_app, 
     """A row with an overlay file and no heatmap: the viewer takes its heat layer from the stored overlay."""
     from playwright.sync_api import expect
 
-    image = tmp_path / "old.png"
-    image.write_bytes(chest_png)
-    page.goto(f"{live_server}/login")
-    sign_in(page)
-    upload_through_form(page, image)
-    page.wait_for_url(re.compile(r"/predictions/\d+$"))
+    prediction_id = signed_in_upload(page, live_server, tmp_path / "old.png", chest_png)
     expect(page.locator("[data-viewer][data-ready]")).to_be_visible()  # nothing left to fetch
-    prediction_id = int(page.url.rsplit("/", 1)[1])
     make_legacy(live_app, prediction_id)
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
