@@ -104,6 +104,7 @@ def listening(make_app, pacs):
     yield app
     server.shutdown()
     stop.set()
+    queue.arrived.set()  # the analysis thread looks at `stop` now, not after its poll interval
     worker.join(timeout=60)
 
 
@@ -331,13 +332,14 @@ def own_listener(make_app):
         stop = threading.Event()
         worker = threading.Thread(target=queue.work, args=(app, stop), daemon=True)
         worker.start()
-        running.append((listener.serve(app, queue, block=False), stop, worker))
+        running.append((listener.serve(app, queue, block=False), queue, stop, worker))
         return app
 
     yield start
-    for server, stop, worker in running:
+    for server, queue, stop, worker in running:
         server.shutdown()
         stop.set()
+        queue.arrived.set()  # the analysis thread looks at `stop` now, not after its poll interval
         worker.join(timeout=60)
 
 
