@@ -106,11 +106,6 @@ class DecodedImage:
         if self.frame.ndim != 2 or self.frame.dtype not in (np.float32, np.uint8):
             raise ValueError(f"a decoded frame is 2-D float32 or uint8, not {self.frame.dtype} {self.frame.shape}")
 
-    @property
-    def levels(self) -> np.ndarray | None:
-        """The decoder's own 8-bit levels of an 8-bit raster (`pixels` are exactly `levels / 255`), else None."""
-        return self.frame if self.frame.dtype == np.uint8 else None
-
     @cached_property
     def pixels(self) -> np.ndarray:
         """float32 in [0, 1]."""

@@ -87,29 +87,25 @@ def working_frame(pixels: np.ndarray, size: int) -> tuple[np.ndarray, int]:
 
 def block_means(levels: np.ndarray, factor: int) -> np.ndarray:
     """float32 means of the `factor` × `factor` blocks of 8-bit `levels` (Pillow's `reduce`, whose "F" mode
-    would need a float copy of the whole film first): integer sums of every factor-th row, then column,
-    which touch each 8-bit pixel once."""
+    would need a float copy of the whole film first): integer sums of every factor-th row, then of every
+    factor-th column; a partial block at the edge (zero-padded here) is the mean of what it holds."""
+    height, width = levels.shape
+    rows, columns = -(-height // factor), -(-width // factor)
+    if (rows * factor, columns * factor) != (height, width):
+        levels = np.pad(levels, ((0, rows * factor - height), (0, columns * factor - width)))
     wide = np.uint16 if 255 * factor * factor <= np.iinfo(np.uint16).max else np.uint32
-
-    def sum_every(array: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-        length = array.shape[axis]
-        blocks = -(-length // factor)
-        shape = list(array.shape)
-        shape[axis] = blocks
-        total = np.zeros(shape, dtype=wide)
-        for offset in range(factor):
-            part = array[offset::factor] if axis == 0 else array[:, offset::factor]
-            if axis == 0:
-                total[: part.shape[0]] += part
-            else:
-                total[:, : part.shape[1]] += part
-        counts = np.full(blocks, factor)
-        counts[-1] = length - factor * (blocks - 1)  # the partial block at the edge
-        return total, counts
-
-    rows, row_counts = sum_every(levels, 0)
-    sums, column_counts = sum_every(rows, 1)
-    return (sums / (row_counts[:, np.newaxis] * column_counts[np.newaxis, :])).astype(np.float32)
+    row_sums = levels[0::factor].astype(wide)
+    for offset in range(1, factor):
+        row_sums += levels[offset::factor]
+    sums = row_sums[:, 0::factor].copy()
+    for offset in range(1, factor):
+        sums += row_sums[:, offset::factor]
+    means = sums.astype(np.float32)
+    means /= np.float32(factor * factor)
+    # A partial block's sum is of fewer pixels: its mean is the full block's divisor over its own count.
+    means[-1, :] *= factor / (height - factor * (rows - 1))
+    means[:, -1] *= factor / (width - factor * (columns - 1))
+    return means
 
 
 def crop_box(pixels: np.ndarray) -> tuple[int, int, int, int]:

@@ -298,15 +298,18 @@ def test_check_storage_reports_and_cleans(app, upload, runner):
 
 
 @pytest.mark.slow
-def test_gunicorn_refuses_to_start_on_a_broken_model_directory(tmp_path):
+@pytest.mark.parametrize("model_dir", ["nowhere", "empty"])
+def test_gunicorn_refuses_to_start_on_a_broken_model_directory(tmp_path, model_dir):
     from tools.server import Gunicorn
 
+    if model_dir == "empty":
+        (tmp_path / model_dir).mkdir()
     server = Gunicorn(
         tmp_path,
         workers=1,
         init_db=False,
         provision=False,  # never serves: no account needed
-        env={"CXR_MODEL_DIR": str(tmp_path / "nowhere")},
+        env={"CXR_MODEL_DIR": str(tmp_path / model_dir)},
     )
     try:
         with pytest.raises(RuntimeError, match="gunicorn exited"):

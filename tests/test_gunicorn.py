@@ -285,16 +285,3 @@ def test_sign_in_back_off_answers_at_once_instead_of_holding_threads(tmp_path, m
         stop.set()
         status = server.stop()
     assert status == 0 and "Traceback" not in server.log_text(), server.log_tail()
-
-
-def test_gunicorn_refuses_to_start_without_a_model(tmp_path):
-    empty = tmp_path / "no-model"
-    empty.mkdir()
-    server = Gunicorn(tmp_path, workers=1, init_db=False, provision=False, env={"CXR_MODEL_DIR": str(empty)})
-    try:
-        with pytest.raises(RuntimeError, match="gunicorn exited"):
-            server.start(timeout=120)
-    finally:
-        server.stop()
-    output = server.log_text()
-    assert "lacks cnn.keras" in output and "python -m training.train" in output
