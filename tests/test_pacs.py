@@ -310,7 +310,9 @@ def test_gunicorn_starts_the_listener_which_analyses_on_its_own(tmp_path, model_
         assert association.send_c_store(film).Status == 0x0000
         association.release()
         listing = wait_for(
-            lambda: (answer := server.get_json("/api/v1/predictions"))[1].get("total") and answer[1],
+            # `items`, not `total`: the page's rows and its count are two queries, and the listener's
+            # process may commit between them.
+            lambda: (answer := server.get_json("/api/v1/predictions"))[1].get("items") and answer[1],
             timeout=300,
             what="the prediction in the API",
         )
