@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and noise (in leave-source-out cross-validation it ranked better but called fewer normals normal: "
         "README, 'Seeds and recipes')",
     )
+    parser.add_argument(
+        "--source-adversary",
+        action="store_true",
+        help="train the features against a head that tells each film's source from them and its class "
+        "(gradient reversal; training.adversary); the exported CNN is the same network either way",
+    )
     parser.add_argument("--min-sensitivity", type=float, default=0.95, help="threshold rule for covid")
     parser.add_argument(
         "--indeterminate-sensitivity",

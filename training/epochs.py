@@ -36,8 +36,9 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int = 128) -> 
     """
     from keras import layers
 
-    dropouts = [layer for layer in model.layers if isinstance(layer, layers.Dropout)]
-    norms = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    every = _layers(model)
+    dropouts = [layer for layer in every if isinstance(layer, layers.Dropout)]
+    norms = [layer for layer in every if isinstance(layer, layers.BatchNormalization)]
     rates, momenta = [d.rate for d in dropouts], [n.momentum for n in norms]
     for layer in dropouts:
         layer.rate = 0.0
@@ -51,6 +52,18 @@ def recalibrate_batch_norm(model, images: np.ndarray, batch_size: int = 128) -> 
             layer.rate = rate
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum
+
+
+def _layers(model) -> list:
+    """Every layer of `model` and of the models nested in it, once each (a training wrapper holds the CNN
+    as one of its layers)."""
+    import keras
+
+    found: dict[int, Any] = {}
+    for layer in model.layers:
+        for inner in _layers(layer) if isinstance(layer, keras.Model) else [layer]:
+            found.setdefault(id(inner), inner)
+    return list(found.values())
 
 
 def compile_cnn(model: Any, learning_rate: float) -> None:
@@ -112,9 +125,8 @@ def run_epoch(
     marks.append(time.perf_counter())
     validated = model.evaluate(validation, verbose=0, return_dict=True)
     marks.append(time.perf_counter())
-    logs = {
-        "loss": fitted.history["loss"][-1],
-        "accuracy": fitted.history["accuracy"][-1],
+    # Training figures as the model reports them (a source adversary adds its "source_loss").
+    logs = {key: values[-1] for key, values in fitted.history.items()} | {
         "val_loss": validated["loss"],
         "val_accuracy": validated["accuracy"],
     }
@@ -154,8 +166,16 @@ def train_cnn(args, classes, samples, images, class_of, split, started):
             start = keras.models.load_model(args.init_from / CNN_FILE, compile=False)
             model.set_weights(start.get_weights())  # ValueError when the architecture differs
             stage(f"CNN weights taken from {args.init_from}", started)
-        compile_cnn(model, args.learning_rate)
+        if args.source_adversary:
+            from training.adversary import SourceAdversarialCNN, training_sources
+
+            model = SourceAdversarialCNN(model, len(classes), len(training_sources(samples, split["train"])))
+            model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+        else:
+            compile_cnn(model, args.learning_rate)
         model, history, stats = fit_cnn(model, args, classes, samples, images, class_of, split, started, policy)
+        if args.source_adversary:
+            model = model.cnn  # the adversary's head trains the features; it is not part of the model
     finally:
         keras.mixed_precision.set_global_policy("float32")
     if policy != "float32":
@@ -198,7 +218,14 @@ def fit_cnn(
         started,
     )
     train_images = tf.constant(images[train_idx])  # float16: half the memory; cast after the gather
-    train_classes = tf.constant(class_of[train_idx])
+    train_targets = class_of[train_idx]
+    if args.source_adversary:
+        from training.adversary import encode_targets, training_sources
+
+        names = training_sources(samples, train_idx)
+        train_sources = np.array([names.index(samples[i].source) for i in train_idx])
+        train_targets = encode_targets(train_targets, train_sources, len(names))
+    train_classes = tf.constant(train_targets)
     augment = augmenter(acquisition=args.augment == "acquisition")
     validation = validation_batches(images[val_idx], class_of[val_idx])
     batch_norm_images = images[train_idx[:: max(1, len(train_idx) // BATCH_NORM_IMAGES)]]
@@ -220,6 +247,10 @@ def fit_cnn(
         epoch = progress.epochs_done
         if args.stop_after_epochs is not None and this_session >= args.stop_after_epochs:
             raise StoppedEarly(f"stopped after {this_session} epoch(s), as --stop-after-epochs asked")
+        if args.source_adversary:
+            from training.adversary import reversal_weight
+
+            model.reversal.assign(reversal_weight(epoch, args.epochs))
         batches = epoch_batches(train_images, train_classes, order[epoch], epoch, args.batch_size, args.seed, augment)
         logs, seconds = run_epoch(model, batches, steps, weights, validation, batch_norm_images)
         if progress.is_best_epoch(logs["val_loss"], args.patience, args.warmup_epochs):
@@ -234,7 +265,9 @@ def fit_cnn(
         left = args.epochs - progress.epochs_done
         print(
             f"epoch {progress.epochs_done}/{args.epochs}: loss {logs['loss']:.4f}, accuracy "
-            f"{logs['accuracy']:.3f}, val_loss {logs['val_loss']:.4f}, val_accuracy {logs['val_accuracy']:.3f}, "
+            f"{logs['accuracy']:.3f}, "
+            + (f"source loss {logs['source_loss']:.3f}, " if "source_loss" in logs else "")
+            + f"val_loss {logs['val_loss']:.4f}, val_accuracy {logs['val_accuracy']:.3f}, "
             f"lr {rate:.2g}; {steps * args.batch_size / epoch_seconds:.1f} images/s (training "
             f"{seconds['train']:.0f}s, recalibration {seconds['recalibration']:.0f}s, validation "
             f"{seconds['validation']:.0f}s); ETA {duration(left * progress.seconds / progress.epochs_done)}"
