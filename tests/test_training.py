@@ -428,3 +428,33 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_result(dataset, t
     for a, b in zip(expected, got, strict=True):
         np.testing.assert_array_equal(a, b)
     assert (tmp_path / "straight" / "split.csv").read_text() == (out / "split.csv").read_text()
+
+
+def test_gradient_reversal_is_the_identity_forward_and_turns_the_gradient_back_scaled():
+    import tensorflow as tf
+
+    from training.adversary import reversal_weight, reverse_gradient
+
+    x = tf.constant([[1.0, -2.0, 3.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = reverse_gradient(x, tf.constant(0.25))
+        loss = tf.reduce_sum(y * tf.constant([[1.0, 2.0, 3.0]]))
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), [[-0.25, -0.5, -0.75]])
+    assert reversal_weight(0, 12) == 0.0
+    assert 0.68 < reversal_weight(2, 12) < 0.69 and 0.98 < reversal_weight(6, 12) < reversal_weight(11, 12) < 1.0
+
+
+def test_a_source_adversary_run_trains_against_the_source_and_exports_the_cnn_alone(dataset, trained, tmp_path, capsys):
+    out = tmp_path / "adversary"
+    arguments = ["--data", str(dataset), "--out", str(out), *TINY, "--epochs", "2", "--source-adversary"]
+    assert train.main(arguments) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training"]["source_adversary"] is True
+    epochs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 2 and all(", source loss " in line for line in epochs), epochs
+    adversarial, plain = ModelBundle(out), ModelBundle(trained)
+    # The same network as a run without the adversary: its head is not part of the exported model.
+    assert [layer.name for layer in adversarial.cnn.layers] == [layer.name for layer in plain.cnn.layers]
+    assert adversarial.cnn.count_params() == plain.cnn.count_params()
