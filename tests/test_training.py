@@ -362,6 +362,16 @@ def test_a_bfloat16_run_exports_a_float32_network(dataset, tmp_path):
     assert not (out / CHECKPOINT_DIR).exists(), "a finished run leaves no checkpoint"
 
 
+def test_a_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp_path):
+    saved = vars(train.parse_args(["--data", "manifest.csv", "--out", str(tmp_path), "--seed", "7"]))
+    saved = {key: str(value) if isinstance(value, Path) else value for key, value in saved.items()}
+    del saved["source_adversary"]  # an option this run's code did not have yet
+    (tmp_path / CHECKPOINT_DIR).mkdir()
+    (tmp_path / CHECKPOINT_DIR / PROGRESS_FILE).write_text(json.dumps({"arguments": saved}))
+    resumed = train.parse_args(["--resume", str(tmp_path)])
+    assert resumed.source_adversary is False and resumed.seed == 7 and resumed.data == Path("manifest.csv")
+
+
 def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_result(dataset, tmp_path, capsys):
     import keras
 

@@ -165,7 +165,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     resumed = {
         key: Path(value) if key in PATH_ARGUMENTS and value is not None else value for key, value in saved.items()
     }
-    return argparse.Namespace(**(resumed | {key: getattr(args, key) for key in FREE_ON_RESUME} | {"out": args.resume}))
+    # An option added after the run stopped was not in its arguments: the run trains as its default does.
+    defaults = {key: value for key, value in vars(args).items() if key not in saved}
+    return argparse.Namespace(
+        **(defaults | resumed | {key: getattr(args, key) for key in FREE_ON_RESUME} | {"out": args.resume})
+    )
 
 
 def stage(message: str, started: float) -> None:
