@@ -457,13 +457,19 @@ def test_gradient_reversal_is_the_identity_forward_and_turns_the_gradient_back_s
 
 
 def test_a_source_adversary_run_trains_against_the_source_and_exports_the_cnn_alone(dataset, trained, tmp_path, capsys):
+    from training.adversary import reversal_weight
+
     out = tmp_path / "adversary"
-    arguments = ["--data", str(dataset), "--out", str(out), *TINY, "--epochs", "2", "--source-adversary"]
+    arguments = [*["--data", str(dataset), "--out", str(out), *TINY, "--epochs", "2"], "--source-adversary"]
+    arguments += ["--adversary-weight", "0.5"]
     assert train.main(arguments) == 0
     card = json.loads((out / "model_card.json").read_text())
-    assert card["training"]["source_adversary"] is True
+    assert card["training"]["source_adversary"] is True and card["training"]["adversary_weight"] == 0.5
     epochs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     assert len(epochs) == 2 and all(", source loss " in line for line in epochs), epochs
+    # The reversed gradient rises by DANN's schedule towards --adversary-weight.
+    assert "(reversal weight 0.000)" in epochs[0]
+    assert f"(reversal weight {0.5 * reversal_weight(1, 2):.3f})" in epochs[1]
     adversarial, plain = ModelBundle(out), ModelBundle(trained)
     # The same network as a run without the adversary: its head is not part of the exported model.
     assert [layer.name for layer in adversarial.cnn.layers] == [layer.name for layer in plain.cnn.layers]

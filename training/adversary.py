@@ -113,6 +113,7 @@ class SourceAdversarialCNN(keras.Model):
             "loss": self.loss_tracker.result(),
             "accuracy": self.accuracy_tracker.result(),
             "source_loss": self.source_loss_tracker.result(),
+            "reversal_weight": tf.convert_to_tensor(self.reversal),
         }
 
     def test_step(self, data):

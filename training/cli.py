@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the features against a head that tells each film's source from them and its class "
         "(gradient reversal; training.adversary); the exported CNN is the same network either way",
     )
+    parser.add_argument(
+        "--adversary-weight",
+        type=float,
+        default=1.0,
+        help="with --source-adversary: the reversed gradient's weight once the schedule has risen (DANN's λ)",
+    )
     parser.add_argument("--min-sensitivity", type=float, default=0.95, help="threshold rule for covid")
     parser.add_argument(
         "--indeterminate-sensitivity",

@@ -125,7 +125,7 @@ def run_epoch(
     marks.append(time.perf_counter())
     validated = model.evaluate(validation, verbose=0, return_dict=True)
     marks.append(time.perf_counter())
-    # Training figures as the model reports them (a source adversary adds its "source_loss").
+    # Training figures as the model reports them (a source adversary adds "source_loss", "reversal_weight").
     logs = {key: values[-1] for key, values in fitted.history.items()} | {
         "val_loss": validated["loss"],
         "val_accuracy": validated["accuracy"],
@@ -250,7 +250,7 @@ def fit_cnn(
         if args.source_adversary:
             from training.adversary import reversal_weight
 
-            model.reversal.assign(reversal_weight(epoch, args.epochs))
+            model.reversal.assign(args.adversary_weight * reversal_weight(epoch, args.epochs))
         batches = epoch_batches(train_images, train_classes, order[epoch], epoch, args.batch_size, args.seed, augment)
         logs, seconds = run_epoch(model, batches, steps, weights, validation, batch_norm_images)
         if progress.is_best_epoch(logs["val_loss"], args.patience, args.warmup_epochs):
@@ -266,7 +266,11 @@ def fit_cnn(
         print(
             f"epoch {progress.epochs_done}/{args.epochs}: loss {logs['loss']:.4f}, accuracy "
             f"{logs['accuracy']:.3f}, "
-            + (f"source loss {logs['source_loss']:.3f}, " if "source_loss" in logs else "")
+            + (
+                f"source loss {logs['source_loss']:.3f} (reversal weight {logs['reversal_weight']:.3f}), "
+                if "source_loss" in logs
+                else ""
+            )
             + f"val_loss {logs['val_loss']:.4f}, val_accuracy {logs['val_accuracy']:.3f}, "
             f"lr {rate:.2g}; {steps * args.batch_size / epoch_seconds:.1f} images/s (training "
             f"{seconds['train']:.0f}s, recalibration {seconds['recalibration']:.0f}s, validation "
