@@ -72,13 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--source-adversary",
         action="store_true",
         help="train the features against a head that tells each film's source from them and its class "
-        "(gradient reversal; training.adversary); the exported CNN is the same network either way",
+        "(gradient reversal; training.adversary); the exported CNN is the same network either way. In "
+        "leave-source-out cross-validation it did not beat the shipped recipe (README, 'Seeds and recipes')",
     )
     parser.add_argument(
         "--adversary-weight",
         type=float,
         default=1.0,
-        help="with --source-adversary: the reversed gradient's weight once the schedule has risen (DANN's λ)",
+        help="with --source-adversary: the reversed gradient's weight once the schedule has risen (DANN's λ); "
+        "at 1 the classifier stopped learning here, 0.3 trained as without the adversary",
     )
     parser.add_argument("--min-sensitivity", type=float, default=0.95, help="threshold rule for covid")
     parser.add_argument(
