@@ -1,5 +1,6 @@
 """What keeps the model from winning by recognising the collection: held-out sources, balanced
-sampling, acquisition augmentation, the per-source report and the lung crop's geometry."""
+sampling, acquisition augmentation, amplitude mixing across sources, the per-source report and the lung
+crop's geometry."""
 
 from __future__ import annotations
 
@@ -70,6 +71,38 @@ def test_augmentation_keeps_shape_and_range():
     assert out.shape == (8, 32, 32, 1) and labels.shape == (8,)
     assert float(tf.reduce_min(out)) >= 0.0 and float(tf.reduce_max(out)) <= 1.0 + 1e-6
     assert not np.allclose(out.numpy(), images.numpy())
+
+
+def test_source_partners_are_of_the_same_class_and_another_source():
+    from training.mixing import source_partners
+
+    classes = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    sources = np.array(["a", "a", "b", "a", "b", "c", "a", "a"])  # class 2 has one source only
+    order = np.random.default_rng(0).integers(0, 8, (3, 40))
+    partners = source_partners(classes, sources, order, (7, 1))
+    assert partners.shape == order.shape
+    np.testing.assert_array_equal(partners, source_partners(classes, sources, order, (7, 1)))  # the seed fixes them
+    lonely = classes[order] == 2
+    np.testing.assert_array_equal(partners[lonely], order[lonely])  # no other source: the film itself
+    assert (classes[partners] == classes[order]).all()
+    assert (sources[partners] != sources[order])[~lonely].all()
+
+
+def test_amplitude_mixing_keeps_a_film_with_its_own_spectrum_and_changes_it_with_another():
+    tf = pytest.importorskip("tensorflow")
+    from training.augment import equalise as tf_equalise
+    from training.mixing import mix_amplitudes
+
+    rng = np.random.default_rng(2)
+    films = tf_equalise(tf.constant(rng.random((16, 32, 32, 1)) ** 2, tf.float32))
+    others = tf_equalise(tf.constant(rng.random((16, 32, 32, 1)), tf.float32))
+    # Mixed with its own amplitude, a film comes back as it was (its phase is kept; up to re-equalisation).
+    np.testing.assert_allclose(mix_amplitudes(films, films, tf.constant([0, 1])).numpy(), films.numpy(), atol=0.02)
+    mixed = mix_amplitudes(films, others, tf.constant([0, 1])).numpy()
+    changed = np.abs(mixed - films.numpy()).reshape(16, -1).max(axis=1) > 0.05
+    assert 0 < changed.sum() < 16  # about half of the films are mixed, the rest left alone
+    np.testing.assert_array_equal(mixed[~changed], films.numpy()[~changed])
+    assert mixed.min() >= 0.0 and mixed.max() <= 1.0 + 1e-6
 
 
 def test_per_source_figures_count_indeterminate_as_no_covid_call():

@@ -456,15 +456,16 @@ def test_gradient_reversal_is_the_identity_forward_and_turns_the_gradient_back_s
     assert 0.68 < reversal_weight(2, 12) < 0.69 and 0.98 < reversal_weight(6, 12) < reversal_weight(11, 12) < 1.0
 
 
-def test_a_source_adversary_run_trains_against_the_source_and_exports_the_cnn_alone(dataset, trained, tmp_path, capsys):
+def test_a_source_adversary_and_source_mixing_run_exports_the_cnn_alone(dataset, trained, tmp_path, capsys):
     from training.adversary import reversal_weight
 
     out = tmp_path / "adversary"
     arguments = [*["--data", str(dataset), "--out", str(out), *TINY, "--epochs", "2"], "--source-adversary"]
-    arguments += ["--adversary-weight", "0.5"]
+    arguments += ["--adversary-weight", "0.5", "--mix-sources"]
     assert train.main(arguments) == 0
     card = json.loads((out / "model_card.json").read_text())
     assert card["training"]["source_adversary"] is True and card["training"]["adversary_weight"] == 0.5
+    assert card["training"]["mix_sources"] is True
     epochs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     assert len(epochs) == 2 and all(", source loss " in line for line in epochs), epochs
     # The reversed gradient rises by DANN's schedule towards --adversary-weight.

@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --source-adversary: the reversed gradient's weight once the schedule has risen (DANN's λ); "
         "at 1 the classifier stopped learning here, 0.3 trained as without the adversary",
     )
+    parser.add_argument(
+        "--mix-sources",
+        action="store_true",
+        help="blend about half of the training films' Fourier amplitude (a collection's look) with that of a "
+        "film of the same class from another source, keeping their phase (anatomy): training.mixing",
+    )
     parser.add_argument("--min-sensitivity", type=float, default=0.95, help="threshold rule for covid")
     parser.add_argument(
         "--indeterminate-sensitivity",

@@ -75,20 +75,39 @@ def compile_cnn(model: Any, learning_rate: float) -> None:
 
 
 def epoch_batches(
-    images: Any, class_of: Any, order: np.ndarray, epoch: int, batch_size: int, seed: int, augment: Callable
+    images: Any,
+    class_of: Any,
+    order: np.ndarray,
+    epoch: int,
+    batch_size: int,
+    seed: int,
+    augment: Callable,
+    partners: np.ndarray | None = None,
 ) -> Any:
     """The augmented batches of one epoch: images[order] (order: that epoch's positions, a whole
-    number of batches). Each batch's augmentation is seeded by (seed, its step in the whole run)."""
+    number of batches). Each batch's augmentation is seeded by (seed, its step in the whole run).
+    With `partners` (positions, as `order`), each image's amplitude spectrum is first mixed with its
+    partner's (`training.mixing`)."""
     import tensorflow as tf
 
     steps = len(order) // batch_size
     first = epoch * steps
+    columns = (order.reshape(steps, batch_size), np.arange(first, first + steps))
+
+    def batch(idx: tf.Tensor, step: tf.Tensor, partner: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        key, films = tf.stack([seed, step]), tf.gather(images, idx)
+        if partner is not None:
+            from training.mixing import mix_amplitudes
+
+            mix_key, key = tf.unstack(tf.random.experimental.stateless_split(tf.cast(key, tf.int64), 2))
+            films = mix_amplitudes(tf.cast(films, tf.float32), tf.gather(images, partner), mix_key)
+        return augment(films, tf.gather(class_of, idx), key)
+
+    if partners is not None:
+        columns += (partners.reshape(steps, batch_size),)
     dataset = (
-        tf.data.Dataset.from_tensor_slices((order.reshape(steps, batch_size), np.arange(first, first + steps)))
-        .map(
-            lambda idx, step: augment(tf.gather(images, idx), tf.gather(class_of, idx), tf.stack([seed, step])),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        tf.data.Dataset.from_tensor_slices(columns)
+        .map(batch, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
     # One thread per augmentation op: the training step already uses every core, and ops of both
@@ -218,13 +237,18 @@ def fit_cnn(
         started,
     )
     train_images = tf.constant(images[train_idx])  # float16: half the memory; cast after the gather
+    train_sources = np.array([samples[i].source for i in train_idx])
     train_targets = class_of[train_idx]
     if args.source_adversary:
-        from training.adversary import encode_targets, training_sources
+        from training.adversary import encode_targets
 
-        names = training_sources(samples, train_idx)
-        train_sources = np.array([names.index(samples[i].source) for i in train_idx])
-        train_targets = encode_targets(train_targets, train_sources, len(names))
+        names, source_index = np.unique(train_sources, return_inverse=True)  # sorted, as training_sources
+        train_targets = encode_targets(train_targets, source_index, len(names))
+    partners = None
+    if args.mix_sources:
+        from training.mixing import source_partners
+
+        partners = source_partners(class_of[train_idx], train_sources, order, (rng_seed, 1))
     train_classes = tf.constant(train_targets)
     augment = augmenter(acquisition=args.augment == "acquisition")
     validation = validation_batches(images[val_idx], class_of[val_idx])
@@ -251,7 +275,16 @@ def fit_cnn(
             from training.adversary import reversal_weight
 
             model.reversal.assign(args.adversary_weight * reversal_weight(epoch, args.epochs))
-        batches = epoch_batches(train_images, train_classes, order[epoch], epoch, args.batch_size, args.seed, augment)
+        batches = epoch_batches(
+            train_images,
+            train_classes,
+            order[epoch],
+            epoch,
+            args.batch_size,
+            args.seed,
+            augment,
+            None if partners is None else partners[epoch],
+        )
         logs, seconds = run_epoch(model, batches, steps, weights, validation, batch_norm_images)
         if progress.is_best_epoch(logs["val_loss"], args.patience, args.warmup_epochs):
             best_weights = model.get_weights()
