@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mix-sources",
         action="store_true",
         help="blend about half of the training films' Fourier amplitude (a collection's look) with that of a "
-        "film of the same class from another source, keeping their phase (anatomy): training.mixing",
+        "film of the same class from another source, keeping their phase (anatomy): training.mixing. In "
+        "leave-source-out cross-validation it called fewer normals normal (README, 'Seeds and recipes')",
     )
     parser.add_argument("--min-sensitivity", type=float, default=0.95, help="threshold rule for covid")
     parser.add_argument(
