@@ -34,11 +34,6 @@ def reversal_weight(epoch: int, epochs: int) -> float:
     return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
 
 
-def training_sources(samples: list, indices) -> list[str]:
-    """The sources the adversary tells apart: those of the training films, in a fixed order."""
-    return sorted({samples[i].source for i in indices})
-
-
 def encode_targets(classes: np.ndarray, sources: np.ndarray, n_sources: int) -> np.ndarray:
     """One integer per film for the training batches: class × n_sources + source."""
     return np.asarray(classes) * n_sources + np.asarray(sources)

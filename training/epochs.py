@@ -186,9 +186,10 @@ def train_cnn(args, classes, samples, images, class_of, split, started):
             model.set_weights(start.get_weights())  # ValueError when the architecture differs
             stage(f"CNN weights taken from {args.init_from}", started)
         if args.source_adversary:
-            from training.adversary import SourceAdversarialCNN, training_sources
+            from training.adversary import SourceAdversarialCNN
 
-            model = SourceAdversarialCNN(model, len(classes), len(training_sources(samples, split["train"])))
+            sources = len({samples[i].source for i in split["train"]})
+            model = SourceAdversarialCNN(model, len(classes), sources)
             model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
         else:
             compile_cnn(model, args.learning_rate)
@@ -242,7 +243,7 @@ def fit_cnn(
     if args.source_adversary:
         from training.adversary import encode_targets
 
-        names, source_index = np.unique(train_sources, return_inverse=True)  # sorted, as training_sources
+        names, source_index = np.unique(train_sources, return_inverse=True)
         train_targets = encode_targets(train_targets, source_index, len(names))
     partners = None
     if args.mix_sources:
